@@ -1,0 +1,51 @@
+//! `riposte build [PLAYBOOK...]`.
+
+use anyhow::Result;
+use riposte::builder::Builder;
+use riposte::manifest::Kind;
+use riposte::state::StateDir;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Playbooks to build (default: every WASM playbook in the catalog).
+    names: Vec<String>,
+}
+
+pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+    let builder = Builder::new(playbooks.to_owned(), state);
+    let names = if args.names.is_empty() {
+        builder
+            .names()
+            .into_iter()
+            .filter(|n| builder.manifest(n).map(|(_, m)| m.kind == Kind::Wasm).unwrap_or(true))
+            .collect()
+    } else {
+        args.names
+    };
+    if names.is_empty() {
+        anyhow::bail!("no playbooks in {}; run riposte from the repository root or pass --playbooks DIR", playbooks.display());
+    }
+    let built = build_all(&builder, &names).await?;
+    for b in built {
+        println!("{:<10} {} {}", b.name, if b.rebuilt { "built " } else { "cached" }, b.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds several playbooks, as many at once as there are cores.
+pub async fn build_all(builder: &Builder, names: &[String]) -> Result<Vec<riposte::builder::Built>> {
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut out = Vec::new();
+    for chunk in names.chunks(parallel) {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|n| s.spawn(move || builder.build(n))).collect();
+            handles.into_iter().map(|h| h.join().expect("build thread panicked")).collect()
+        });
+        for r in results {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}

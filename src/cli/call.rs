@@ -1,0 +1,94 @@
+//! `riposte call PLAYBOOK --alert FILE [-e KEY=VALUE]...`: one run, real capabilities.
+
+use anyhow::{Context, Result};
+use riposte::alert::Alert;
+use riposte::builder::Builder;
+use riposte::capability::Backends;
+use riposte::function::{parse_setting, Function, Settings};
+use riposte::runtime::{Runtime, RuntimeConfig};
+use riposte::state::StateDir;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The playbook (a folder in the catalog).
+    playbook: String,
+    /// The alert: a falcosidekick JSON file, or - for stdin.
+    #[arg(long, short)]
+    alert: PathBuf,
+    /// A setting, KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    #[command(flatten)]
+    backends: super::call::BackendArgs,
+    /// Print the execution as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of the real capability backends, shared by every command that runs playbooks.
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    /// Extra trusted CA certificates (PEM bundle) for playbook HTTPS calls; HTTPS_PROXY/NO_PROXY are honoured.
+    #[arg(long, env = "RIPOSTE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl BackendArgs {
+    pub fn backends(&self, state: &StateDir) -> Result<Backends> {
+        let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig {
+            ca_bundle: self.ca_bundle.clone(),
+            timeout: None,
+        })?;
+        Ok(Backends {
+            http: std::sync::Arc::new(http),
+            kubernetes: std::sync::Arc::new(riposte::capability::kubernetes::NoCluster),
+            object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
+        })
+    }
+}
+
+pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+    let builder = Builder::new(playbooks.to_owned(), state);
+    let (_, manifest) = builder.manifest(&args.playbook)?;
+    let given = args.settings.iter().map(|s| parse_setting(s)).collect::<Result<Vec<_>, _>>()?;
+    let settings = Settings::resolve(&manifest, &given)?;
+    let raw = read_alert(&args.alert)?;
+    let alert = Alert::parse(&raw).with_context(|| format!("alert {}", args.alert.display()))?;
+    let backends = args.backends.backends(state)?;
+    let built = builder.build(&args.playbook)?;
+    let bytes = std::fs::read(&built.path)?;
+    let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling: false })?;
+    let component = tokio::task::block_in_place(|| runtime.load(&bytes, &args.playbook))?;
+    let function = Function {
+        name: args.playbook.clone(),
+        manifest,
+        artifact: component.digest.clone(),
+        settings,
+        runs_on: None,
+    };
+    let exec = runtime.function(component, &function, backends).handle(&alert).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&exec)?);
+    } else {
+        println!("{}: {}", exec.status.as_str(), exec.message);
+        if let Some(detail) = &exec.detail {
+            println!("detail: {detail}");
+        }
+        for line in &exec.logs {
+            println!("[{}] {}", line.level, line.message);
+        }
+    }
+    Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn read_alert(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read alert file {}", path.display()))
+}

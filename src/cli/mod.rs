@@ -1,0 +1,80 @@
+//! The command line: clap definitions and dispatch. Errors end here as one line that says what to do.
+
+mod build;
+mod call;
+mod playbook;
+mod spec;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use riposte::state::StateDir;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// riposte reacts to Falco alerts: NATS subjects trigger sandboxed WebAssembly or container playbooks.
+#[derive(Debug, Parser)]
+#[command(name = "riposte", version, about, long_about = None)]
+pub struct Cli {
+    /// Where built components, the compile cache and local data live.
+    #[arg(long, global = true, env = "RIPOSTE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The playbook catalog.
+    #[arg(long, global = true, env = "RIPOSTE_PLAYBOOKS", default_value = "playbooks")]
+    playbooks: PathBuf,
+    /// Log format on stderr (RUST_LOG sets the level, default info).
+    #[arg(long, global = true, env = "RIPOSTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build playbooks into WebAssembly components (all of them when none is named); cached by source digest.
+    Build(build::Args),
+    /// Run playbook specs (specs/<playbook>.toml) with recorded capabilities: no network, no cluster.
+    Spec(spec::Args),
+    /// Run a playbook once on an alert file, with real capabilities and -e KEY=VALUE settings.
+    Call(call::Args),
+    /// The playbook catalog.
+    #[command(subcommand)]
+    Playbook(playbook::Command),
+}
+
+/// Parses arguments, runs the command, and turns an error into one line and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let state = StateDir::new(cli.state_dir.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start tokio");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Build(args) => build::run(args, &cli.playbooks, &state).await,
+            Command::Spec(args) => spec::run(args, &cli.playbooks, &state).await,
+            Command::Call(args) => call::run(args, &cli.playbooks, &state).await,
+            Command::Playbook(cmd) => playbook::run(cmd, &cli.playbooks, &state).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("riposte: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,59 @@
+//! `riposte spec [PLAYBOOK...]`.
+
+use anyhow::{Context, Result};
+use riposte::builder::Builder;
+use riposte::runtime::{Runtime, RuntimeConfig};
+use riposte::spec::{run_cases, SpecFile};
+use riposte::state::StateDir;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Playbooks whose specs to run (default: every specs/*.toml).
+    names: Vec<String>,
+    /// The specs folder (default: specs/ beside the playbook catalog).
+    #[arg(long, env = "RIPOSTE_SPECS")]
+    specs: Option<PathBuf>,
+}
+
+pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+    let specs_dir = args.specs.unwrap_or_else(|| playbooks.parent().unwrap_or(Path::new(".")).join("specs"));
+    let mut files: Vec<PathBuf> = if args.names.is_empty() {
+        std::fs::read_dir(&specs_dir)
+            .with_context(|| format!("cannot read the specs folder {}", specs_dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect()
+    } else {
+        args.names.iter().map(|n| specs_dir.join(format!("{n}.toml"))).collect()
+    };
+    files.sort();
+    let builder = Builder::new(playbooks.to_owned(), state);
+    let specs = files.iter().map(|f| SpecFile::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = specs.iter().map(|s| s.playbook.clone()).collect();
+    super::build::build_all(&builder, &names).await?;
+    let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling: true })?;
+    let (mut passed, mut failed) = (0, 0);
+    for spec in &specs {
+        let (_, manifest) = builder.manifest(&spec.playbook)?;
+        let built = builder.build(&spec.playbook)?;
+        let bytes = std::fs::read(&built.path)?;
+        let component = tokio::task::block_in_place(|| runtime.load(&bytes, &spec.playbook))?;
+        for result in run_cases(&runtime, component, &manifest, spec, &specs_dir.join("alerts")).await {
+            if result.failures.is_empty() {
+                passed += 1;
+                println!("ok    {}: {}", spec.playbook, result.name);
+            } else {
+                failed += 1;
+                println!("FAIL  {}: {}", spec.playbook, result.name);
+                for f in &result.failures {
+                    println!("    {f}");
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,114 @@
+//! The result of running one function on one alert: what riposte records, publishes and shows, for WASM and
+//! container functions alike. It never holds setting values (they are redacted before it is built).
+
+use crate::runtime::bindings::riposte::playbook::types::Error as CallError;
+use crate::runtime::host::LogLine;
+use serde::{Deserialize, Serialize};
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The reaction is done.
+    Ok,
+    /// The alert cannot be handled: never retried.
+    InvalidAlert,
+    /// A required setting is missing or malformed: never retried.
+    MissingSetting,
+    /// The playbook called something it was not granted: never retried.
+    Denied,
+    /// A remote API refused (Kubernetes NotFound, HTTP 4xx): not retried.
+    Rejected,
+    /// A transient failure: retried.
+    Failed,
+    /// The deadline passed: retried.
+    Timeout,
+    /// The playbook went over its memory limit: not retried.
+    Memory,
+    /// The playbook crashed (a trap, an uncaught exception): not retried.
+    Trap,
+}
+
+impl Status {
+    /// Whether another delivery could succeed.
+    pub fn retryable(self) -> bool {
+        matches!(self, Status::Failed | Status::Timeout)
+    }
+
+    /// The kebab-case name, as in results and specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::InvalidAlert => "invalid-alert",
+            Status::MissingSetting => "missing-setting",
+            Status::Denied => "denied",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+            Status::Timeout => "timeout",
+            Status::Memory => "memory",
+            Status::Trap => "trap",
+        }
+    }
+}
+
+/// Anything that reacts to one alert: a WASM function or a container action.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync {
+    /// Runs the reaction; every failure is an `Execution` with a status, never a panic.
+    async fn handle(&self, alert: &crate::alert::Alert) -> Execution;
+}
+
+/// One function run on one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub status: Status,
+    /// The outcome's message, or the error.
+    pub message: String,
+    /// For `rejected`: the API's reason ("NotFound", "Forbidden", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The outcome's detail, parsed when it is JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// Lines the playbook logged (and, after a crash, the end of its stderr).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
+    /// Wall time of the whole execution, in microseconds.
+    pub duration_us: u64,
+    /// Time spent instantiating, in microseconds (0 when a warm instance served it).
+    pub instantiate_us: u64,
+}
+
+impl Execution {
+    /// Whether the reaction is done.
+    pub fn is_ok(&self) -> bool {
+        self.status == Status::Ok
+    }
+
+    /// An execution that ended before it started (bad alert, missing setting, no engine).
+    pub fn refused(status: Status, message: impl Into<String>) -> Execution {
+        Execution {
+            status,
+            message: message.into(),
+            reason: None,
+            detail: None,
+            logs: Vec::new(),
+            duration_us: 0,
+            instantiate_us: 0,
+        }
+    }
+
+    /// Status, message and reason from an error the guest returned.
+    pub fn from_call_error(err: CallError) -> Execution {
+        let (status, message, reason) = match err {
+            CallError::InvalidAlert(m) => (Status::InvalidAlert, m, None),
+            CallError::MissingSetting(m) => (Status::MissingSetting, m, None),
+            CallError::Denied(m) => (Status::Denied, m, None),
+            CallError::Rejected(api) => {
+                (Status::Rejected, format!("{} ({} {})", api.message, api.code, api.reason), Some(api.reason))
+            }
+            CallError::Failed(m) => (Status::Failed, m, None),
+        };
+        Execution { reason, ..Execution::refused(status, message) }
+    }
+}

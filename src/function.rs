@@ -1,0 +1,181 @@
+//! A function: a playbook deployed with its settings. Settings are secrets to riposte: the `Settings` type
+//! never prints its values, so a function can be logged, listed and put in results safely.
+
+use crate::manifest::Manifest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A deployed playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Function {
+    /// Its name, e.g. "falco-slack".
+    pub name: String,
+    /// The playbook's manifest as deployed (kind, capabilities, limits, setting specs).
+    pub manifest: Manifest,
+    /// What runs: the component's sha256 (wasm) or the image reference (container).
+    pub artifact: String,
+    /// Settings given at deploy time, defaults applied.
+    pub settings: Settings,
+    /// Only the runner of this name takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_on: Option<String>,
+}
+
+/// Setting values. `Debug` and `Display` show names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Settings(BTreeMap<String, String>);
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Settings {
+    /// The value of one setting.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Setting names, for listings.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Names and values, for the places that must pass them on (guest calls, container environment).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+
+    /// Applies the manifest: defaults filled in, unknown names and missing required settings refused.
+    pub fn resolve(manifest: &Manifest, given: &[(String, String)]) -> Result<Settings, SettingsError> {
+        let mut values = BTreeMap::new();
+        for (name, value) in given {
+            if !manifest.settings.contains_key(name) {
+                return Err(SettingsError::Unknown {
+                    playbook: manifest.name.clone(),
+                    name: name.clone(),
+                    known: manifest.settings.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+            values.insert(name.clone(), value.clone());
+        }
+        for (name, spec) in &manifest.settings {
+            if values.contains_key(name) {
+                continue;
+            }
+            match &spec.default {
+                Some(default) => {
+                    values.insert(name.clone(), default.clone());
+                }
+                None if spec.required => {
+                    return Err(SettingsError::Missing { playbook: manifest.name.clone(), name: name.clone() })
+                }
+                None => {}
+            }
+        }
+        Ok(Settings(values))
+    }
+
+    /// Settings exactly as given (for specs and tests that bypass a manifest).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Settings {
+        Settings(pairs.into_iter().collect())
+    }
+}
+
+/// A setting problem, found before anything runs.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SettingsError {
+    #[error("playbook {playbook} needs setting {name}: pass -e {name}=VALUE")]
+    Missing { playbook: String, name: String },
+    #[error("playbook {playbook} has no setting {name} (it takes: {known})")]
+    Unknown { playbook: String, name: String, known: String },
+    #[error("setting {0:?} is not KEY=VALUE")]
+    Malformed(String),
+}
+
+/// Secret values shorter than this are not redacted from text (replacing every "on" would garble it).
+pub const MIN_REDACTED_LEN: usize = 4;
+
+/// Replaces every secret value found in `text` with `***`.
+pub fn redact(secrets: &[String], text: &str) -> String {
+    let mut out = text.to_owned();
+    for value in secrets {
+        if out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Parses `-e KEY=VALUE`.
+pub fn parse_setting(text: &str) -> Result<(String, String), SettingsError> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(SettingsError::Malformed(text.to_owned())),
+    }
+}
+
+/// Names of functions, triggers, playbooks and runners: lower-case letters, digits and '-', 1 to 63 long,
+/// starting with a letter or digit (a Kubernetes-style name, valid in a NATS subject and a KV key).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            r#"
+name = "slack"
+kind = "wasm"
+capabilities = ["http"]
+[settings.SLACK_WEBHOOK_URL]
+required = true
+[settings.COLOR]
+default = "red"
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn resolve_fills_defaults_and_refuses_missing_or_unknown() {
+        let m = manifest();
+        let s = Settings::resolve(&m, &[("SLACK_WEBHOOK_URL".into(), "https://h/x".into())]).unwrap();
+        assert_eq!(s.get("COLOR"), Some("red"));
+        let e = Settings::resolve(&m, &[]).unwrap_err();
+        assert_eq!(e.to_string(), "playbook slack needs setting SLACK_WEBHOOK_URL: pass -e SLACK_WEBHOOK_URL=VALUE");
+        let e = Settings::resolve(&m, &[("SLACK_WEBHOOK".into(), "x".into())]).unwrap_err();
+        assert!(e.to_string().contains("it takes: COLOR, SLACK_WEBHOOK_URL"), "{e}");
+    }
+
+    #[test]
+    fn settings_never_print_values() {
+        let s = Settings::from_pairs([("TOKEN".to_owned(), "s3cr3t-value".to_owned())]);
+        assert_eq!(format!("{s:?}"), "{\"TOKEN\"}");
+        assert_eq!(redact(&["s3cr3t-value".into()], "auth failed for s3cr3t-value"), "auth failed for ***");
+        let m = Manifest::parse("name = \"x\"\nkind = \"wasm\"\n[settings.TOKEN]\n[settings.KEY]\nsecret = false\n").unwrap();
+        let s = Settings::from_pairs([("TOKEN".to_owned(), "s3cr3t".to_owned()), ("KEY".to_owned(), "falco/alert".to_owned())]);
+        assert_eq!(m.secret_values(&s), vec!["s3cr3t".to_owned()]);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("falco-slack-trigger-0"));
+        assert!(!valid_name("Falco"));
+        assert!(!valid_name("a.b"));
+        assert!(!valid_name(""));
+        assert!(parse_setting("A=b=c").unwrap() == ("A".into(), "b=c".into()));
+        assert!(parse_setting("=x").is_err());
+    }
+}

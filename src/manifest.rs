@@ -1,0 +1,162 @@
+//! `playbook.toml`: what a playbook is, what it may call, its limits and its settings.
+
+use crate::runtime::limits::Limits;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A playbook's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The playbook's name: its folder in `playbooks/`.
+    pub name: String,
+    /// One line for `riposte playbook list`.
+    #[serde(default)]
+    pub description: String,
+    /// How it runs.
+    pub kind: Kind,
+    /// What it may call besides settings and log: "http", "object-store", "kubernetes.<verb>", "kubernetes.*".
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Outbound HTTP allow-list.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The settings it takes.
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingSpec>,
+    /// For `kind = "container"`: the image and how to run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSection>,
+}
+
+/// How a playbook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A WebAssembly component for `wit/playbook.wit`.
+    Wasm,
+    /// A container image run through the Docker Engine API.
+    Container,
+}
+
+impl Kind {
+    /// "wasm" or "container".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Wasm => "wasm",
+            Kind::Container => "container",
+        }
+    }
+}
+
+/// `[http]`: hosts reachable besides those named by URL-valued settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `host` or `host:port` entries; `*.example.com` matches subdomains.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `[container]`: a container action.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSection {
+    /// Image reference, e.g. "localhost/riposte-webhook:1".
+    pub image: String,
+    /// Containerfile (relative to the playbook folder) that builds the image when it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerfile: Option<String>,
+    /// Command and arguments; the image's entrypoint when empty.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Whether the container gets a network (none by default).
+    #[serde(default)]
+    pub network: bool,
+    /// CPU limit in cores, e.g. 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Process limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One setting a playbook takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingSpec {
+    /// What it is, for `riposte playbook list`.
+    #[serde(default)]
+    pub description: String,
+    /// Deploying without it is an error.
+    #[serde(default)]
+    pub required: bool,
+    /// The value when none is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Whether the value is a secret (the default): it is replaced with `***` wherever it would appear in
+    /// logs, results and listings. Declare `secret = false` for values that may be shown (a taint key).
+    #[serde(default = "yes")]
+    pub secret: bool,
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid playbook manifest: {why}")]
+    Invalid { path: PathBuf, why: String },
+}
+
+impl Default for SettingSpec {
+    fn default() -> Self {
+        SettingSpec { description: String::new(), required: false, default: None, secret: true }
+    }
+}
+
+impl Manifest {
+    /// Values of the settings that are secret (undeclared settings count as secret), for redaction.
+    pub fn secret_values(&self, settings: &crate::function::Settings) -> Vec<String> {
+        settings
+            .iter()
+            .filter(|(name, _)| self.settings.get(*name).is_none_or(|s| s.secret))
+            .map(|(_, v)| v.to_owned())
+            .filter(|v| v.len() >= crate::function::MIN_REDACTED_LEN)
+            .collect()
+    }
+
+    /// Reads `<dir>/playbook.toml`.
+    pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
+        let path = dir.join("playbook.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        Self::parse(&text).map_err(|why| ManifestError::Invalid { path, why })
+    }
+
+    /// Parses and validates a manifest's text.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !crate::function::valid_name(&self.name) {
+            return Err(format!("name {:?} must be lower-case letters, digits and '-'", self.name));
+        }
+        self.limits.validate()?;
+        crate::capability::Grants::parse(&self.capabilities)?;
+        if self.kind == Kind::Container && self.container.is_none() {
+            return Err("kind = \"container\" needs a [container] section with an image".into());
+        }
+        Ok(())
+    }
+}

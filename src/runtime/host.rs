@@ -1,0 +1,199 @@
+//! The host side of every import: the per-instance state a guest's calls reach, the grant check before each
+//! capability, and the memory limiter.
+
+use super::bindings::riposte::playbook::{self as wit, types::Error as CallError};
+use super::limits::{MAX_LOG_LINES};
+use crate::capability::{denied, Backends, Grants};
+use crate::function::Settings;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What a function's calls are checked against and served by; shared by all its instances.
+pub(crate) struct FunctionContext {
+    pub settings: Settings,
+    /// Values to redact from everything the function's executions report.
+    pub secrets: Vec<String>,
+    pub grants: Grants,
+    pub backends: Backends,
+    /// `ALLOW_DAEMONSET_PODS=true` in the settings lets delete-pod remove DaemonSet pods.
+    pub allow_daemonset: bool,
+}
+
+/// One log line of an execution.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+}
+
+/// The state of one execution (reset before each alert a warm instance serves).
+#[derive(Default)]
+pub(crate) struct CallState {
+    pub logs: Vec<LogLine>,
+    pub dropped_logs: usize,
+    /// The first call the guest was refused, reported even if the guest ignores the error.
+    pub denied: Option<String>,
+    pub deadline: Option<Instant>,
+}
+
+/// The store's data: one per instance.
+pub(crate) struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub output: MemoryOutputPipe,
+    pub func: std::sync::Arc<FunctionContext>,
+    pub call: CallState,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Raised (as a trap) when an instance asks for more memory than its function's cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: the playbook asked for {asked_mb} MiB in all, its limit is {cap_mb} MiB (limits.memory_mb)")]
+pub struct MemoryExceeded {
+    pub asked_mb: usize,
+    pub cap_mb: usize,
+}
+
+/// Caps the sum of an instance's linear memories.
+pub(crate) struct MemoryLimiter {
+    pub cap: usize,
+    pub total: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let next = self.total.saturating_add(desired.saturating_sub(current));
+        if next > self.cap {
+            return Err(wasmtime::Error::new(MemoryExceeded { asked_mb: next >> 20, cap_mb: self.cap >> 20 }));
+        }
+        self.total = next;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl HostState {
+    fn refuse(&mut self, what: &str) -> CallError {
+        self.note_denied(denied(what))
+    }
+
+    /// Remembers the first refusal of this execution, so it is reported even if the guest ignores it.
+    fn note_denied(&mut self, err: CallError) -> CallError {
+        if let (None, CallError::Denied(msg)) = (&self.call.denied, &err) {
+            self.call.denied = Some(msg.clone());
+        }
+        err
+    }
+
+    fn kubernetes(&mut self, verb: &'static str) -> Result<(), CallError> {
+        if self.func.grants.kubernetes.contains(verb) {
+            Ok(())
+        } else {
+            Err(self.refuse(&format!("kubernetes.{verb}")))
+        }
+    }
+}
+
+impl wit::types::Host for HostState {}
+
+impl wit::settings::Host for HostState {
+    async fn get(&mut self, name: String) -> Option<String> {
+        self.func.settings.get(&name).map(str::to_owned)
+    }
+
+    async fn require(&mut self, name: String) -> Result<String, CallError> {
+        match self.func.settings.get(&name) {
+            Some(v) if !v.is_empty() => Ok(v.to_owned()),
+            _ => Err(CallError::MissingSetting(format!("setting {name} is not set: deploy with -e {name}=VALUE"))),
+        }
+    }
+}
+
+impl wit::log::Host for HostState {
+    async fn write(&mut self, level: wit::log::Level, message: String) {
+        if self.call.logs.len() >= MAX_LOG_LINES {
+            self.call.dropped_logs += 1;
+            return;
+        }
+        let level = match level {
+            wit::log::Level::Debug => "debug",
+            wit::log::Level::Info => "info",
+            wit::log::Level::Warn => "warn",
+            wit::log::Level::Error => "error",
+        };
+        let message = crate::function::redact(&self.func.secrets, &message);
+        self.call.logs.push(LogLine { level: level.to_owned(), message });
+    }
+}
+
+impl wit::http::Host for HostState {
+    async fn send(&mut self, req: wit::http::Request) -> Result<wit::http::Response, CallError> {
+        if !self.func.grants.http {
+            return Err(self.refuse("http"));
+        }
+        if let Err(why) = self.func.grants.check_url(&req.url) {
+            return Err(self.note_denied(CallError::Denied(why)));
+        }
+        let http = self.func.backends.http.clone();
+        http.send(req).await
+    }
+}
+
+impl wit::kubernetes::Host for HostState {
+    async fn delete_pod(&mut self, namespace: String, name: String, grace: Option<u32>) -> Result<String, CallError> {
+        self.kubernetes("delete-pod")?;
+        let (k8s, allow) = (self.func.backends.kubernetes.clone(), self.func.allow_daemonset);
+        k8s.delete_pod(&namespace, &name, grace, allow).await
+    }
+
+    async fn label_pod(&mut self, namespace: String, name: String, labels: Vec<(String, String)>) -> Result<(), CallError> {
+        self.kubernetes("label-pod")?;
+        let k8s = self.func.backends.kubernetes.clone();
+        k8s.label_pod(&namespace, &name, &labels).await
+    }
+
+    async fn taint_node_of_pod(&mut self, namespace: String, pod: String, taint: wit::kubernetes::Taint) -> Result<String, CallError> {
+        self.kubernetes("taint-node-of-pod")?;
+        let k8s = self.func.backends.kubernetes.clone();
+        k8s.taint_node_of_pod(&namespace, &pod, &taint).await
+    }
+
+    async fn cordon_node_of_pod(&mut self, namespace: String, pod: String) -> Result<String, CallError> {
+        self.kubernetes("cordon-node-of-pod")?;
+        let k8s = self.func.backends.kubernetes.clone();
+        k8s.cordon_node_of_pod(&namespace, &pod).await
+    }
+
+    async fn isolate_pod(&mut self, namespace: String, pod: String) -> Result<String, CallError> {
+        self.kubernetes("isolate-pod")?;
+        let k8s = self.func.backends.kubernetes.clone();
+        k8s.isolate_pod(&namespace, &pod).await
+    }
+
+    async fn create_capture_job(&mut self, job: wit::kubernetes::CaptureJob) -> Result<String, CallError> {
+        self.kubernetes("create-capture-job")?;
+        let k8s = self.func.backends.kubernetes.clone();
+        k8s.create_capture_job(&job).await
+    }
+}
+
+impl wit::object_store::Host for HostState {
+    async fn put(&mut self, key: String, data: Vec<u8>, content_type: Option<String>) -> Result<String, CallError> {
+        if !self.func.grants.object_store {
+            return Err(self.refuse("object-store"));
+        }
+        let store = self.func.backends.object_store.clone();
+        store.put(&key, data, content_type).await
+    }
+}

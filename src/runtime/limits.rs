@@ -1,0 +1,83 @@
+//! Every resource limit riposte enforces, in one place: per function (from the manifest's `[limits]`) and
+//! per runner (from the command line). The runtime reads them from here and nowhere else.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Limits of one function, from `[limits]` in its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock time for one alert, host calls included (epoch deadline for guest CPU plus a timeout
+    /// around the whole call).
+    pub timeout_ms: u64,
+    /// Cap on the sum of an instance's linear memories, in MiB.
+    pub memory_mb: u64,
+    /// How many alerts one warm instance may serve before it is retired; 1 = a fresh instance per alert.
+    /// An instance is always retired after a trap, a timeout or an error.
+    pub reuse: u32,
+    /// How many alerts of this function run at once on one runner (admission before instantiation).
+    pub concurrency: u32,
+    /// How many times the runner delivers an alert to this function before it is dead-lettered.
+    pub max_deliver: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout_ms: 10_000, memory_mb: 256, reuse: 1000, concurrency: 16, max_deliver: 5 }
+    }
+}
+
+impl Limits {
+    /// The wall-clock deadline for one alert.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The memory cap in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    /// Checks the numbers make sense; the error says which one to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timeout_ms == 0 {
+            return Err("limits.timeout_ms must be at least 1".into());
+        }
+        if self.memory_mb < 1 || self.memory_mb > MAX_MEMORY_MB {
+            return Err(format!("limits.memory_mb must be between 1 and {MAX_MEMORY_MB}"));
+        }
+        if self.reuse == 0 {
+            return Err("limits.reuse must be at least 1 (1 = a fresh instance per alert)".into());
+        }
+        if self.concurrency == 0 {
+            return Err("limits.concurrency must be at least 1".into());
+        }
+        if self.max_deliver == 0 {
+            return Err("limits.max_deliver must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The largest memory cap a function may ask for: also the size of a pooled memory slot.
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// How often the epoch ticks; guest CPU deadlines are checked at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Extra time a timed-out call is given to unwind before it is abandoned.
+pub const TIMEOUT_SLACK: Duration = Duration::from_millis(250);
+
+/// Bytes of a guest's stdout and stderr kept per instance (Python tracebacks go there).
+pub const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Log lines a single execution may record; more are counted and dropped.
+pub const MAX_LOG_LINES: usize = 200;
+
+/// Largest HTTP response body handed to a guest.
+pub const MAX_HTTP_BODY: usize = 16 << 20;
+
+/// Pooling allocator budget: instances that may be live at once on one runner. Beyond it, instantiation
+/// falls back to waiting for admission (the dispatcher never asks for more).
+pub const POOL_INSTANCES: u32 = 64;

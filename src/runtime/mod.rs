@@ -1,0 +1,384 @@
+//! The WASM runtime: one wasmtime engine per runner, components compiled once and cached on disk, an
+//! `InstancePre` per component, and per function a pool of warm instances behind an admission semaphore.
+//!
+//! Per alert the work is: admit, take a warm instance (or instantiate one from the `InstancePre`), call
+//! `handle` under a wall-clock deadline, and either return the instance to the pool or retire it (after a
+//! trap, a timeout, an error, or `limits.reuse` alerts).
+
+pub mod bindings;
+pub mod cache;
+pub(crate) mod host;
+pub mod limits;
+
+use crate::alert::Alert;
+use crate::capability::{Backends, Grants};
+use crate::execution::{Execution, Status};
+use crate::function::Function;
+use bindings::riposte::playbook::types::{Alert as WitAlert, Outcome};
+use bindings::{Playbook, PlaybookPre};
+use host::{CallState, FunctionContext, HostState, MemoryExceeded, MemoryLimiter};
+use limits::{Limits, EPOCH_TICK, GUEST_OUTPUT_BYTES, MAX_MEMORY_MB, POOL_INSTANCES, TIMEOUT_SLACK};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// How to build the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Use the pooling allocator (falls back to on-demand when the address space is too small).
+    pub pooling: bool,
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("{what} is not a usable playbook component: {why}")]
+    Component { what: String, why: String },
+}
+
+/// The engine, linker and compile cache of one runner.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: cache::CompileCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+    pooling: bool,
+    _ticker: EpochTicker,
+}
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    /// Its sha256.
+    pub digest: String,
+    /// Whether loading it compiled it (false: it came from the cache).
+    pub compiled: bool,
+    pre: PlaybookPre<HostState>,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator when asked and possible) and starts the epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let (engine, pooling) = match config.pooling {
+            true => match Engine::new(&engine_config(true)) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pooling allocator unavailable (address space too small?); instantiating on demand");
+                    (Engine::new(&engine_config(false)).map_err(|e| RuntimeError::Engine(e.to_string()))?, false)
+                }
+            },
+            false => (Engine::new(&engine_config(false)).map_err(|e| RuntimeError::Engine(e.to_string()))?, false),
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Playbook::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let cache = cache::CompileCache::new(config.cache_dir.clone(), &engine);
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime { engine, linker, cache, loaded: Mutex::new(HashMap::new()), pooling, _ticker: ticker })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The compile cache (its `compiles()` counter shows whether a load compiled).
+    pub fn cache(&self) -> &cache::CompileCache {
+        &self.cache
+    }
+
+    /// Loads a component from its bytes: from memory if this runtime has it, else from the compile cache,
+    /// else by compiling (blocking: call it off the alert path, e.g. in `spawn_blocking`).
+    pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, RuntimeError> {
+        let digest = cache::digest(bytes);
+        if let Some(hit) = self.loaded.lock().unwrap().get(&digest) {
+            return Ok(hit.clone());
+        }
+        let bad = |why: String| RuntimeError::Component { what: what.to_owned(), why };
+        let (component, compiled): (Component, bool) =
+            self.cache.load(&self.engine, bytes, &digest).map_err(|e| bad(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| bad(format!("{e:#}")))?;
+        let pre = PlaybookPre::new(pre).map_err(|e| {
+            bad(format!("{e:#}; it must export `handle` from wit/playbook.wit (riposte:playbook@0.1.0)"))
+        })?;
+        let loaded = Arc::new(LoadedComponent { digest: digest.clone(), compiled, pre });
+        self.loaded.lock().unwrap().insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// A function of this runtime: the component with the function's settings, grants and limits.
+    pub fn function(&self, component: Arc<LoadedComponent>, function: &Function, backends: Backends) -> WasmFunction {
+        let ctx = FunctionContext {
+            grants: Grants::for_function(&function.manifest, &function.settings),
+            allow_daemonset: function.settings.get("ALLOW_DAEMONSET_PODS").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            secrets: function.manifest.secret_values(&function.settings),
+            settings: function.settings.clone(),
+            backends,
+        };
+        let limits = function.manifest.limits.clone();
+        WasmFunction {
+            engine: self.engine.clone(),
+            component,
+            admission: Arc::new(tokio::sync::Semaphore::new(limits.concurrency as usize)),
+            limits,
+            ctx: Arc::new(ctx),
+            idle: Mutex::new(Vec::new()),
+            stats: InstanceStats::default(),
+        }
+    }
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES);
+        pool.total_core_instances(POOL_INSTANCES * 32);
+        pool.total_memories(POOL_INSTANCES * 4);
+        pool.total_tables(POOL_INSTANCES * 16);
+        pool.total_stacks(POOL_INSTANCES);
+        pool.max_core_instances_per_component(64);
+        pool.max_memories_per_component(8);
+        pool.max_tables_per_component(32);
+        pool.max_component_instance_size(1 << 20);
+        pool.max_core_instance_size(1 << 20);
+        pool.table_elements(100_000);
+        pool.max_memory_size(usize::try_from(MAX_MEMORY_MB << 20).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Counters of one function's instances.
+#[derive(Debug, Default)]
+pub struct InstanceStats {
+    /// Instances created.
+    pub instantiated: AtomicU64,
+    /// Alerts served by an already-warm instance.
+    pub reused: AtomicU64,
+    /// Instances retired after a trap, a timeout or an error.
+    pub retired: AtomicU64,
+}
+
+struct Warm {
+    store: Store<HostState>,
+    playbook: Playbook,
+    uses: u32,
+}
+
+/// A function ready to handle alerts.
+pub struct WasmFunction {
+    engine: Engine,
+    component: Arc<LoadedComponent>,
+    limits: Limits,
+    ctx: Arc<FunctionContext>,
+    admission: Arc<tokio::sync::Semaphore>,
+    idle: Mutex<Vec<Warm>>,
+    /// Instance counters.
+    pub stats: InstanceStats,
+}
+
+/// Raised from the epoch callback when the deadline passed while the guest was computing.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+impl WasmFunction {
+    /// The component this function runs.
+    pub fn component(&self) -> &Arc<LoadedComponent> {
+        &self.component
+    }
+
+    /// Runs the playbook on one alert, within the function's limits. Never panics on guest behaviour:
+    /// every failure is an `Execution` with a status.
+    pub async fn handle(&self, alert: &Alert) -> Execution {
+        let _permit = self.admission.acquire().await.expect("the admission semaphore is never closed");
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout();
+        let mut exec = match tokio::time::timeout(self.limits.timeout() + TIMEOUT_SLACK, self.run(alert, deadline)).await {
+            Ok(exec) => exec,
+            Err(_) => {
+                // The future was dropped mid-call, taking its instance with it: nothing to return to the pool.
+                self.stats.retired.fetch_add(1, Ordering::Relaxed);
+                Execution::refused(Status::Timeout, self.timeout_message())
+            }
+        };
+        exec.duration_us = started.elapsed().as_micros() as u64;
+        exec.message = crate::function::redact(&self.ctx.secrets, &exec.message);
+        exec
+    }
+
+    fn timeout_message(&self) -> String {
+        format!("timed out after {} ms (limits.timeout_ms)", self.limits.timeout_ms)
+    }
+
+    async fn run(&self, alert: &Alert, deadline: Instant) -> Execution {
+        let warm = self.idle.lock().unwrap().pop();
+        let (mut warm, instantiate_us) = match warm {
+            Some(w) => {
+                self.stats.reused.fetch_add(1, Ordering::Relaxed);
+                (w, 0)
+            }
+            None => {
+                let t = Instant::now();
+                match self.instantiate().await {
+                    Ok(w) => (w, t.elapsed().as_micros() as u64),
+                    Err(e) => return self.classify(e, None),
+                }
+            }
+        };
+        warm.uses += 1;
+        warm.store.data_mut().call = CallState { deadline: Some(deadline), ..CallState::default() };
+        warm.store.set_epoch_deadline(1);
+        let output_before = warm.store.data().output.contents().len();
+        let result = warm.playbook.call_handle(&mut warm.store, &to_wit(alert)).await;
+        let call = std::mem::take(&mut warm.store.data_mut().call);
+        let mut exec = match result {
+            Ok(Ok(outcome)) => match call.denied.clone() {
+                // The guest ignored a refusal: the function is misconfigured, say so rather than "ok".
+                Some(why) => Execution::refused(Status::Denied, why),
+                None => ok_execution(outcome),
+            },
+            Ok(Err(err)) => Execution::from_call_error(err),
+            Err(e) => {
+                let tail = guest_output_tail(&warm.store.data().output, output_before);
+                self.classify(e, tail)
+            }
+        };
+        exec.instantiate_us = instantiate_us;
+        exec.logs.splice(0..0, call.logs);
+        if call.dropped_logs > 0 {
+            exec.logs.push(host::LogLine { level: "warn".into(), message: format!("{} more log lines dropped", call.dropped_logs) });
+        }
+        if exec.is_ok() && warm.uses < self.limits.reuse {
+            self.idle.lock().unwrap().push(warm);
+        } else if !exec.is_ok() {
+            self.stats.retired.fetch_add(1, Ordering::Relaxed);
+        }
+        exec
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<Warm> {
+        let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+        let wasi = wasmtime_wasi::WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { cap: self.limits.memory_bytes(), total: 0 },
+            output,
+            func: self.ctx.clone(),
+            call: CallState::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| match ctx.data().call.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(wasmtime::Error::new(DeadlineExceeded)),
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
+        store.set_epoch_deadline(1);
+        // Instantiation runs the guest's start code: give it the function's deadline too.
+        store.data_mut().call.deadline = Some(Instant::now() + self.limits.timeout());
+        let playbook = self.component.pre.instantiate_async(&mut store).await?;
+        self.stats.instantiated.fetch_add(1, Ordering::Relaxed);
+        Ok(Warm { store, playbook, uses: 0 })
+    }
+
+    fn classify(&self, e: wasmtime::Error, stderr_tail: Option<String>) -> Execution {
+        let (status, message) = if e.downcast_ref::<DeadlineExceeded>().is_some() {
+            (Status::Timeout, self.timeout_message())
+        } else if let Some(mem) = e.downcast_ref::<MemoryExceeded>() {
+            (Status::Memory, mem.to_string())
+        } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+            (Status::Trap, format!("the playbook crashed: {trap}"))
+        } else {
+            (Status::Trap, format!("the playbook failed: {e:#}"))
+        };
+        let mut exec = Execution::refused(status, message);
+        if let Some(tail) = stderr_tail.filter(|t| !t.trim().is_empty()) {
+            exec.logs.push(host::LogLine { level: "error".into(), message: crate::function::redact(&self.ctx.secrets, &tail) });
+        }
+        exec
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::execution::Handler for WasmFunction {
+    async fn handle(&self, alert: &Alert) -> Execution {
+        WasmFunction::handle(self, alert).await
+    }
+}
+
+fn ok_execution(outcome: Outcome) -> Execution {
+    let detail = outcome.detail.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+    Execution { detail, ..Execution::refused(Status::Ok, outcome.message) }
+}
+
+fn guest_output_tail(output: &MemoryOutputPipe, from: usize) -> Option<String> {
+    let all = output.contents();
+    let new = all.get(from..)?;
+    let text = String::from_utf8_lossy(new);
+    let start = text.len().saturating_sub(4000);
+    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    Some(text[start..].to_owned())
+}
+
+fn to_wit(alert: &Alert) -> WitAlert {
+    WitAlert {
+        uuid: alert.uuid.clone(),
+        output: alert.output.clone(),
+        priority: alert.priority.as_str().to_owned(),
+        rule: alert.rule.clone(),
+        time: alert.time.clone(),
+        subject: alert.subject(),
+        source: alert.source.clone(),
+        hostname: alert.hostname.clone(),
+        tags: alert.tags.clone(),
+        output_fields: alert.fields_as_text(),
+        raw: alert.raw.clone(),
+    }
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("riposte-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("cannot start the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long one epoch tick is, for callers that reason about deadline precision.
+pub fn epoch_tick() -> Duration {
+    EPOCH_TICK
+}

@@ -1,0 +1,30 @@
+//! Shared test support: tiny guest components built from WAT against the real `wit/playbook.wit`, and paths.
+#![allow(dead_code)]
+
+pub mod guests;
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A state directory shared by the test runs of this checkout, so built and compiled components are cached.
+pub fn shared_state() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("riposte-state")
+}
+
+/// A sample alert from `specs/alerts`.
+pub fn alert_json(name: &str) -> String {
+    std::fs::read_to_string(root().join("specs/alerts").join(format!("{name}.json"))).unwrap()
+}
+
+/// Waits for a condition, polling, until a deadline; panics with `what` when it never holds.
+pub async fn wait_for<F: FnMut() -> bool>(what: &str, timeout: std::time::Duration, mut cond: F) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
