@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench --bench runtime --profile dev` (dependencies are optimised in the dev profile).
 
+#[allow(dead_code)]
 #[path = "../tests/support/guests.rs"]
 mod guests;
 
@@ -40,8 +41,10 @@ fn function(manifest: &Manifest, reuse: u32, settings: Settings) -> Function {
 
 /// Runs `n` alerts through `f` from TASKS concurrent tasks; returns alerts/s and per-alert latencies.
 async fn measure(f: Arc<WasmFunction>, alert: Arc<Alert>, n: usize) -> (f64, Vec<Duration>) {
-    for _ in 0..TASKS {
-        assert!(f.handle(&alert).await.is_ok(), "warm-up failed: {:?}", f.handle(&alert).await);
+    // Warm up as many instances as there will be concurrent tasks, so the run measures the steady state.
+    let warmups: Vec<_> = (0..TASKS).map(|_| f.handle(&alert)).collect();
+    for exec in futures::future::join_all(warmups).await {
+        assert!(exec.is_ok(), "warm-up failed: {exec:?}");
     }
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -118,6 +121,15 @@ fn main() {
         let trivial = runtime.load(&guests::ok(), "trivial").unwrap();
         let settings = Settings::from_pairs([("SLACK_WEBHOOK_URL".to_owned(), "https://hooks.slack.com/services/T0/B0/X".to_owned())]);
 
+        {
+            let f = runtime.function(slack_component.clone(), &function(&slack_manifest, 1, settings.clone()), backends());
+            let mut parts = Vec::new();
+            for _ in 0..10 {
+                let e = f.handle(&alert).await;
+                parts.push(format!("{}+{}", e.instantiate_us / 1000, (e.duration_us - e.instantiate_us) / 1000));
+            }
+            println!("slack fresh, one at a time, instantiate+call ms: {}", parts.join(" "));
+        }
         println!("{n} alerts per row, {TASKS} concurrent tasks on 2 worker threads:");
         let mk = |c: &Arc<riposte::runtime::LoadedComponent>, m: &Manifest, reuse: u32, s: Settings| {
             Arc::new(runtime.function(c.clone(), &function(m, reuse, s), backends()))

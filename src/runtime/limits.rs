@@ -78,6 +78,9 @@ pub const MAX_LOG_LINES: usize = 200;
 /// Largest HTTP response body handed to a guest.
 pub const MAX_HTTP_BODY: usize = 16 << 20;
 
+/// Initial heaps up to this size are always mapped copy-on-write at instantiation (never copied).
+pub const DENSE_IMAGE_BYTES: u64 = 256 << 20;
+
 /// Pooling allocator budget: instances that may be live at once on one runner. Beyond it, instantiation
 /// falls back to waiting for admission (the dispatcher never asks for more).
 pub const POOL_INSTANCES: u32 = 64;

@@ -142,6 +142,9 @@ fn engine_config(pooling: bool) -> Config {
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // A Python component's initial heap is a sparse snapshot; without this its memory would be copied at
+    // every instantiation instead of mapped copy-on-write.
+    config.memory_guaranteed_dense_image_size(limits::DENSE_IMAGE_BYTES);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES);
