@@ -15,6 +15,9 @@ pub struct HttpConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Timeout of one request; the function's own deadline applies as well.
     pub timeout: Option<Duration>,
+    /// Proxy for every request (overrides `HTTPS_PROXY`/`HTTP_PROXY`, which apply otherwise; `NO_PROXY`
+    /// is honoured either way).
+    pub proxy: Option<String>,
 }
 
 /// Why the HTTP client could not be built.
@@ -24,6 +27,8 @@ pub enum HttpConfigError {
     ReadCa { path: PathBuf, source: std::io::Error },
     #[error("CA bundle {path} has no usable PEM certificate: {why}")]
     BadCa { path: PathBuf, why: String },
+    #[error("proxy {0:?} is not a valid proxy URL (e.g. http://proxy.internal:3128)")]
+    BadProxy(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -41,6 +46,14 @@ impl HttpClient {
             Some(path) => load_bundle(path)?,
             None => Vec::new(),
         };
+        let proxy = match &config.proxy {
+            Some(url) => Some(
+                reqwest::Proxy::all(url)
+                    .map_err(|_| HttpConfigError::BadProxy(url.clone()))?
+                    .no_proxy(reqwest::NoProxy::from_env()),
+            ),
+            None => None,
+        };
         let build = |verify: bool| {
             let mut b = reqwest::Client::builder()
                 .user_agent(concat!("riposte/", env!("CARGO_PKG_VERSION")))
@@ -48,6 +61,9 @@ impl HttpClient {
                 .connect_timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())
                 .danger_accept_invalid_certs(!verify);
+            if let Some(p) = &proxy {
+                b = b.proxy(p.clone());
+            }
             for root in &roots {
                 b = b.add_root_certificate(root.clone());
             }
@@ -126,4 +142,29 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_ca_bundle_and_proxy_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let err = HttpClient::new(&HttpConfig { ca_bundle: Some(bad), ..Default::default() }).err().unwrap();
+        assert!(err.to_string().contains("has no usable PEM certificate"), "{err}");
+        let err = HttpClient::new(&HttpConfig { ca_bundle: Some(dir.path().join("missing.pem")), ..Default::default() })
+            .err()
+            .unwrap();
+        assert!(err.to_string().starts_with("cannot read CA bundle"), "{err}");
+        let err = HttpClient::new(&HttpConfig { proxy: Some("::nope".into()), ..Default::default() }).err().unwrap();
+        assert!(err.to_string().contains("not a valid proxy URL"), "{err}");
+    }
+
+    #[test]
+    fn origin_hides_path_and_query() {
+        assert_eq!(origin("https://hooks.slack.com/services/T0/B0/SECRET?x=1"), "https://hooks.slack.com:443");
+    }
 }

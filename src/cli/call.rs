@@ -34,6 +34,9 @@ pub struct BackendArgs {
     /// Extra trusted CA certificates (PEM bundle) for playbook HTTPS calls; HTTPS_PROXY/NO_PROXY are honoured.
     #[arg(long, env = "RIPOSTE_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Proxy for playbook HTTP(S) calls, e.g. http://proxy.internal:3128 (default: HTTPS_PROXY/HTTP_PROXY).
+    #[arg(long, env = "RIPOSTE_PROXY")]
+    pub proxy: Option<String>,
 }
 
 impl BackendArgs {
@@ -41,6 +44,7 @@ impl BackendArgs {
         let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig {
             ca_bundle: self.ca_bundle.clone(),
             timeout: None,
+            proxy: self.proxy.clone(),
         })?;
         Ok(Backends {
             http: std::sync::Arc::new(http),
