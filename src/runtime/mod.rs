@@ -245,7 +245,6 @@ impl WasmFunction {
         warm.uses += 1;
         warm.store.data_mut().call = CallState { deadline: Some(deadline), ..CallState::default() };
         warm.store.set_epoch_deadline(1);
-        let output_before = warm.store.data().output.contents().len();
         let result = warm.playbook.call_handle(&mut warm.store, &to_wit(alert)).await;
         let call = std::mem::take(&mut warm.store.data_mut().call);
         let mut exec = match result {
@@ -256,7 +255,7 @@ impl WasmFunction {
             },
             Ok(Err(err)) => Execution::from_call_error(err),
             Err(e) => {
-                let tail = guest_output_tail(&warm.store.data().output, output_before);
+                let tail = guest_output_tail(&warm.store.data().output);
                 self.classify(e, tail)
             }
         };
@@ -328,10 +327,10 @@ fn ok_execution(outcome: Outcome) -> Execution {
     Execution { detail, ..Execution::refused(Status::Ok, outcome.message) }
 }
 
-fn guest_output_tail(output: &MemoryOutputPipe, from: usize) -> Option<String> {
+/// The end of what the guest wrote to stdout and stderr (a Python traceback), read only after a crash.
+fn guest_output_tail(output: &MemoryOutputPipe) -> Option<String> {
     let all = output.contents();
-    let new = all.get(from..)?;
-    let text = String::from_utf8_lossy(new);
+    let text = String::from_utf8_lossy(&all);
     let start = text.len().saturating_sub(4000);
     let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
     Some(text[start..].to_owned())
