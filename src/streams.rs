@@ -3,7 +3,7 @@
 //! the results stream (`riposte.results.<function>`, history for `function logs` / `top`), the dead-letter
 //! stream (`riposte.deadletter.<function>`), and one durable pull consumer per trigger.
 
-use crate::runtime::limits::{Limits, ACK_WAIT, FLEET_ACK_PENDING_FACTOR};
+use crate::runtime::limits::{Limits, FLEET_ACK_PENDING_FACTOR};
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, consumer, stream};
 use std::time::Duration;
@@ -146,7 +146,7 @@ pub async fn ensure_consumer(
         description: Some(format!("riposte trigger {} ({}) -> {}", trigger.name, trigger.topic, trigger.function)),
         filter_subject: pattern.nats_filter().to_owned(),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait: limits.ack_wait(),
         // riposte counts deliveries itself (limits.max_deliver) so that the last one is dead-lettered, never dropped.
         max_deliver: -1,
         max_ack_pending: i64::from(limits.concurrency) * FLEET_ACK_PENDING_FACTOR,

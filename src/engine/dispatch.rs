@@ -9,7 +9,7 @@
 //! | failed / timeout, last attempt (`limits.max_deliver`) | `dead-lettered` | dead letter stored, then Term |
 //! | malformed alert, or a failure that cannot succeed later | `terminated` | Term |
 //!
-//! A long reaction sends `Progress` every `PROGRESS_EVERY` so JetStream does not hand the alert to another
+//! A long reaction sends `Progress` every `limits.progress_every()` so JetStream does not hand the alert to another
 //! runner. An alert that matches the consumer's NATS filter but not the trigger's glob, or that an
 //! earlier-named trigger of the same function also matches (so a function runs once per alert), is acked
 //! without a result.
@@ -19,7 +19,7 @@ use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
-use crate::runtime::limits::{DRAIN_TIMEOUT, PROGRESS_EVERY};
+use crate::runtime::limits::DRAIN_TIMEOUT;
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -211,7 +211,7 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 exec = &mut run => return exec,
-                _ = tokio::time::sleep(PROGRESS_EVERY) => ack(msg, AckKind::Progress).await,
+                _ = tokio::time::sleep(self.function.manifest.limits.progress_every()) => ack(msg, AckKind::Progress).await,
             }
         }
     }

@@ -48,6 +48,18 @@ impl Limits {
         Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << exp)).min(RETRY_BACKOFF_MAX)
     }
 
+    /// How long JetStream waits for an ack before it redelivers the alert (to any runner): twice the
+    /// function's timeout, within `ACK_WAIT_MIN..=ACK_WAIT_MAX`. Short, so a crashed runner's alerts come back
+    /// soon; a live runner sends `Progress` every `progress_every()` while a reaction runs.
+    pub fn ack_wait(&self) -> Duration {
+        (self.timeout() * 2).clamp(ACK_WAIT_MIN, ACK_WAIT_MAX)
+    }
+
+    /// How often a running reaction tells JetStream it is still alive.
+    pub fn progress_every(&self) -> Duration {
+        self.ack_wait() / 3
+    }
+
     /// Checks the numbers make sense; the error says which one to fix.
     pub fn validate(&self) -> Result<(), String> {
         if self.timeout_ms == 0 {
@@ -94,12 +106,9 @@ pub const POOL_INSTANCES: u32 = 64;
 /// Longest delay between two deliveries of a failing alert.
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// How long JetStream waits for an ack before redelivering an alert to another runner. A runner sends
-/// `Progress` every `PROGRESS_EVERY` while a reaction runs, so only a dead runner's alerts are redelivered.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
-
-/// How often a running reaction tells JetStream it is still alive.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Bounds of the time JetStream waits for an ack before redelivering an alert (see `Limits::ack_wait`).
+pub const ACK_WAIT_MIN: Duration = Duration::from_secs(2);
+pub const ACK_WAIT_MAX: Duration = Duration::from_secs(120);
 
 /// A trigger's consumer lets `concurrency` × this many alerts be in flight across the fleet: room for that
 /// many runners at full concurrency (each runner still admits at most `concurrency` at once).
