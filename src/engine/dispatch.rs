@@ -59,7 +59,22 @@ impl Dispatcher {
         let admission = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
         'connect: while !*stop.borrow() {
-            let consumer = match crate::streams::ensure_consumer(&this.ctx.js, &this.trigger, &this.function.manifest.limits).await {
+            // The consumer is created with the trigger. When it is missing, the trigger is probably being deleted
+            // (definition first, consumer second): give the registry watch a moment to say so before
+            // re-creating it, or a deleted trigger would leave an orphan consumer behind.
+            let existing = this
+                .ctx
+                .js
+                .get_consumer_from_stream::<_, _, _>(this.trigger.consumer_name(), crate::streams::ALERT_STREAM)
+                .await;
+            if existing.is_err() && wait_or_stop(&mut stop, Duration::from_secs(1)).await {
+                break;
+            }
+            let consumer = match existing {
+                Ok(c) => Ok(c),
+                Err(_) => crate::streams::ensure_consumer(&this.ctx.js, &this.trigger, &this.function.manifest.limits).await,
+            };
+            let consumer: async_nats::jetstream::consumer::PullConsumer = match consumer {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(trigger = %name, error = %e, "cannot open the trigger's consumer; retrying");
