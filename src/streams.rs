@@ -154,10 +154,19 @@ pub async fn ensure_consumer(
         ..Default::default()
     };
     let stream = js.get_stream_no_info(ALERT_STREAM).await.map_err(|e| err("looking up the alert stream")(e.to_string()))?;
-    stream
-        .get_or_create_consumer(&name, config)
+    let mut consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(&name, config.clone())
         .await
-        .map_err(|e| err(format!("creating the consumer of trigger {}", trigger.name))(e.to_string()))
+        .map_err(|e| err(format!("creating the consumer of trigger {}", trigger.name))(e.to_string()))?;
+    // A redeploy may change the function's concurrency or timeout: carry them over (editable on 2.9).
+    let current = consumer.info().await.map_err(|e| err(format!("reading the consumer of trigger {}", trigger.name))(e.to_string()))?.config.clone();
+    if current.max_ack_pending != config.max_ack_pending || current.ack_wait != config.ack_wait {
+        consumer = stream
+            .update_consumer(config)
+            .await
+            .map_err(|e| err(format!("updating the consumer of trigger {}", trigger.name))(e.to_string()))?;
+    }
+    Ok(consumer)
 }
 
 /// Deletes a trigger's consumer (absent is fine).

@@ -208,6 +208,12 @@ async fn deploys_and_deletes_apply_live_without_restart() {
     // A glob trigger on a subject the NATS filter covers but the glob does not match: acked, no run.
     publish(&client, "falco.notice.x", "live-notice", 1).await;
 
+    // A redeploy with another concurrency carries it over to the trigger's consumer.
+    let f = deploy(&reg, "live", &guests::ok(), "timeout_ms = 1000\nconcurrency = 3", None).await;
+    let mut c = riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    assert_eq!(c.info().await.unwrap().config.max_ack_pending, 12);
+    wait_until("the redeployed function to run", Duration::from_secs(5), || async { runner.active_triggers().contains("live-t") }).await;
+
     riposte::streams::delete_consumer(reg.jetstream(), &t).await.unwrap();
     reg.delete_trigger("live-t").await.unwrap();
     wait_until("the trigger to stop", Duration::from_secs(5), || async { !runner.active_triggers().contains("live-t") }).await;

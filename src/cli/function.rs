@@ -86,6 +86,10 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             let prepared = deploy::prepare(&name, &source, &settings, runs_on, playbooks, state).await?;
             let registry = nats.registry(state).await?;
             deploy::write_function(&registry, &prepared).await?;
+            for t in registry.triggers().await?.into_values().filter(|t| t.function == name) {
+                // Carries a new concurrency or timeout over to the trigger's consumer.
+                riposte::streams::ensure_consumer(registry.jetstream(), &t, &prepared.function.manifest.limits).await?;
+            }
             println!("function {name} deployed ({} {})", prepared.function.manifest.kind.as_str(), short(&prepared.function.artifact));
             Ok(ExitCode::SUCCESS)
         }
