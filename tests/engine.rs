@@ -387,3 +387,29 @@ async fn an_alert_matching_several_triggers_runs_each_function_once() {
     assert_eq!(results(&reg, "fb").await.len(), 2);
     runner.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find() {
+    let state = tempfile::tempdir().unwrap();
+    let out = riposte_bin(state.path()).args(["run"]).env("RIPOSTE_NATS_SERVER", "/nonexistent/nats-server").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("apt-get install nats-server"), "{stderr}");
+    let out = riposte_bin(state.path()).args(["function", "list"]).env_remove("RIPOSTE_NATS_URL").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start `riposte run`"), "{out:?}");
+
+    let mut run = riposte_bin(state.path()).args(["run", "--name", "local"]).stderr(Stdio::piped()).spawn().unwrap();
+    let url_file = state.path().join("nats/url");
+    wait_until("the local server's URL to be recorded", Duration::from_secs(10), || async { url_file.exists() }).await;
+    let out = riposte_bin(state.path()).args(["trigger", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"), "{out:?}");
+    // SIGTERM: a graceful stop that also stops the local server and forgets its URL.
+    Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
+    let status = run.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("started a local nats-server at nats://127.0.0.1:"), "{stderr}");
+    assert!(!url_file.exists());
+}
