@@ -2,8 +2,13 @@
 
 mod build;
 mod call;
+mod connect;
+mod deploy;
+mod function;
 mod playbook;
+mod run;
 mod spec;
+mod trigger;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use riposte::state::StateDir;
@@ -44,6 +49,18 @@ enum Command {
     /// The playbook catalog.
     #[command(subcommand)]
     Playbook(playbook::Command),
+    /// Run the trigger engine: dispatch alerts from NATS to the deployed functions (starts a local
+    /// nats-server when no --nats is given).
+    Run(run::Args),
+    /// Deployed functions: deploy, list, delete, logs, top, call.
+    #[command(subcommand)]
+    Function(function::Command),
+    /// Triggers: subject patterns bound to functions.
+    #[command(subcommand)]
+    Trigger(trigger::Command),
+    /// Build and deploy a catalog playbook as falco-<playbook> with triggers falco-<playbook>-trigger-<i>
+    /// (what ./deploy_playbook runs).
+    DeployPlaybook(deploy::PlaybookArgs),
 }
 
 /// Parses arguments, runs the command, and turns an error into one line and exit code 1.
@@ -58,6 +75,10 @@ pub fn main() -> ExitCode {
             Command::Spec(args) => spec::run(args, &cli.playbooks, &state).await,
             Command::Call(args) => call::run(args, &cli.playbooks, &state).await,
             Command::Playbook(cmd) => playbook::run(cmd, &cli.playbooks, &state).await,
+            Command::Run(args) => run::run(args, &state).await,
+            Command::Function(cmd) => function::run(cmd, &cli.playbooks, &state).await,
+            Command::Trigger(cmd) => trigger::run(cmd, &state).await,
+            Command::DeployPlaybook(args) => deploy::deploy_playbook(args, &cli.playbooks, &state).await,
         }
     });
     match result {
@@ -71,7 +92,7 @@ pub fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,async_nats=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -20,11 +20,14 @@ pub struct Limits {
     pub concurrency: u32,
     /// How many times the runner delivers an alert to this function before it is dead-lettered.
     pub max_deliver: u32,
+    /// Delay before the first retry of a failed or timed-out alert; doubles with each attempt, up to
+    /// `RETRY_BACKOFF_MAX`.
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 10_000, memory_mb: 256, reuse: 1000, concurrency: 16, max_deliver: 5 }
+        Limits { timeout_ms: 10_000, memory_mb: 256, reuse: 1000, concurrency: 16, max_deliver: 5, retry_backoff_ms: 1000 }
     }
 }
 
@@ -37,6 +40,24 @@ impl Limits {
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         usize::try_from(self.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    /// How long to wait before redelivering after failed attempt number `attempt` (1-based).
+    pub fn retry_backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << exp)).min(RETRY_BACKOFF_MAX)
+    }
+
+    /// How long JetStream waits for an ack before it redelivers the alert (to any runner): twice the
+    /// function's timeout, within `ACK_WAIT_MIN..=ACK_WAIT_MAX`. Short, so a crashed runner's alerts come back
+    /// soon; a live runner sends `Progress` every `progress_every()` while a reaction runs.
+    pub fn ack_wait(&self) -> Duration {
+        (self.timeout() * 2).clamp(ACK_WAIT_MIN, ACK_WAIT_MAX)
+    }
+
+    /// How often a running reaction tells JetStream it is still alive.
+    pub fn progress_every(&self) -> Duration {
+        self.ack_wait() / 3
     }
 
     /// Checks the numbers make sense; the error says which one to fix.
@@ -84,3 +105,20 @@ pub const DENSE_IMAGE_BYTES: u64 = 256 << 20;
 /// Pooling allocator budget: instances that may be live at once on one runner. Beyond it, instantiation
 /// falls back to waiting for admission (the dispatcher never asks for more).
 pub const POOL_INSTANCES: u32 = 64;
+
+/// Longest delay between two deliveries of a failing alert.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Bounds of the time JetStream waits for an ack before redelivering an alert (see `Limits::ack_wait`).
+pub const ACK_WAIT_MIN: Duration = Duration::from_secs(2);
+pub const ACK_WAIT_MAX: Duration = Duration::from_secs(120);
+
+/// A trigger's consumer lets `concurrency` × this many alerts be in flight across the fleet: room for that
+/// many runners at full concurrency (each runner still admits at most `concurrency` at once).
+pub const FLEET_ACK_PENDING_FACTOR: i64 = 4;
+
+/// Per runner: alerts in flight at once across all functions (`riposte run --max-in-flight`).
+pub const RUNNER_MAX_IN_FLIGHT: usize = 256;
+
+/// How long a stopping runner waits for reactions in flight before it leaves them to redelivery.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod guests;
+pub mod nats;
 
 use std::path::PathBuf;
 
@@ -26,5 +27,18 @@ pub async fn wait_for<F: FnMut() -> bool>(what: &str, timeout: std::time::Durati
     while !cond() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for an async condition, polling, until a deadline; panics with `what` when it never holds.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,162 @@
+//! Engine benchmark: publishes alerts with core NATS to a local nats-server and measures, through the whole
+//! engine (JetStream consumer, dispatcher, WASM function, result stored, ack):
+//! - throughput from the first publish to the last result, trivial WAT guest;
+//! - publish→done latency p50/p99 at a steady 1,000 alerts/s, trivial guest;
+//! - the slack playbook against a local receiver, and in the same run a warm Python process that subscribes
+//!   with core NATS and posts the same message (benches/python_baseline.py).
+//!
+//! `cargo bench --bench engine` (env BENCH_N, BENCH_SLACK_N to size the runs).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use futures::StreamExt;
+use riposte::engine::results::ResultRecord;
+use riposte::engine::{Runner, RunnerConfig};
+use riposte::function::{Function, Settings};
+use riposte::manifest::Manifest;
+use riposte::registry::Registry;
+use riposte::state::StateDir;
+use riposte::trigger::Trigger;
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+use support::nats::TestNats;
+
+fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn alert(i: usize) -> String {
+    serde_json::json!({
+        "uuid": format!("bench-{i}"), "output": "16:31:56.746609046: Error File below a known binary directory opened for writing (user=root command=touch /bin/hack file=/bin/hack)",
+        "priority": "Error", "rule": "Write below binary dir", "time": "2019-05-17T15:31:56.746609046Z",
+        "output_fields": {"evt.time": 1507591916746609046u64, "fd.name": "/bin/hack", "user.name": "root"},
+        "source": "syscall", "hostname": "localhost", "tags": []
+    })
+    .to_string()
+}
+
+async fn deploy(reg: &Registry, name: &str, manifest: Manifest, settings: Settings, bytes: &[u8], topic: &str) {
+    let artifact = reg.put_artifact(bytes).await.unwrap();
+    let f = Function { name: name.into(), manifest, artifact, settings, runs_on: None };
+    reg.put_function(&f).await.unwrap();
+    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into() };
+    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    reg.put_trigger(&t).await.unwrap();
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+}
+
+/// Publishes `n` alerts on `subject` (paced at `rate`/s when given) and waits for `n` results of `function`.
+/// Returns alerts/s from the first publish to the last result, and latencies (µs) sorted.
+async fn run(client: &async_nats::Client, function: &str, subject: &str, n: usize, rate: Option<u64>) -> (f64, Vec<u64>) {
+    let mut durations = Vec::with_capacity(n);
+    let mut results = client.subscribe(format!("riposte.results.{function}")).await.unwrap();
+    client.flush().await.unwrap();
+    let payloads: Vec<String> = (0..n).map(alert).collect();
+    let started = Instant::now();
+    let publisher = {
+        let client = client.clone();
+        let subject = subject.to_owned();
+        tokio::spawn(async move {
+            let mut tick = rate.map(|r| tokio::time::interval(Duration::from_micros(1_000_000 / r)));
+            for p in payloads {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                client.publish(subject.clone(), p.into()).await.unwrap();
+            }
+            client.flush().await.unwrap();
+        })
+    };
+    let mut latencies = Vec::with_capacity(n);
+    while latencies.len() < n {
+        let msg = tokio::time::timeout(Duration::from_secs(60), results.next()).await.expect("results stalled").unwrap();
+        let r: ResultRecord = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(r.status, riposte::execution::Status::Ok, "{r:?}");
+        latencies.push(r.latency_us);
+        durations.push(r.duration_us);
+    }
+    let elapsed = started.elapsed();
+    publisher.await.unwrap();
+    latencies.sort_unstable();
+    durations.sort_unstable();
+    println!("  ({function}: execution time p50 {:.3} ms p99 {:.3} ms)", pct(&durations, 0.5), pct(&durations, 0.99));
+    (n as f64 / elapsed.as_secs_f64(), latencies)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    }
+    let nats = TestNats::start();
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    riposte::streams::ensure(&js, None).await.unwrap();
+    let reg = Registry::open(&js).await.unwrap();
+    let state = StateDir::new(Some(support::shared_state()));
+    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
+    let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig { ca_bundle: None, timeout: None, proxy: None }).unwrap();
+    let backends = riposte::capability::Backends { http: std::sync::Arc::new(http), kubernetes: recorder.clone(), object_store: recorder };
+    let config = RunnerConfig { name: "bench".into(), alert_subjects: vec!["falco.>".into()], max_in_flight: 256, state: state.clone(), pooling: true };
+    let runner = Runner::start(nats.client().await, config, backends).await.unwrap();
+
+    // Trivial guest.
+    let manifest = Manifest::parse(&format!("name = \"trivial\"\nkind = \"wasm\"\n[limits]\nconcurrency = {}\n", env_n("BENCH_CONC", 64))).unwrap();
+    deploy(&reg, "trivial", manifest, Settings::default(), &support::guests::ok(), "falco.trivial.*").await;
+    let n = env_n("BENCH_N", 20_000);
+    if std::env::var_os("BENCH_SKIP_TRIVIAL").is_none() {
+    let _ = run(&client, "trivial", "falco.trivial.warmup", 500, None).await;
+    let (rate, lat) = run(&client, "trivial", "falco.trivial.x", n, None).await;
+    println!("trivial guest, {n} alerts as fast as possible: {rate:.0} alerts/s (first publish -> last result); latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+    let steady = 5_000;
+    let (_, lat) = run(&client, "trivial", "falco.trivial.y", steady, Some(1000)).await;
+    println!("trivial guest, {steady} alerts at a steady 1000/s: publish->done latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
+    }
+
+    // Slack playbook against a local receiver, and the Python baseline against the same receiver.
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&receiver)
+        .await;
+    let webhook = format!("{}/services/T0/B0/X", receiver.uri());
+    let builder = riposte::builder::Builder::new(support::root().join("playbooks"), &state);
+    let built = builder.build("slack").expect("slack builds (componentize-py in .venv)");
+    let (_, manifest) = builder.manifest("slack").unwrap();
+    let mut manifest = manifest;
+    manifest.limits.concurrency = env_n("BENCH_SLACK_CONC", 32) as u32;
+    let settings = Settings::resolve(&manifest, &[("SLACK_WEBHOOK_URL".into(), webhook.clone())]).unwrap();
+    deploy(&reg, "slack-bench", manifest, settings, &std::fs::read(&built.path).unwrap(), "falco.slack.*").await;
+    let sn = env_n("BENCH_SLACK_N", 5_000);
+    let _ = run(&client, "slack-bench", "falco.slack.warmup", 200, None).await;
+    let (slack_rate, lat) = run(&client, "slack-bench", "falco.slack.x", sn, None).await;
+    println!("slack playbook, {sn} alerts (JetStream, ack after the post): {slack_rate:.0} alerts/s; latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+    runner.stop().await;
+
+    let mut py = std::process::Command::new("python3")
+        .arg(support::root().join("benches/python_baseline.py"))
+        .args([&nats.url(), "falco.python.x", &webhook, &sn.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let started = Instant::now();
+    for i in 0..sn {
+        client.publish("falco.python.x", alert(i).into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let done = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap()).await.unwrap();
+    assert_eq!(done, "done");
+    let py_rate = sn as f64 / started.elapsed().as_secs_f64();
+    py.wait().unwrap();
+    println!("python baseline (warm process, core NATS, no JetStream, same message, same receiver): {py_rate:.0} alerts/s");
+    println!("slack / python = {:.2}x", slack_rate / py_rate);
+}

@@ -1,0 +1,217 @@
+//! `riposte function deploy | list | delete | logs | top | call`: deployed functions, in the registry.
+
+use super::deploy::{self, short, Source};
+use anyhow::{bail, Context, Result};
+use riposte::alert::Alert;
+use riposte::engine::results::{read_results, ResultRecord};
+use riposte::execution::Status;
+use riposte::state::StateDir;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Deploy (or update) a function from a playbook or a component file.
+    Deploy {
+        /// The function's name.
+        name: String,
+        /// A playbook: a name in the catalog or a folder with playbook.toml.
+        #[arg(long, conflicts_with = "wasm", required_unless_present = "wasm")]
+        playbook: Option<String>,
+        /// A component file for wit/playbook.wit.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// With --wasm: its manifest (playbook.toml); default none: no capabilities, default limits.
+        #[arg(long, requires = "wasm")]
+        manifest: Option<PathBuf>,
+        /// A setting, KEY=VALUE (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// Run it only on the runner of this name.
+        #[arg(long)]
+        runs_on: Option<String>,
+        #[command(flatten)]
+        nats: super::connect::NatsArgs,
+    },
+    /// Deployed functions: kind, artifact, runner pinning, triggers, setting names (never values).
+    List {
+        #[command(flatten)]
+        nats: super::connect::NatsArgs,
+    },
+    /// Delete a function and its triggers.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        nats: super::connect::NatsArgs,
+    },
+    /// Recent executions of a function, from the results stream.
+    Logs {
+        name: String,
+        /// How many, most recent last.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        last: usize,
+        /// One JSON result per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        nats: super::connect::NatsArgs,
+    },
+    /// Executions, failures and p50/p99 duration per function, from the results stream.
+    Top {
+        #[command(flatten)]
+        nats: super::connect::NatsArgs,
+    },
+    /// Run a deployed function once, here, on an alert file.
+    Call {
+        name: String,
+        /// The alert: a falcosidekick JSON file, or - for stdin.
+        #[arg(long, short)]
+        alert: PathBuf,
+        #[command(flatten)]
+        backends: super::call::BackendArgs,
+        #[command(flatten)]
+        nats: super::connect::NatsArgs,
+    },
+}
+
+pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+    match cmd {
+        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, nats } => {
+            let source = match (playbook, wasm) {
+                (Some(p), None) => Source::Playbook(p),
+                (None, Some(file)) => Source::Wasm { file, manifest },
+                _ => bail!("give one of --playbook DIR|NAME or --wasm FILE"),
+            };
+            let prepared = deploy::prepare(&name, &source, &settings, runs_on, playbooks, state).await?;
+            let registry = nats.registry(state).await?;
+            deploy::write_function(&registry, &prepared).await?;
+            for t in registry.triggers().await?.into_values().filter(|t| t.function == name) {
+                // Carries a new concurrency or timeout over to the trigger's consumer.
+                riposte::streams::ensure_consumer(registry.jetstream(), &t, &prepared.function.manifest.limits).await?;
+            }
+            println!("function {name} deployed ({} {})", prepared.function.manifest.kind.as_str(), short(&prepared.function.artifact));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { nats } => {
+            let registry = nats.registry(state).await?;
+            let triggers = registry.triggers().await?;
+            println!("{:<24} {:<9} {:<14} {:<12} {:<36} SETTINGS", "NAME", "KIND", "ARTIFACT", "RUNS-ON", "TRIGGERS");
+            for (name, f) in registry.functions().await? {
+                let bound: Vec<&str> = triggers.values().filter(|t| t.function == name).map(|t| t.topic.as_str()).collect();
+                println!(
+                    "{:<24} {:<9} {:<14} {:<12} {:<36} {}",
+                    name,
+                    f.manifest.kind.as_str(),
+                    short(&f.artifact),
+                    f.runs_on.as_deref().unwrap_or("any"),
+                    if bound.is_empty() { "-".to_owned() } else { bound.join(",") },
+                    f.settings.names().collect::<Vec<_>>().join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { name, nats } => {
+            let registry = nats.registry(state).await?;
+            if registry.function(&name).await?.is_none() {
+                bail!("no function {name}: see `riposte function list`");
+            }
+            for t in registry.triggers().await?.into_values().filter(|t| t.function == name) {
+                deploy::delete_trigger(&registry, &t).await?;
+                println!("trigger {} deleted", t.name);
+            }
+            registry.delete_function(&name).await?;
+            println!("function {name} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { name, last, json, nats } => {
+            let registry = nats.registry(state).await?;
+            let records = read_results(registry.jetstream(), Some(&name), Some(last)).await?;
+            if records.is_empty() && registry.function(&name).await?.is_none() {
+                bail!("no function {name} and no results for it: see `riposte function list`");
+            }
+            if json {
+                for r in &records {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<31} {:<15} {:<7} {:<14} {:<12} {:>9}  {:<40} MESSAGE", "TIME", "STATUS", "ATTEMPT", "DISPOSITION", "RUNNER", "MS", "SUBJECT");
+            for r in &records {
+                println!(
+                    "{:<31} {:<15} {:<7} {:<14} {:<12} {:>9.1}  {:<40} {}",
+                    r.time,
+                    r.status.as_str(),
+                    r.attempt,
+                    format!("{:?}", r.disposition).to_lowercase(),
+                    r.runner,
+                    r.duration_us as f64 / 1000.0,
+                    r.subject,
+                    r.message.lines().next().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { nats } => {
+            let registry = nats.registry(state).await?;
+            let records = read_results(registry.jetstream(), None, None).await?;
+            print!("{}", top_table(&records));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call { name, alert, backends, nats } => {
+            let registry = nats.registry(state).await?;
+            let function = registry.function(&name).await?.with_context(|| format!("no function {name}: see `riposte function list`"))?;
+            let raw = if alert == Path::new("-") {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                buf
+            } else {
+                std::fs::read(&alert).with_context(|| format!("cannot read alert file {}", alert.display()))?
+            };
+            let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
+            let runtime = std::sync::Arc::new(riposte::runtime::Runtime::new(&riposte::runtime::RuntimeConfig { cache_dir: state.compiled(), pooling: false })?);
+            let handlers = riposte::engine::functions::Handlers::new(runtime, registry, backends.backends(state)?, state.root().join("artifacts"));
+            let handler = handlers.get(&function).await?;
+            let exec = handler.handle(&alert).await;
+            println!("{}: {}", exec.status.as_str(), exec.message);
+            if let Some(detail) = &exec.detail {
+                println!("detail: {detail}");
+            }
+            for line in &exec.logs {
+                println!("[{}] {}", line.level, line.message);
+            }
+            Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// Per function: executions, failures (any status but ok), retries, dead letters, p50/p99 duration.
+pub fn top_table(records: &[ResultRecord]) -> String {
+    #[derive(Default)]
+    struct Row {
+        runs: u64,
+        failures: u64,
+        retries: u64,
+        dead: u64,
+        durations: Vec<u64>,
+    }
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
+    for r in records {
+        let row = rows.entry(&r.function).or_default();
+        row.runs += 1;
+        row.failures += u64::from(r.status != Status::Ok);
+        row.retries += u64::from(r.disposition == riposte::engine::results::Disposition::Retry);
+        row.dead += u64::from(r.disposition == riposte::engine::results::Disposition::DeadLettered);
+        row.durations.push(r.duration_us);
+    }
+    let mut out = format!("{:<24} {:>10} {:>9} {:>8} {:>6} {:>10} {:>10}\n", "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "P50 MS", "P99 MS");
+    for (name, mut row) in rows {
+        row.durations.sort_unstable();
+        let q = |p: f64| row.durations[((row.durations.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+        out.push_str(&format!(
+            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>10.2} {:>10.2}\n",
+            name, row.runs, row.failures, row.retries, row.dead, q(0.50), q(0.99)
+        ));
+    }
+    out
+}

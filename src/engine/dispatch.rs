@@ -1,0 +1,248 @@
+//! The dispatcher of one trigger: pulls alerts from the trigger's durable consumer, admits them (per trigger
+//! up to the function's concurrency, per runner up to `--max-in-flight`), runs the function on each
+//! concurrently, and settles each alert with JetStream only after its reaction finished:
+//!
+//! | outcome | result published | JetStream |
+//! | --- | --- | --- |
+//! | ok | `acked` | Ack |
+//! | failed / timeout, attempts left | `retry` | Nak with backoff (`limits.retry_backoff_ms`, doubling) |
+//! | failed / timeout, last attempt (`limits.max_deliver`) | `dead-lettered` | dead letter stored, then Term |
+//! | malformed alert, or a failure that cannot succeed later | `terminated` | Term |
+//!
+//! A long reaction sends `Progress` every `limits.progress_every()` so JetStream does not hand the alert to another
+//! runner. An alert that matches the consumer's NATS filter but not the trigger's glob, or that an
+//! earlier-named trigger of the same function also matches (so a function runs once per alert), is acked
+//! without a result.
+
+use super::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
+use super::RunnerContext;
+use crate::alert::Alert;
+use crate::execution::{Execution, Handler, Status};
+use crate::function::Function;
+use crate::runtime::limits::DRAIN_TIMEOUT;
+use crate::trigger::{Pattern, Trigger};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// One trigger's dispatcher.
+pub(crate) struct Dispatcher {
+    pub trigger: Trigger,
+    pub pattern: Pattern,
+    /// Patterns of triggers of the same function with smaller names: an alert they match is theirs.
+    pub earlier: Vec<Pattern>,
+    pub function: Arc<Function>,
+    pub ctx: Arc<RunnerContext>,
+}
+
+impl Dispatcher {
+    /// Runs until `stop` turns true, then lets the reactions in flight finish (up to `DRAIN_TIMEOUT`).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let name = self.trigger.name.clone();
+        let handler = loop {
+            match self.ctx.handlers.get(&self.function).await {
+                Ok(h) => break h,
+                Err(e) => {
+                    tracing::error!(trigger = %name, error = %e, "trigger cannot run; its alerts wait in JetStream");
+                    if wait_or_stop(&mut stop, Duration::from_secs(10)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        let this = Arc::new(self);
+        let concurrency = this.function.manifest.limits.concurrency as usize;
+        let admission = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = JoinSet::new();
+        'connect: while !*stop.borrow() {
+            // The consumer is created with the trigger. When it is missing, the trigger is probably being deleted
+            // (definition first, consumer second): give the registry watch a moment to say so before
+            // re-creating it, or a deleted trigger would leave an orphan consumer behind.
+            let existing = this
+                .ctx
+                .js
+                .get_consumer_from_stream::<_, _, _>(this.trigger.consumer_name(), crate::streams::ALERT_STREAM)
+                .await;
+            if existing.is_err() && wait_or_stop(&mut stop, Duration::from_secs(1)).await {
+                break;
+            }
+            let consumer = match existing {
+                Ok(c) => Ok(c),
+                Err(_) => crate::streams::ensure_consumer(&this.ctx.js, &this.trigger, &this.function.manifest.limits).await,
+            };
+            let consumer: async_nats::jetstream::consumer::PullConsumer = match consumer {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(trigger = %name, error = %e, "cannot open the trigger's consumer; retrying");
+                    if wait_or_stop(&mut stop, Duration::from_millis(500)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(concurrency.max(1))
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(trigger = %name, error = %e, "cannot pull from the trigger's consumer; retrying");
+                    if wait_or_stop(&mut stop, Duration::from_millis(500)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            tracing::debug!(trigger = %name, consumer = %this.trigger.consumer_name(), "pulling");
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break 'connect,
+                    Some(_) = tasks.join_next() => {}
+                    next = messages.next() => match next {
+                        Some(Ok(msg)) => {
+                            let permit = admission.clone().acquire_owned().await.expect("never closed");
+                            let runner_permit = this.ctx.in_flight.clone().acquire_owned().await.expect("never closed");
+                            let (this, handler) = (this.clone(), handler.clone());
+                            tasks.spawn(async move {
+                                this.settle(msg, handler.as_ref()).await;
+                                drop((permit, runner_permit));
+                            });
+                        }
+                        Some(Err(e)) => {
+                            use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+                            match e.kind() {
+                                K::MissingHeartbeat | K::Pull | K::Other => tracing::debug!(trigger = %name, error = %e, "pull interrupted"),
+                                _ => {
+                                    tracing::warn!(trigger = %name, error = %e, "pull failed; reopening the consumer");
+                                    if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
+                                        break 'connect;
+                                    }
+                                    continue 'connect;
+                                }
+                            }
+                        }
+                        None => continue 'connect,
+                    }
+                }
+            }
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(trigger = %name, "reactions still running after the drain timeout; JetStream will redeliver them");
+        }
+    }
+
+    /// Runs the function on one alert and settles it with JetStream.
+    async fn settle(&self, msg: jetstream::Message, handler: &dyn Handler) {
+        let (attempt, published_ns) = match msg.info() {
+            Ok(info) => (u32::try_from(info.delivered).unwrap_or(1).max(1), info.published.unix_timestamp_nanos()),
+            Err(_) => (1, time::OffsetDateTime::now_utc().unix_timestamp_nanos()),
+        };
+        let subject = msg.subject.to_string();
+        if !self.pattern.matches(&subject) || self.earlier.iter().any(|p| p.matches(&subject)) {
+            ack(&msg, AckKind::Ack).await;
+            return;
+        }
+        let limits = &self.function.manifest.limits;
+        let parsed = Alert::parse(&msg.payload);
+        let uuid = parsed.as_ref().map(|a| a.uuid.clone()).unwrap_or_default();
+        let delivery = Delivery {
+            function: &self.function.name,
+            trigger: &self.trigger.name,
+            runner: &self.ctx.runner,
+            alert_uuid: &uuid,
+            subject: &subject,
+            attempt,
+            published_ns,
+        };
+        let span = tracing::info_span!("alert", %subject, uuid = %uuid, function = %self.function.name, trigger = %self.trigger.name, attempt);
+        async {
+            let exec = match &parsed {
+                Ok(alert) => self.run_with_progress(&msg, handler, alert).await,
+                Err(e) => Execution::refused(Status::InvalidAlert, format!("malformed alert: {e}")),
+            };
+            let last = attempt >= limits.max_deliver;
+            let disposition = match (exec.status, exec.status.retryable()) {
+                (Status::Ok, _) => Disposition::Acked,
+                (_, true) if !last => Disposition::Retry,
+                (_, true) => Disposition::DeadLettered,
+                (_, false) => Disposition::Terminated,
+            };
+            match exec.status {
+                Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),
+                _ => tracing::warn!(status = exec.status.as_str(), disposition = ?disposition, error = %exec.message, "reaction did not succeed"),
+            }
+            let record = ResultRecord::new(&delivery, &exec, disposition);
+            if let Err(e) = results::publish_result(&self.ctx.js, &record).await {
+                // Without its result stored the alert is not settled: JetStream redelivers it.
+                tracing::error!(error = %e, "result not stored; the alert will be delivered again");
+                ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return;
+            }
+            let kind = match disposition {
+                Disposition::Acked => AckKind::Ack,
+                Disposition::Retry => AckKind::Nak(Some(limits.retry_backoff(attempt))),
+                Disposition::Terminated => AckKind::Term,
+                Disposition::DeadLettered => {
+                    let letter = DeadLetter {
+                        function: self.function.name.clone(),
+                        trigger: self.trigger.name.clone(),
+                        runner: self.ctx.runner.clone(),
+                        subject: subject.clone(),
+                        alert_uuid: uuid.clone(),
+                        attempts: attempt,
+                        status: exec.status,
+                        error: exec.message.clone(),
+                        alert: String::from_utf8_lossy(&msg.payload).into_owned(),
+                        time: record.time.clone(),
+                    };
+                    match results::publish_deadletter(&self.ctx.js, &letter).await {
+                        Ok(()) => AckKind::Term,
+                        Err(e) => {
+                            tracing::error!(error = %e, "dead letter not stored; the alert will be delivered again");
+                            AckKind::Nak(Some(Duration::from_secs(1)))
+                        }
+                    }
+                }
+            };
+            ack(&msg, kind).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs the handler, telling JetStream the alert is in progress while it takes long.
+    async fn run_with_progress(&self, msg: &jetstream::Message, handler: &dyn Handler, alert: &Alert) -> Execution {
+        let run = handler.handle(alert);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                exec = &mut run => return exec,
+                _ = tokio::time::sleep(self.function.manifest.limits.progress_every()) => ack(msg, AckKind::Progress).await,
+            }
+        }
+    }
+}
+
+async fn ack(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        // The alert stays unacked: JetStream redelivers it after the ack wait.
+        tracing::warn!(error = %e, "cannot settle the alert with JetStream; it will be redelivered");
+    }
+}
+
+/// Waits `delay`; true when told to stop meanwhile.
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => true,
+        _ = tokio::time::sleep(delay) => *stop.borrow(),
+    }
+}

@@ -1,0 +1,211 @@
+//! The runner: connects the registry to dispatchers. It ensures the streams and the registry exist, watches
+//! the registry, and keeps one [`dispatch::Dispatcher`] running per trigger whose function this runner takes
+//! (every function, except those pinned with `runs-on` to another runner). A deploy, a new trigger or a
+//! delete is applied as soon as the watch delivers it, without a restart.
+
+pub mod dispatch;
+pub mod functions;
+pub mod results;
+
+use crate::capability::Backends;
+use crate::function::Function;
+use crate::registry::{Change, Registry};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::state::StateDir;
+use crate::streams::StreamError;
+use crate::trigger::{Pattern, Trigger};
+use dispatch::Dispatcher;
+use functions::Handlers;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// How a runner runs.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Its name (`--name`): functions pinned with `runs-on` to this name run here only.
+    pub name: String,
+    /// Subjects the alert stream captures.
+    pub alert_subjects: Vec<String>,
+    /// Alerts in flight at once on this runner, across functions.
+    pub max_in_flight: usize,
+    /// State directory: compile cache and artifact cache.
+    pub state: StateDir,
+    /// Use the pooling allocator.
+    pub pooling: bool,
+}
+
+/// Why a runner could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+}
+
+/// What every dispatcher of a runner shares.
+pub(crate) struct RunnerContext {
+    pub runner: String,
+    pub js: async_nats::jetstream::Context,
+    pub handlers: Handlers,
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
+/// redelivered); [`Runner::stop`] stops gracefully.
+pub struct Runner {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Runner {
+    /// Ensures the streams and the registry, then starts watching and dispatching.
+    pub async fn start(client: async_nats::Client, config: RunnerConfig, backends: Backends) -> Result<Runner, RunnerError> {
+        let js = async_nats::jetstream::new(client);
+        crate::streams::ensure(&js, Some(&config.alert_subjects)).await?;
+        let registry = Registry::open(&js).await?;
+        let runtime = Arc::new(Runtime::new(&RuntimeConfig { cache_dir: config.state.compiled(), pooling: config.pooling })?);
+        let ctx = Arc::new(RunnerContext {
+            runner: config.name.clone(),
+            js,
+            handlers: Handlers::new(runtime, registry.clone(), backends, config.state.root().join("artifacts")),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        });
+        let changes = registry.watch().await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let active = Arc::new(Mutex::new(BTreeSet::new()));
+        let task = tokio::spawn(watch_loop(ctx, changes, stop_rx, active.clone()));
+        Ok(Runner { stop, task, active })
+    }
+
+    /// Names of the triggers this runner is dispatching now.
+    pub fn active_triggers(&self) -> BTreeSet<String> {
+        self.active.lock().unwrap().clone()
+    }
+
+    /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), and returns.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the runner stops on its own (it only does when its registry watch ends for good).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a running dispatcher was started from: a change in any of it restarts the dispatcher.
+#[derive(PartialEq)]
+struct Spec {
+    trigger: Trigger,
+    function: Function,
+    earlier: Vec<String>,
+}
+
+struct Running {
+    spec: Spec,
+    stop: watch::Sender<bool>,
+}
+
+async fn watch_loop(
+    ctx: Arc<RunnerContext>,
+    changes: impl futures::Stream<Item = Result<Change, StreamError>>,
+    mut stop: watch::Receiver<bool>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+) {
+    tokio::pin!(changes);
+    let mut functions: BTreeMap<String, Function> = BTreeMap::new();
+    let mut triggers: BTreeMap<String, Trigger> = BTreeMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut dispatchers = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            Some(_) = dispatchers.join_next() => {}
+            change = changes.next() => match change {
+                Some(Ok(Change::Function(name, f))) => match f {
+                    Some(f) => { functions.insert(name, *f); }
+                    None => { functions.remove(&name); ctx.handlers.forget(&name); }
+                },
+                Some(Ok(Change::Trigger(name, t))) => match t {
+                    Some(t) => { triggers.insert(name, t); }
+                    None => { triggers.remove(&name); }
+                },
+                Some(Err(e)) => { tracing::warn!(error = %e, "registry watch"); continue; }
+                None => { tracing::error!("the registry watch ended; stopping"); break; }
+            }
+        }
+        reconcile(&ctx, &functions, &triggers, &mut running, &mut dispatchers);
+        *active.lock().unwrap() = running.keys().cloned().collect();
+    }
+    for r in running.values() {
+        let _ = r.stop.send(true);
+    }
+    while dispatchers.join_next().await.is_some() {}
+}
+
+/// Starts, restarts and stops dispatchers so that exactly the wanted ones run.
+fn reconcile(
+    ctx: &Arc<RunnerContext>,
+    functions: &BTreeMap<String, Function>,
+    triggers: &BTreeMap<String, Trigger>,
+    running: &mut HashMap<String, Running>,
+    dispatchers: &mut JoinSet<()>,
+) {
+    let mut wanted: HashMap<String, Spec> = HashMap::new();
+    for (name, trigger) in triggers {
+        let Some(function) = functions.get(&trigger.function) else { continue };
+        if function.runs_on.as_ref().is_some_and(|r| *r != ctx.runner) {
+            continue;
+        }
+        let earlier = triggers
+            .range(..name.clone())
+            .filter(|(_, t)| t.function == trigger.function)
+            .map(|(_, t)| t.topic.clone())
+            .collect();
+        wanted.insert(name.clone(), Spec { trigger: trigger.clone(), function: function.clone(), earlier });
+    }
+    running.retain(|name, r| {
+        let keep = wanted.get(name).is_some_and(|w| *w == r.spec);
+        if !keep {
+            tracing::info!(trigger = %name, "trigger stopped");
+            let _ = r.stop.send(true);
+        }
+        keep
+    });
+    for (name, spec) in wanted {
+        if running.contains_key(&name) {
+            continue;
+        }
+        let pattern = match Pattern::parse(&spec.trigger.topic) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(trigger = %name, error = %e, "trigger ignored");
+                continue;
+            }
+        };
+        let earlier = spec.earlier.iter().filter_map(|t| Pattern::parse(t).ok()).collect();
+        tracing::info!(trigger = %name, topic = %spec.trigger.topic, function = %spec.function.name, "trigger started");
+        let (stop, stop_rx) = watch::channel(false);
+        let dispatcher = Dispatcher {
+            trigger: spec.trigger.clone(),
+            pattern,
+            earlier,
+            function: Arc::new(spec.function.clone()),
+            ctx: ctx.clone(),
+        };
+        dispatchers.spawn(dispatcher.run(stop_rx));
+        running.insert(name, Running { spec, stop });
+    }
+}

@@ -1,0 +1,183 @@
+//! What a runner records about each execution: a result on `riposte.results.<function>` (history for
+//! `function logs` and `function top`), and for an alert it gave up on, a dead letter on
+//! `riposte.deadletter.<function>` carrying the alert and the error. Neither ever holds setting values.
+
+use crate::execution::{Execution, Status};
+use crate::runtime::host::LogLine;
+use crate::streams::{err, StreamError, DEADLETTER_PREFIX, RESULTS_PREFIX, RESULTS_STREAM};
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What the runner did with the alert after the execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Acked: the reaction is done.
+    Acked,
+    /// Nak'ed with a delay: it will be delivered again.
+    Retry,
+    /// Terminated: it can never succeed (malformed alert, non-retryable failure).
+    Terminated,
+    /// Published to the dead-letter subject after the last attempt, then terminated.
+    DeadLettered,
+}
+
+/// One execution, as published on `riposte.results.<function>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub function: String,
+    pub trigger: String,
+    pub runner: String,
+    /// The alert's uuid (empty when the alert could not be parsed).
+    pub alert_uuid: String,
+    pub subject: String,
+    /// Delivery attempt, from 1.
+    pub attempt: u32,
+    pub status: Status,
+    pub disposition: Disposition,
+    /// Time of the execution itself.
+    pub duration_us: u64,
+    pub instantiate_us: u64,
+    /// From the alert's arrival in JetStream to the end of the reaction.
+    pub latency_us: u64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
+    /// When it finished, RFC 3339.
+    pub time: String,
+}
+
+impl ResultRecord {
+    /// A record of `exec` (whose message and logs are already redacted).
+    pub fn new(ctx: &Delivery<'_>, exec: &Execution, disposition: Disposition) -> ResultRecord {
+        ResultRecord {
+            function: ctx.function.to_owned(),
+            trigger: ctx.trigger.to_owned(),
+            runner: ctx.runner.to_owned(),
+            alert_uuid: ctx.alert_uuid.to_owned(),
+            subject: ctx.subject.to_owned(),
+            attempt: ctx.attempt,
+            status: exec.status,
+            disposition,
+            duration_us: exec.duration_us,
+            instantiate_us: exec.instantiate_us,
+            latency_us: ctx.latency_us(),
+            message: exec.message.clone(),
+            reason: exec.reason.clone(),
+            detail: exec.detail.clone(),
+            logs: exec.logs.clone(),
+            time: now_rfc3339(),
+        }
+    }
+}
+
+/// Where an alert came from, for records.
+pub struct Delivery<'a> {
+    pub function: &'a str,
+    pub trigger: &'a str,
+    pub runner: &'a str,
+    pub alert_uuid: &'a str,
+    pub subject: &'a str,
+    pub attempt: u32,
+    /// When JetStream stored the alert, in ns since the epoch.
+    pub published_ns: i128,
+}
+
+impl Delivery<'_> {
+    fn latency_us(&self) -> u64 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        u64::try_from((now - self.published_ns).max(0) / 1000).unwrap_or(u64::MAX)
+    }
+}
+
+/// An alert riposte gave up on, as published on `riposte.deadletter.<function>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub function: String,
+    pub trigger: String,
+    pub runner: String,
+    pub subject: String,
+    pub alert_uuid: String,
+    pub attempts: u32,
+    pub status: Status,
+    pub error: String,
+    /// The alert as received, so it can be replayed.
+    pub alert: String,
+    pub time: String,
+}
+
+/// The subject of a function's results.
+pub fn results_subject(function: &str) -> String {
+    format!("{RESULTS_PREFIX}.{function}")
+}
+
+/// The subject of a function's dead letters.
+pub fn deadletter_subject(function: &str) -> String {
+    format!("{DEADLETTER_PREFIX}.{function}")
+}
+
+/// Publishes a result to JetStream and waits for it to be stored (the alert is acked only after that).
+pub async fn publish_result(js: &jetstream::Context, record: &ResultRecord) -> Result<(), StreamError> {
+    let body = serde_json::to_vec(record).expect("a result serializes");
+    let ack = js.publish(results_subject(&record.function), body.into()).await.map_err(|e| err("publishing a result")(e.to_string()))?;
+    ack.await.map(|_| ()).map_err(|e| err("publishing a result")(e.to_string()))
+}
+
+/// Publishes a dead letter and waits for it to be stored.
+pub async fn publish_deadletter(js: &jetstream::Context, letter: &DeadLetter) -> Result<(), StreamError> {
+    let body = serde_json::to_vec(letter).expect("a dead letter serializes");
+    let ack = js.publish(deadletter_subject(&letter.function), body.into()).await.map_err(|e| err("publishing a dead letter")(e.to_string()))?;
+    ack.await.map(|_| ()).map_err(|e| err("publishing a dead letter")(e.to_string()))
+}
+
+/// Reads a function's results (every function's with `None`), oldest first; keeps the last `last` if given.
+pub async fn read_results(js: &jetstream::Context, function: Option<&str>, last: Option<usize>) -> Result<Vec<ResultRecord>, StreamError> {
+    let filter = function.map(results_subject).unwrap_or_else(|| format!("{RESULTS_PREFIX}.>"));
+    read_stream(js, RESULTS_STREAM, &filter, last).await
+}
+
+/// Reads a function's dead letters, oldest first.
+pub async fn read_deadletters(js: &jetstream::Context, function: &str) -> Result<Vec<DeadLetter>, StreamError> {
+    read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None).await
+}
+
+async fn read_stream<T: serde::de::DeserializeOwned>(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    last: Option<usize>,
+) -> Result<Vec<T>, StreamError> {
+    let what = format!("reading {stream}");
+    let stream = js.get_stream(stream).await.map_err(|e| err(what.clone())(e.to_string()))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.to_owned(), ..Default::default() })
+        .await
+        .map_err(|e| err(what.clone())(e.to_string()))?;
+    let mut messages = consumer.messages().await.map_err(|e| err(what.clone())(e.to_string()))?;
+    let mut out = VecDeque::new();
+    // An empty selection sends nothing: a short silence ends the read.
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+        let msg = msg.map_err(|e| err(what.clone())(e.to_string()))?;
+        if let Ok(record) = serde_json::from_slice(&msg.payload) {
+            out.push_back(record);
+            if last.is_some_and(|n| out.len() > n) {
+                out.pop_front();
+            }
+        }
+        if msg.info().map(|i| i.pending == 0).unwrap_or(false) {
+            break;
+        }
+    }
+    Ok(out.into())
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,198 @@
+//! The registry: deployed functions and triggers in a JetStream KV bucket (`functions.<name>`,
+//! `triggers.<name>`), component binaries in an object store keyed by their sha256. Every runner watches the
+//! bucket, so a deploy on any machine reaches the whole fleet without a restart.
+//!
+//! nats-server 2.9 answers the account-info request that async-nats' `create_key_value` /
+//! `create_object_store` make in a shape the client rejects, so the backing streams (`KV_<bucket>`,
+//! `OBJ_<bucket>`) are created here with the same settings and opened with `get_key_value` / `get_object_store`.
+
+use crate::function::Function;
+use crate::streams::{err, StreamError};
+use crate::trigger::Trigger;
+use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
+use futures::{Stream, StreamExt};
+use std::collections::BTreeMap;
+use tokio::io::AsyncReadExt;
+
+/// The KV bucket of definitions.
+pub const REGISTRY_BUCKET: &str = "riposte-registry";
+/// The object store of component binaries.
+pub const ARTIFACT_BUCKET: &str = "riposte-artifacts";
+
+/// The registry of one NATS account.
+#[derive(Clone)]
+pub struct Registry {
+    js: jetstream::Context,
+    kv: kv::Store,
+    objects: ObjectStore,
+}
+
+/// One change seen by a watcher: a definition put (`Some`) or deleted (`None`).
+#[derive(Debug, Clone)]
+pub enum Change {
+    Function(String, Option<Box<Function>>),
+    Trigger(String, Option<Trigger>),
+}
+
+impl Registry {
+    /// Opens the registry, creating its bucket and object store when missing.
+    pub async fn open(js: &jetstream::Context) -> Result<Registry, StreamError> {
+        let kv_stream = stream::Config {
+            name: format!("KV_{REGISTRY_BUCKET}"),
+            description: Some("riposte functions and triggers".into()),
+            subjects: vec![format!("$KV.{REGISTRY_BUCKET}.>")],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        js.get_or_create_stream(kv_stream).await.map_err(|e| err("creating the registry bucket")(e.to_string()))?;
+        let obj_stream = stream::Config {
+            name: format!("OBJ_{ARTIFACT_BUCKET}"),
+            description: Some("riposte component binaries by sha256".into()),
+            subjects: vec![format!("$O.{ARTIFACT_BUCKET}.C.>"), format!("$O.{ARTIFACT_BUCKET}.M.>")],
+            allow_rollup: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        js.get_or_create_stream(obj_stream).await.map_err(|e| err("creating the artifact store")(e.to_string()))?;
+        let kv = js.get_key_value(REGISTRY_BUCKET).await.map_err(|e| err("opening the registry bucket")(e.to_string()))?;
+        let objects =
+            js.get_object_store(ARTIFACT_BUCKET).await.map_err(|e| err("opening the artifact store")(e.to_string()))?;
+        Ok(Registry { js: js.clone(), kv, objects })
+    }
+
+    /// The JetStream context it uses.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Every deployed function, by name.
+    pub async fn functions(&self) -> Result<BTreeMap<String, Function>, StreamError> {
+        self.all("functions").await
+    }
+
+    /// Every trigger, by name.
+    pub async fn triggers(&self) -> Result<BTreeMap<String, Trigger>, StreamError> {
+        self.all("triggers").await
+    }
+
+    /// One function.
+    pub async fn function(&self, name: &str) -> Result<Option<Function>, StreamError> {
+        self.one(&format!("functions.{name}")).await
+    }
+
+    /// One trigger.
+    pub async fn trigger(&self, name: &str) -> Result<Option<Trigger>, StreamError> {
+        self.one(&format!("triggers.{name}")).await
+    }
+
+    /// Deploys (or replaces) a function. Its artifact must already be stored.
+    pub async fn put_function(&self, function: &Function) -> Result<(), StreamError> {
+        let value = serde_json::to_vec(function).expect("a function serializes");
+        self.kv
+            .put(format!("functions.{}", function.name), value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| err(format!("saving function {}", function.name))(e.to_string()))
+    }
+
+    /// Creates (or replaces) a trigger.
+    pub async fn put_trigger(&self, trigger: &Trigger) -> Result<(), StreamError> {
+        let value = serde_json::to_vec(trigger).expect("a trigger serializes");
+        self.kv
+            .put(format!("triggers.{}", trigger.name), value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| err(format!("saving trigger {}", trigger.name))(e.to_string()))
+    }
+
+    /// Removes a function's definition.
+    pub async fn delete_function(&self, name: &str) -> Result<(), StreamError> {
+        self.kv.delete(format!("functions.{name}")).await.map_err(|e| err(format!("deleting function {name}"))(e.to_string()))
+    }
+
+    /// Removes a trigger's definition.
+    pub async fn delete_trigger(&self, name: &str) -> Result<(), StreamError> {
+        self.kv.delete(format!("triggers.{name}")).await.map_err(|e| err(format!("deleting trigger {name}"))(e.to_string()))
+    }
+
+    /// Stores a component binary under its sha256 (once) and returns the digest.
+    pub async fn put_artifact(&self, bytes: &[u8]) -> Result<String, StreamError> {
+        let digest = crate::runtime::cache::digest(bytes);
+        if self.objects.info(&digest).await.is_ok() {
+            return Ok(digest);
+        }
+        let mut reader = bytes;
+        self.objects
+            .put(digest.as_str(), &mut reader)
+            .await
+            .map_err(|e| err(format!("storing component {}", &digest[..12]))(e.to_string()))?;
+        Ok(digest)
+    }
+
+    /// A component binary by digest; checked against it.
+    pub async fn artifact(&self, digest: &str) -> Result<Vec<u8>, StreamError> {
+        let what = format!("fetching component {} from the artifact store", &digest[..digest.len().min(12)]);
+        let mut object = self.objects.get(digest).await.map_err(|e| err(what.clone())(e.to_string()))?;
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await.map_err(|e| err(what.clone())(e.to_string()))?;
+        if crate::runtime::cache::digest(&bytes) != digest {
+            return Err(err(what)("the stored bytes do not match their digest".into()));
+        }
+        Ok(bytes)
+    }
+
+    /// Every current definition, then every change as it happens.
+    pub async fn watch(&self) -> Result<impl Stream<Item = Result<Change, StreamError>>, StreamError> {
+        let watch = self.kv.watch_with_history(">").await.map_err(|e| err("watching the registry")(e.to_string()))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(err("watching the registry")(e.to_string()))),
+            };
+            let deleted = !matches!(entry.operation, kv::Operation::Put);
+            let (kind, name) = entry.key.split_once('.')?;
+            let change = match kind {
+                "functions" if deleted => Change::Function(name.to_owned(), None),
+                "functions" => match serde_json::from_slice(&entry.value) {
+                    Ok(f) => Change::Function(name.to_owned(), Some(Box::new(f))),
+                    Err(e) => return Some(Err(err(format!("registry entry {}", entry.key))(e.to_string()))),
+                },
+                "triggers" if deleted => Change::Trigger(name.to_owned(), None),
+                "triggers" => match serde_json::from_slice(&entry.value) {
+                    Ok(t) => Change::Trigger(name.to_owned(), Some(t)),
+                    Err(e) => return Some(Err(err(format!("registry entry {}", entry.key))(e.to_string()))),
+                },
+                _ => return None,
+            };
+            Some(Ok(change))
+        }))
+    }
+
+    async fn one<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StreamError> {
+        match self.kv.get(key).await.map_err(|e| err(format!("reading {key}"))(e.to_string()))? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| err(format!("registry entry {key}"))(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    async fn all<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<BTreeMap<String, T>, StreamError> {
+        let mut keys = self.kv.keys().await.map_err(|e| err("listing the registry")(e.to_string()))?;
+        let mut out = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| err("listing the registry")(e.to_string()))?;
+            if let Some(name) = key.strip_prefix(kind).and_then(|k| k.strip_prefix('.')) {
+                if let Some(value) = self.one(&key).await? {
+                    out.insert(name.to_owned(), value);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,179 @@
+//! The JetStream streams and consumers riposte relies on, created idempotently by every runner and command:
+//! the alert stream (captures `falco.>` so alerts published with core NATS are kept while no runner is up),
+//! the results stream (`riposte.results.<function>`, history for `function logs` / `top`), the dead-letter
+//! stream (`riposte.deadletter.<function>`), and one durable pull consumer per trigger.
+
+use crate::runtime::limits::{Limits, FLEET_ACK_PENDING_FACTOR};
+use crate::trigger::{Pattern, Trigger};
+use async_nats::jetstream::{self, consumer, stream};
+use std::time::Duration;
+
+/// The alert stream's name.
+pub const ALERT_STREAM: &str = "FALCO";
+/// Subjects the alert stream captures unless configured otherwise.
+pub const DEFAULT_ALERT_SUBJECTS: &str = "falco.>";
+/// The results stream and its subjects.
+pub const RESULTS_STREAM: &str = "RIPOSTE_RESULTS";
+pub const RESULTS_PREFIX: &str = "riposte.results";
+/// The dead-letter stream and its subjects.
+pub const DEADLETTER_STREAM: &str = "RIPOSTE_DEADLETTER";
+pub const DEADLETTER_PREFIX: &str = "riposte.deadletter";
+
+/// How long alerts are kept in the alert stream (acked or not: other triggers may still need them).
+pub const ALERT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// History kept in the results stream.
+pub const RESULTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const RESULTS_MAX_MSGS: i64 = 1_000_000;
+pub const RESULTS_MAX_BYTES: i64 = 1 << 30;
+/// Dead letters are kept longer: someone has to look at them.
+pub const DEADLETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A JetStream problem, with what riposte was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct StreamError {
+    pub what: String,
+    pub why: String,
+}
+
+pub(crate) fn err(what: impl Into<String>) -> impl FnOnce(String) -> StreamError {
+    let what = what.into();
+    move |why| StreamError { what, why }
+}
+
+/// Creates the alert, results and dead-letter streams when missing. With `alert_subjects` (a runner's
+/// `--stream-subjects`) the alert stream is made to capture exactly those; without (other commands), an
+/// existing alert stream is left as it is and a new one captures `falco.>`.
+pub async fn ensure(js: &jetstream::Context, alert_subjects: Option<&[String]>) -> Result<(), StreamError> {
+    let subjects = alert_subjects.map(<[String]>::to_vec).unwrap_or_else(|| vec![DEFAULT_ALERT_SUBJECTS.to_owned()]);
+    ensure_stream(
+        js,
+        alert_subjects.is_some(),
+        stream::Config {
+            name: ALERT_STREAM.into(),
+            description: Some("Falco alerts, kept for riposte triggers".into()),
+            subjects,
+            max_age: ALERT_MAX_AGE,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_stream(
+        js,
+        false,
+        stream::Config {
+            name: RESULTS_STREAM.into(),
+            description: Some("riposte execution results".into()),
+            subjects: vec![format!("{RESULTS_PREFIX}.>")],
+            max_age: RESULTS_MAX_AGE,
+            max_messages: RESULTS_MAX_MSGS,
+            max_bytes: RESULTS_MAX_BYTES,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_stream(
+        js,
+        false,
+        stream::Config {
+            name: DEADLETTER_STREAM.into(),
+            description: Some("alerts riposte gave up on, with the error".into()),
+            subjects: vec![format!("{DEADLETTER_PREFIX}.>")],
+            max_age: DEADLETTER_MAX_AGE,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn ensure_stream(js: &jetstream::Context, fix_subjects: bool, config: stream::Config) -> Result<(), StreamError> {
+    let name = config.name.clone();
+    match js.get_stream(&name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| err(format!("reading stream {name}"))(e.to_string()))?;
+            if fix_subjects && info.config.subjects != config.subjects {
+                let mut updated = info.config.clone();
+                updated.subjects = config.subjects.clone();
+                js.update_stream(updated).await.map_err(|e| {
+                    err(format!("changing the subjects of stream {name} to {:?}", config.subjects))(e.to_string())
+                })?;
+            }
+            Ok(())
+        }
+        Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            js.create_stream(config).await.map(|_| ()).map_err(|e| err(format!("creating stream {name}"))(e.to_string()))
+        }
+        Err(e) => Err(err(format!("looking up stream {name} (is JetStream enabled on the server? nats-server -js)"))(e.to_string())),
+    }
+}
+
+/// The subjects the alert stream captures.
+pub async fn alert_subjects(js: &jetstream::Context) -> Result<Vec<String>, StreamError> {
+    let mut s = js.get_stream(ALERT_STREAM).await.map_err(|e| err("looking up the alert stream")(e.to_string()))?;
+    Ok(s.info().await.map_err(|e| err("reading the alert stream")(e.to_string()))?.config.subjects.clone())
+}
+
+/// Checks a trigger's topic is a valid pattern inside the alert stream's subjects.
+pub fn check_topic(topic: &str, alert_subjects: &[String]) -> Result<Pattern, StreamError> {
+    let pattern = Pattern::parse(topic).map_err(|e| StreamError { what: "trigger".into(), why: e.to_string() })?;
+    if !alert_subjects.iter().any(|s| crate::trigger::nats_subset(pattern.nats_filter(), s)) {
+        return Err(StreamError {
+            what: format!("topic {topic:?}"),
+            why: format!(
+                "it is outside the subjects the alert stream captures ({}); alerts on it would never be stored \
+                 (start the runner with --stream-subjects to widen them)",
+                alert_subjects.join(", ")
+            ),
+        });
+    }
+    Ok(pattern)
+}
+
+/// The durable consumer of one trigger: created when the trigger is created (so alerts are kept for it even
+/// while no runner is up), opened by runners. Delivery starts with alerts published after its creation.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    trigger: &Trigger,
+    limits: &Limits,
+) -> Result<consumer::PullConsumer, StreamError> {
+    let pattern = Pattern::parse(&trigger.topic).map_err(|e| err(format!("trigger {}", trigger.name))(e.to_string()))?;
+    let name = trigger.consumer_name();
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("riposte trigger {} ({}) -> {}", trigger.name, trigger.topic, trigger.function)),
+        filter_subject: pattern.nats_filter().to_owned(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: limits.ack_wait(),
+        // riposte counts deliveries itself (limits.max_deliver) so that the last one is dead-lettered, never dropped.
+        max_deliver: -1,
+        max_ack_pending: i64::from(limits.concurrency) * FLEET_ACK_PENDING_FACTOR,
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
+    };
+    let stream = js.get_stream_no_info(ALERT_STREAM).await.map_err(|e| err("looking up the alert stream")(e.to_string()))?;
+    let mut consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(&name, config.clone())
+        .await
+        .map_err(|e| err(format!("creating the consumer of trigger {}", trigger.name))(e.to_string()))?;
+    // A redeploy may change the function's concurrency or timeout: carry them over (editable on 2.9).
+    let current = consumer.info().await.map_err(|e| err(format!("reading the consumer of trigger {}", trigger.name))(e.to_string()))?.config.clone();
+    if current.max_ack_pending != config.max_ack_pending || current.ack_wait != config.ack_wait {
+        consumer = stream
+            .update_consumer(config)
+            .await
+            .map_err(|e| err(format!("updating the consumer of trigger {}", trigger.name))(e.to_string()))?;
+    }
+    Ok(consumer)
+}
+
+/// Deletes a trigger's consumer (absent is fine).
+pub async fn delete_consumer(js: &jetstream::Context, trigger: &Trigger) -> Result<(), StreamError> {
+    match js.delete_consumer_from_stream(trigger.consumer_name(), ALERT_STREAM).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("not found") => Ok(()),
+        Err(e) => Err(err(format!("deleting the consumer of trigger {}", trigger.name))(e.to_string())),
+    }
+}

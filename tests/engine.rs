@@ -1,0 +1,415 @@
+//! The trigger engine against a real nats-server (2.9.10 from apt): end to end through `deploy_playbook` and
+//! the `riposte` binary, live registry changes, no loss across runner and server restarts, a fleet of two
+//! runners, pinning, and the failure path (retry with backoff, dead letter, malformed alerts).
+//! Most runners run in-process through the library; the end-to-end and kill tests run the real binary.
+
+mod support;
+
+use async_nats::jetstream;
+use riposte::capability::recording::Recorder;
+use riposte::capability::Backends;
+use riposte::engine::results::{read_deadletters, read_results, Disposition, ResultRecord};
+use riposte::engine::{Runner, RunnerConfig};
+use riposte::execution::Status;
+use riposte::function::{Function, Settings};
+use riposte::manifest::Manifest;
+use riposte::registry::Registry;
+use riposte::state::StateDir;
+use riposte::trigger::Trigger;
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use support::nats::TestNats;
+use support::{guests, wait_until};
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn registry(nats: &TestNats) -> Registry {
+    let js = jetstream::new(nats.client().await);
+    riposte::streams::ensure(&js, None).await.unwrap();
+    Registry::open(&js).await.unwrap()
+}
+
+async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, runs_on: Option<&str>) -> Function {
+    let artifact = reg.put_artifact(bytes).await.unwrap();
+    let manifest = Manifest::parse(&format!("name = \"{name}\"\nkind = \"wasm\"\n[limits]\n{limits}\n")).unwrap();
+    let f = Function { name: name.into(), manifest, artifact, settings: Settings::default(), runs_on: runs_on.map(Into::into) };
+    reg.put_function(&f).await.unwrap();
+    f
+}
+
+async fn add_trigger(reg: &Registry, name: &str, f: &Function, topic: &str) -> Trigger {
+    let t = Trigger { name: name.into(), function: f.name.clone(), topic: topic.into() };
+    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    reg.put_trigger(&t).await.unwrap();
+    t
+}
+
+async fn runner(nats: &TestNats, name: &str) -> Runner {
+    let r = Arc::new(Recorder::new());
+    let backends = Backends { http: r.clone(), kubernetes: r.clone(), object_store: r };
+    let config = RunnerConfig {
+        name: name.into(),
+        alert_subjects: vec!["falco.>".into()],
+        max_in_flight: 256,
+        state: StateDir::new(Some(support::shared_state())),
+        pooling: false,
+    };
+    Runner::start(nats.client().await, config, backends).await.unwrap()
+}
+
+fn alert(uuid: &str, priority: &str, rule: &str) -> String {
+    serde_json::json!({
+        "uuid": uuid, "output": format!("12:00:00.000000000: {priority} {rule} (user=root)"), "priority": priority,
+        "rule": rule, "time": "2024-05-17T15:31:56.746609046Z", "output_fields": {"user.name": "root", "evt.time": 1},
+        "source": "syscall", "hostname": "h", "tags": []
+    })
+    .to_string()
+}
+
+/// Publishes `n` alerts with plain core NATS (as falcosidekick does); returns their uuids.
+async fn publish(client: &async_nats::Client, subject: &str, prefix: &str, n: usize) -> Vec<String> {
+    let uuids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for u in &uuids {
+        client.publish(subject.to_owned(), alert(u, "Error", "Write below binary dir").into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    uuids
+}
+
+async fn results(reg: &Registry, function: &str) -> Vec<ResultRecord> {
+    read_results(reg.jetstream(), Some(function), None).await.unwrap()
+}
+
+/// Distinct uuids with an ok result.
+async fn handled(reg: &Registry, function: &str) -> HashSet<String> {
+    results(reg, function).await.into_iter().filter(|r| r.status == Status::Ok).map(|r| r.alert_uuid).collect()
+}
+
+async fn wait_handled(reg: &Registry, function: &str, uuids: &[String]) {
+    let want: HashSet<String> = uuids.iter().cloned().collect();
+    wait_until(&format!("{} alerts handled by {function}", want.len()), LONG, || async {
+        want.is_subset(&handled(reg, function).await)
+    })
+    .await;
+}
+
+async fn alerts_stored(reg: &Registry) -> u64 {
+    let mut s = reg.jetstream().get_stream(riposte::streams::ALERT_STREAM).await.unwrap();
+    s.info().await.unwrap().state.messages
+}
+
+fn riposte_bin(state: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_riposte"));
+    c.env("RIPOSTE_STATE_DIR", state).env("RIPOSTE_PLAYBOOKS", support::root().join("playbooks")).env("RUST_LOG", "warn");
+    c
+}
+
+fn spawn_runner(nats: &TestNats, name: &str) -> Child {
+    riposte_bin(&support::shared_state())
+        .args(["run", "--nats", &nats.url(), "--name", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
+    let nats = TestNats::start();
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&receiver)
+        .await;
+    let out = Command::new(support::root().join("deploy_playbook"))
+        .env("RIPOSTE_BIN", env!("CARGO_BIN_EXE_riposte"))
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .env("PATH", format!("{}:{}", support::root().join(".venv/bin").display(), std::env::var("PATH").unwrap()))
+        .args(["-p", "slack", "-e", &format!("SLACK_WEBHOOK_URL={}/services/T0/B0/X", receiver.uri())])
+        .args(["-t", "falco.error.*", "-t", "falco.critical.*", "--nats", &nats.url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("function falco-slack deployed"), "{stdout}");
+    assert!(stdout.contains("trigger falco-slack-trigger-0 -> falco-slack on falco.error.*"), "{stdout}");
+    assert!(stdout.contains("trigger falco-slack-trigger-1 -> falco-slack on falco.critical.*"), "{stdout}");
+
+    let mut run = spawn_runner(&nats, "e2e");
+    let client = nats.client().await;
+    let reg = registry(&nats).await;
+    publish(&client, "falco.notice.terminal_shell_in_container", "nomatch", 1).await;
+    let body = support::alert_json("write-below-binary-dir");
+    client.publish("falco.error.write_below_binary_dir", body.into()).await.unwrap();
+    client.flush().await.unwrap();
+    wait_until("the receiver to get the slack message", LONG, || async { !receiver.received_requests().await.unwrap().is_empty() }).await;
+    let got = receiver.received_requests().await.unwrap();
+    let msg: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert!(msg["text"].as_str().unwrap().contains("File below a known binary directory opened for writing"), "{msg}");
+    assert_eq!(got[0].url.path(), "/services/T0/B0/X");
+    let recorded = results(&reg, "falco-slack").await;
+    assert_eq!(recorded.len(), 1, "only the matching alert runs: {recorded:?}");
+    assert_eq!(recorded[0].subject, "falco.error.write_below_binary_dir");
+    assert_eq!(recorded[0].runner, "e2e");
+    assert!(!serde_json::to_string(&recorded[0]).unwrap().contains("/services/T0/B0/X"), "no setting values in results");
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 1);
+
+    // Re-running updates in place and removes the triggers no longer asked for.
+    let out = Command::new(support::root().join("deploy_playbook"))
+        .env("RIPOSTE_BIN", env!("CARGO_BIN_EXE_riposte"))
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .args(["-p", "slack", "-e", &format!("SLACK_WEBHOOK_URL={}/services/T0/B0/X", receiver.uri())])
+        .args(["-t", "falco.critical.*", "--nats", &nats.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let triggers = reg.triggers().await.unwrap();
+    assert_eq!(triggers.keys().collect::<Vec<_>>(), ["falco-slack-trigger-0"]);
+    assert_eq!(triggers["falco-slack-trigger-0"].topic, "falco.critical.*");
+    run.kill().unwrap();
+    run.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_playbook_refuses_bad_input_and_writes_nothing() {
+    let nats = TestNats::start();
+    let state = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["-p", "nosuch", "-t", "falco.error.*"], "no playbook \"nosuch\""),
+        (&["-p", "slack", "-t", "falco.error.*"], "needs setting SLACK_WEBHOOK_URL"),
+        (&["-p", "slack", "-e", "SLACK_WEBHOOK_URL=http://x"], "no trigger given"),
+        (&["-p", "slack", "-e", "SLACK_WEBHOOK_URL=http://x", "-t", "falco.{error"], "not a valid pattern"),
+    ];
+    for (args, expected) in cases {
+        let out = riposte_bin(state.path()).arg("deploy-playbook").args(args).args(["--nats", &nats.url()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    let reg = registry(&nats).await;
+    assert!(reg.functions().await.unwrap().is_empty());
+    assert!(reg.triggers().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_and_deletes_apply_live_without_restart() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let client = nats.client().await;
+    let runner = runner(&nats, "live").await;
+    let f = deploy(&reg, "live", &guests::ok(), "timeout_ms = 1000", None).await;
+    let t = add_trigger(&reg, "live-t", &f, "falco.{critical,error}.*").await;
+    wait_until("the trigger to start", Duration::from_secs(5), || async { runner.active_triggers().contains("live-t") }).await;
+    let first = publish(&client, "falco.error.x", "live-a", 3).await;
+    wait_handled(&reg, "live", &first).await;
+    // A glob trigger on a subject the NATS filter covers but the glob does not match: acked, no run.
+    publish(&client, "falco.notice.x", "live-notice", 1).await;
+
+    // A redeploy with another concurrency carries it over to the trigger's consumer.
+    let f = deploy(&reg, "live", &guests::ok(), "timeout_ms = 1000\nconcurrency = 3", None).await;
+    let mut c = riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    assert_eq!(c.info().await.unwrap().config.max_ack_pending, 12);
+    wait_until("the redeployed function to run", Duration::from_secs(5), || async { runner.active_triggers().contains("live-t") }).await;
+
+    riposte::streams::delete_consumer(reg.jetstream(), &t).await.unwrap();
+    reg.delete_trigger("live-t").await.unwrap();
+    wait_until("the trigger to stop", Duration::from_secs(5), || async { !runner.active_triggers().contains("live-t") }).await;
+    publish(&client, "falco.error.x", "live-b", 3).await;
+    // A second function proves the runner is alive and has seen everything published before its alert.
+    let g = deploy(&reg, "marker", &guests::ok(), "timeout_ms = 1000", None).await;
+    add_trigger(&reg, "marker-t", &g, "falco.error.*").await;
+    let marker = publish(&client, "falco.error.x", "marker", 1).await;
+    wait_handled(&reg, "marker", &marker).await;
+    let mut uuids: Vec<String> = results(&reg, "live").await.into_iter().map(|r| r.alert_uuid).collect();
+    uuids.sort();
+    assert_eq!(uuids, first, "after the delete nothing more ran, and the notice alert never did");
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_published_while_no_runner_is_up_are_all_handled() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let f = deploy(&reg, "later", &guests::ok(), "timeout_ms = 1000\nconcurrency = 32", None).await;
+    add_trigger(&reg, "later-t", &f, "falco.error.*").await;
+    let uuids = publish(&nats.client().await, "falco.error.x", "later", 1000).await;
+    wait_until("1000 alerts stored", Duration::from_secs(10), || async { alerts_stored(&reg).await == 1000 }).await;
+    let runner = runner(&nats, "later").await;
+    wait_handled(&reg, "later", &uuids).await;
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_killed_mid_batch_loses_nothing_after_restart() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    // A little work per alert so the kill lands mid-batch.
+    let f = deploy(&reg, "killed", &guests::ok(), "timeout_ms = 1000\nconcurrency = 4", None).await;
+    add_trigger(&reg, "killed-t", &f, "falco.error.*").await;
+    let mut run = spawn_runner(&nats, "k1");
+    let uuids = publish(&nats.client().await, "falco.error.x", "killed", 1000).await;
+    wait_until("some alerts handled", LONG, || async { !handled(&reg, "killed").await.is_empty() }).await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let before = handled(&reg, "killed").await.len();
+    let mut run = spawn_runner(&nats, "k2");
+    wait_handled(&reg, "killed", &uuids).await;
+    eprintln!("handled before the kill: {before}/1000");
+    run.kill().unwrap();
+    run.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_server_restart_mid_batch_loses_nothing() {
+    let mut nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let f = deploy(&reg, "restart", &guests::ok(), "timeout_ms = 1000\nconcurrency = 4", None).await;
+    add_trigger(&reg, "restart-t", &f, "falco.error.*").await;
+    let uuids = publish(&nats.client().await, "falco.error.x", "restart", 1000).await;
+    wait_until("1000 alerts stored", Duration::from_secs(10), || async { alerts_stored(&reg).await == 1000 }).await;
+    let runner = runner(&nats, "restart").await;
+    wait_until("some alerts handled", LONG, || async { !handled(&reg, "restart").await.is_empty() }).await;
+    nats.restart();
+    let reg = registry(&nats).await;
+    wait_handled(&reg, "restart", &uuids).await;
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runners_handle_each_alert_exactly_once_and_pinning_holds() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let f = deploy(&reg, "shared", &guests::ok(), "timeout_ms = 2000\nconcurrency = 16", None).await;
+    add_trigger(&reg, "shared-t", &f, "falco.error.*").await;
+    let p = deploy(&reg, "pinned", &guests::ok(), "timeout_ms = 2000", Some("b")).await;
+    add_trigger(&reg, "pinned-t", &p, "falco.critical.*").await;
+    let a = runner(&nats, "a").await;
+    let b = runner(&nats, "b").await;
+    wait_until("both runners to start", Duration::from_secs(5), || async {
+        a.active_triggers().contains("shared-t") && b.active_triggers().contains("pinned-t")
+    })
+    .await;
+    assert!(!a.active_triggers().contains("pinned-t"), "runner a must not consume a function pinned to b");
+    let client = nats.client().await;
+    let uuids = publish(&client, "falco.error.x", "shared", 1000).await;
+    let pinned = publish(&client, "falco.critical.x", "pinned", 50).await;
+    wait_handled(&reg, "shared", &uuids).await;
+    wait_handled(&reg, "pinned", &pinned).await;
+    let shared = results(&reg, "shared").await;
+    assert_eq!(shared.len(), 1000, "each alert exactly once across the fleet");
+    let mut per_runner: HashMap<String, usize> = HashMap::new();
+    for r in &shared {
+        *per_runner.entry(r.runner.clone()).or_default() += 1;
+    }
+    eprintln!("work split: {per_runner:?}");
+    let pinned_results = results(&reg, "pinned").await;
+    assert_eq!(pinned_results.len(), 50);
+    assert!(pinned_results.iter().all(|r| r.runner == "b"), "pinned function ran elsewhere");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_playbook_is_retried_with_backoff_then_dead_lettered() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let f = deploy(&reg, "failing", &guests::fails(), "timeout_ms = 1000\nmax_deliver = 3\nretry_backoff_ms = 100", None).await;
+    add_trigger(&reg, "failing-t", &f, "falco.error.*").await;
+    let runner = runner(&nats, "fail").await;
+    publish(&nats.client().await, "falco.error.x", "failing", 1).await;
+    wait_until("a dead letter", LONG, || async { !read_deadletters(reg.jetstream(), "failing").await.unwrap().is_empty() }).await;
+    let letters = read_deadletters(reg.jetstream(), "failing").await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 3);
+    assert_eq!(letters[0].status, Status::Failed);
+    assert_eq!(letters[0].error, "boom");
+    assert_eq!(letters[0].alert_uuid, "failing-0");
+    assert!(letters[0].alert.contains("\"uuid\":\"failing-0\""));
+    let recorded = results(&reg, "failing").await;
+    let dispositions: Vec<(u32, Disposition)> = recorded.iter().map(|r| (r.attempt, r.disposition)).collect();
+    assert_eq!(dispositions, [(1, Disposition::Retry), (2, Disposition::Retry), (3, Disposition::DeadLettered)]);
+    let at = |i: usize| time::OffsetDateTime::parse(&recorded[i].time, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(at(1) - at(0) >= time::Duration::milliseconds(100), "first retry after the backoff");
+    assert!(at(2) - at(1) >= time::Duration::milliseconds(200), "the backoff doubles");
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_alert_is_terminated_and_recorded_never_retried() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let f = deploy(&reg, "strict", &guests::ok(), "timeout_ms = 1000\nretry_backoff_ms = 10", None).await;
+    add_trigger(&reg, "strict-t", &f, "falco.error.*").await;
+    let runner = runner(&nats, "strict").await;
+    let client = nats.client().await;
+    client.publish("falco.error.x", "{not json".into()).await.unwrap();
+    client.publish("falco.error.x", r#"{"uuid":"no-rule","output":"x","priority":"Error","time":"2024-01-01T00:00:00Z","output_fields":{}}"#.into()).await.unwrap();
+    let good = publish(&client, "falco.error.x", "good", 1).await;
+    wait_handled(&reg, "strict", &good).await;
+    wait_until("both malformed alerts recorded", LONG, || async {
+        results(&reg, "strict").await.iter().filter(|r| r.status == Status::InvalidAlert).count() == 2
+    })
+    .await;
+    let bad: Vec<ResultRecord> = results(&reg, "strict").await.into_iter().filter(|r| r.status == Status::InvalidAlert).collect();
+    assert!(bad.iter().all(|r| r.disposition == Disposition::Terminated && r.attempt == 1), "{bad:?}");
+    assert!(bad.iter().any(|r| r.message.contains("rule")), "the error names the field: {bad:?}");
+    // Terminated means gone: nothing is pending or waiting for an ack on the consumer.
+    let t = reg.trigger("strict-t").await.unwrap().unwrap();
+    let mut c: jetstream::consumer::PullConsumer =
+        reg.jetstream().get_consumer_from_stream(t.consumer_name(), riposte::streams::ALERT_STREAM).await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_matching_several_triggers_runs_each_function_once() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let a = deploy(&reg, "fa", &guests::ok(), "timeout_ms = 1000", None).await;
+    let b = deploy(&reg, "fb", &guests::ok(), "timeout_ms = 1000", None).await;
+    add_trigger(&reg, "fa-0", &a, "falco.error.*").await;
+    add_trigger(&reg, "fa-1", &a, "falco.*.*binary*").await;
+    add_trigger(&reg, "fb-0", &b, "falco.>").await;
+    let runner = runner(&nats, "multi").await;
+    let client = nats.client().await;
+    let mut uuids = publish(&client, "falco.error.write_below_binary_dir", "both", 1).await;
+    uuids.extend(publish(&client, "falco.notice.write_below_binary_dir", "second", 1).await);
+    wait_handled(&reg, "fa", &uuids).await;
+    wait_handled(&reg, "fb", &uuids).await;
+    let ran: Vec<(String, String)> = results(&reg, "fa").await.into_iter().map(|r| (r.alert_uuid, r.trigger)).collect();
+    assert_eq!(ran.iter().filter(|(u, _)| u == "both-0").count(), 1, "fa runs once per alert: {ran:?}");
+    assert!(ran.contains(&("both-0".into(), "fa-0".into())), "{ran:?}");
+    assert!(ran.contains(&("second-0".into(), "fa-1".into())), "{ran:?}");
+    assert_eq!(results(&reg, "fb").await.len(), 2);
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find() {
+    let state = tempfile::tempdir().unwrap();
+    let out = riposte_bin(state.path()).args(["run"]).env("RIPOSTE_NATS_SERVER", "/nonexistent/nats-server").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("apt-get install nats-server"), "{stderr}");
+    let out = riposte_bin(state.path()).args(["function", "list"]).env_remove("RIPOSTE_NATS_URL").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start `riposte run`"), "{out:?}");
+
+    let mut run = riposte_bin(state.path()).args(["run", "--name", "local"]).stderr(Stdio::piped()).spawn().unwrap();
+    let url_file = state.path().join("nats/url");
+    wait_until("the local server's URL to be recorded", Duration::from_secs(10), || async { url_file.exists() }).await;
+    let out = riposte_bin(state.path()).args(["trigger", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"), "{out:?}");
+    // SIGTERM: a graceful stop that also stops the local server and forgets its URL.
+    Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
+    let status = run.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("started a local nats-server at nats://127.0.0.1:"), "{stderr}");
+    assert!(!url_file.exists());
+}
