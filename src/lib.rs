@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod builder;
 pub mod capability;
+pub mod container;
 pub mod execution;
 pub mod function;
 pub mod manifest;

@@ -81,3 +81,15 @@ pub const MAX_HTTP_BODY: usize = 16 << 20;
 /// Pooling allocator budget: instances that may be live at once on one runner. Beyond it, instantiation
 /// falls back to waiting for admission (the dispatcher never asks for more).
 pub const POOL_INSTANCES: u32 = 64;
+
+/// Bytes of a container action's stdout kept (its output); the rest is dropped.
+pub const CONTAINER_STDOUT_BYTES: usize = 1 << 20;
+
+/// Process limit of a container action whose manifest sets none.
+pub const CONTAINER_PIDS: i64 = 256;
+
+/// Size of the writable `/tmp` (a tmpfs) every container action gets on its read-only root filesystem.
+pub const CONTAINER_TMPFS_MB: u64 = 64;
+
+/// How long connecting to the container engine may take before riposte says it is not reachable.
+pub const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
