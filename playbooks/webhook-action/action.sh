@@ -7,7 +7,8 @@ set -u
 cat > /tmp/alert.json
 [ -s /tmp/alert.json ] || printf '%s' "${FALCO_ALERT:-}" > /tmp/alert.json
 [ -s /tmp/alert.json ] || { echo "no alert on stdin or in FALCO_ALERT" >&2; exit 65; }
-if wget -q -O /tmp/reply -T "${WEBHOOK_TIMEOUT:-5}" --header "Content-Type: application/json" \
+# (busybox wget's own -T crashes in Debian's busybox-static; the timeout applet does the same job.)
+if timeout "${WEBHOOK_TIMEOUT:-5}" wget -q -O /tmp/reply --header "Content-Type: application/json" \
      --post-file /tmp/alert.json "$WEBHOOK_URL" 2>/tmp/error; then
   printf '{"message":"posted the alert to the webhook","bytes":%s}\n' "$(wc -c < /tmp/alert.json)"
   exit 0

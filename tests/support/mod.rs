@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod guests;
+pub mod podman;
 
 use std::path::PathBuf;
 
