@@ -160,3 +160,28 @@ async fn no_engine_is_one_clear_line() {
     assert!(line.contains("podman system service --time=0 unix:///run/podman/podman.sock"), "{line}");
     assert!(!line.contains('\n'), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn riposte_call_runs_a_container_playbook() {
+    use wiremock::matchers::method;
+    let podman = Podman::start();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let receiver = wiremock::MockServer::builder().listener(listener).start().await;
+    wiremock::Mock::given(method("POST")).respond_with(wiremock::ResponseTemplate::new(200)).expect(1).mount(&receiver).await;
+    let url = format!("http://host.containers.internal:{}/hook", receiver.address().port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .current_dir(support::root())
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .args(["call", "webhook-action", "--alert", "specs/alerts/terminal-shell-k8s.json", "--json"])
+        .args(["-e", &format!("WEBHOOK_URL={url}"), "--container-host", &podman.host()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let exec: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(exec["status"], "ok");
+    assert_eq!(exec["message"], "posted the alert to the webhook");
+    receiver.verify().await;
+    assert_none_left(&podman, "webhook-action");
+}

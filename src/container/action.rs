@@ -11,7 +11,7 @@ use crate::function::{redact, Function};
 use crate::runtime::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
 use bollard::container::LogOutput;
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -42,39 +42,38 @@ impl ContainerFunction {
         &self.image
     }
 
+    /// Feeds the alert on stdin, waits for the exit, then reads stdout and stderr from the engine's log of the
+    /// container. (Reading them from the attach stream loses the output of a container that exits at once:
+    /// Podman resets the attach socket and writes its own error into the stream.)
     async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, bollard::errors::Error> {
         let docker = &self.engine.docker;
-        let attach = AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
+        let attach = AttachContainerOptions { stdin: true, stream: true, ..Default::default() };
         let mut io = docker.attach_container(id, Some(attach)).await?;
         docker.start_container(id, None).await?;
-        let feed = async {
-            // A container that exits without reading its stdin is not an error.
-            let _ = io.input.write_all(alert.raw.as_bytes()).await;
-            let _ = io.input.shutdown().await;
-        };
-        let collect = async {
-            let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
-            while let Some(frame) = io.output.next().await {
-                match frame? {
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        let room = CONTAINER_STDOUT_BYTES.saturating_sub(stdout.len());
-                        truncated |= message.len() > room;
-                        stdout.extend_from_slice(&message[..message.len().min(room)]);
-                    }
-                    LogOutput::StdErr { message } => {
-                        stderr.extend_from_slice(&message);
-                        if stderr.len() > GUEST_OUTPUT_BYTES {
-                            stderr.drain(..stderr.len() - GUEST_OUTPUT_BYTES);
-                        }
-                    }
-                    LogOutput::StdIn { .. } => {}
-                }
-            }
-            Ok::<_, bollard::errors::Error>((stdout, stderr, truncated))
-        };
-        let (_, collected) = tokio::join!(feed, collect);
-        let (stdout, stderr, truncated) = collected?;
+        // A container that exits without reading its stdin is not an error.
+        let _ = io.input.write_all(alert.raw.as_bytes()).await;
+        let _ = io.input.shutdown().await;
         let (exit_code, oom_killed) = wait(docker, id).await?;
+        drop(io);
+        let options = LogsOptions { stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
+        let mut logs = docker.logs(id, Some(options));
+        let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
+        while let Some(frame) = logs.next().await {
+            match frame? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    let room = CONTAINER_STDOUT_BYTES.saturating_sub(stdout.len());
+                    truncated |= message.len() > room;
+                    stdout.extend_from_slice(&message[..message.len().min(room)]);
+                }
+                LogOutput::StdErr { message } => {
+                    stderr.extend_from_slice(&message);
+                    if stderr.len() > GUEST_OUTPUT_BYTES {
+                        stderr.drain(..stderr.len() - GUEST_OUTPUT_BYTES);
+                    }
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
         Ok(Ended { exit_code, oom_killed, stdout, stderr, truncated })
     }
 }

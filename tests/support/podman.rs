@@ -37,7 +37,8 @@ impl Podman {
             .args(["system", "service", "--time=0", &format!("unix://{}", socket.display())])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // Its log (a line per container that exits without reading stdin, and such) is in the temp dir.
+            .stderr(std::fs::File::create(dir.path().join("podman.log")).unwrap())
             .spawn()
             .expect("cannot run podman: install it (scripts/setup)");
         let podman = Podman { _dir: dir, socket, child };
