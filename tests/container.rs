@@ -119,7 +119,7 @@ async fn settings_arrive_as_env_the_alert_on_stdin_and_the_sandbox_holds() {
     // Exit code conventions: 65 = invalid alert, not retried.
     let invalid = container_fn("test-env", "echo 'no pod in this alert' >&2; exit 65", "", &[]);
     let exec = engine.function(&invalid).handle(&alert).await;
-    assert_eq!(exec.status, Status::InvalidAlert);
+    assert_eq!(exec.status, Status::InvalidAlert, "{exec:?}");
     assert_eq!(exec.message, "exited with code 65: no pod in this alert");
     let failed = engine.function(&container_fn("test-env", "exit 3", "", &[])).handle(&alert).await;
     assert_eq!((failed.status, failed.status.retryable()), (Status::Failed, true));

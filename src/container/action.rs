@@ -1,4 +1,4 @@
-//! One alert, one container: create it, attach, start, feed the alert on stdin, collect stdout and stderr,
+//! One alert, one container: create it, start, attach, feed the alert on stdin, collect stdout and stderr,
 //! wait for the exit code, and remove it — also when the deadline passes (the removal kills it), when the
 //! engine fails, and when the caller drops the future.
 
@@ -10,6 +10,7 @@ use crate::execution::{Execution, Handler, Status};
 use crate::function::{redact, Function};
 use crate::runtime::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
 use bollard::container::LogOutput;
+use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
 };
@@ -47,6 +48,9 @@ impl ContainerFunction {
     /// Podman resets the attach socket and writes its own error into the stream.)
     async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, bollard::errors::Error> {
         let docker = &self.engine.docker;
+        // Attach, then start, one after the other: stdin is ours from the container's first instruction.
+        // (Podman 4 records exit code 0 for a container that exited before a stdin attach, and refuses an
+        // attach that a concurrent start overtakes, so neither ordering trick is safe.)
         let attach = AttachContainerOptions { stdin: true, stream: true, ..Default::default() };
         let mut io = docker.attach_container(id, Some(attach)).await?;
         docker.start_container(id, None).await?;
@@ -78,19 +82,24 @@ impl ContainerFunction {
     }
 }
 
-/// The exit code, and whether the engine says the kernel killed it for memory.
+/// The exit code, and whether the engine says the kernel killed it for memory. The code comes from the
+/// container's state, not from the wait's answer: Podman 4's wait can answer -1 or 0 for a container that
+/// exited just before it (seen with `exit 65` right after start).
 async fn wait(docker: &Docker, id: &str) -> Result<(i64, bool), bollard::errors::Error> {
-    let code = match docker.wait_container(id, None).next().await {
-        Some(Ok(r)) => r.status_code,
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+    match docker.wait_container(id, None).next().await {
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) | Some(Ok(_)) | None => {}
         Some(Err(e)) => return Err(e),
-        None => 0,
-    };
-    if code == 0 {
-        return Ok((0, false));
     }
-    let state = docker.inspect_container(id, None::<InspectContainerOptions>).await?.state;
-    Ok((code, state.and_then(|s| s.oom_killed).unwrap_or(false)))
+    let mut tries = 0;
+    loop {
+        let state = docker.inspect_container(id, None::<InspectContainerOptions>).await?.state.unwrap_or_default();
+        let exited = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
+        if exited || tries == 20 {
+            return Ok((state.exit_code.unwrap_or(-1), state.oom_killed.unwrap_or(false)));
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 #[async_trait::async_trait]
