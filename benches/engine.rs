@@ -102,7 +102,7 @@ async fn main() {
     let reg = Registry::open(&js).await.unwrap();
     let state = StateDir::new(Some(support::shared_state()));
     let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig { ca_bundle: None, timeout: None, proxy: None }).unwrap();
+    let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap();
     let backends = riposte::capability::Backends { http: std::sync::Arc::new(http), kubernetes: recorder.clone(), object_store: recorder };
     let config = RunnerConfig { name: "bench".into(), alert_subjects: vec!["falco.>".into()], max_in_flight: 256, state: state.clone(), pooling: true };
     let runner = Runner::start(nats.client().await, config, backends).await.unwrap();

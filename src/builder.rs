@@ -25,7 +25,7 @@ pub enum BuildError {
     WrongVersion { path: PathBuf, found: String },
     #[error("building playbook {name} failed:\n{output}")]
     Failed { name: String, output: String },
-    #[error("playbook {0} is a container playbook; it has no component to build")]
+    #[error("playbook {0} is a container playbook: it has no component to build (riposte call builds its image from its Containerfile)")]
     NotWasm(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),

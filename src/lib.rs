@@ -14,6 +14,7 @@ pub mod builder;
 pub mod capability;
 pub mod embedded;
 pub mod engine;
+pub mod container;
 pub mod execution;
 pub mod function;
 pub mod manifest;

@@ -83,6 +83,10 @@ pub struct ContainerSection {
     /// Process limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    /// Files of the build host added to the Containerfile's build context, name in the context → host path
+    /// (e.g. `busybox = "/bin/busybox"`), so an image can be built offline from what the host has.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {

@@ -3,6 +3,9 @@
 use anyhow::{Context, Result};
 use riposte::alert::Alert;
 use riposte::builder::Builder;
+use riposte::container::image::Prepared;
+use riposte::execution::Handler;
+use riposte::manifest::Kind;
 use riposte::capability::Backends;
 use riposte::function::{parse_setting, Function, Settings};
 use riposte::runtime::{Runtime, RuntimeConfig};
@@ -23,9 +26,28 @@ pub struct Args {
     settings: Vec<String>,
     #[command(flatten)]
     backends: super::call::BackendArgs,
+    #[command(flatten)]
+    container: ContainerArgs,
     /// Print the execution as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Where container playbooks run, shared by every command that runs them.
+#[derive(Debug, clap::Args)]
+pub struct ContainerArgs {
+    /// Docker Engine API of Docker or Podman for container playbooks, e.g. unix:///run/podman/podman.sock
+    /// (default: DOCKER_HOST, else Podman's or Docker's default socket).
+    #[arg(long, env = "RIPOSTE_CONTAINER_HOST", value_name = "URL")]
+    pub container_host: Option<String>,
+}
+
+impl ContainerArgs {
+    /// Connects to the engine; containers with network get the runner's proxy settings and `ca_bundle`.
+    pub async fn engine(&self, ca_bundle: Option<PathBuf>) -> Result<riposte::container::ContainerEngine> {
+        let network = riposte::container::engine::NetworkEnv::from_env(ca_bundle);
+        Ok(riposte::container::ContainerEngine::connect_with(self.container_host.as_deref(), network).await?)
+    }
 }
 
 /// Options of the real capability backends, shared by every command that runs playbooks.
@@ -56,24 +78,34 @@ impl BackendArgs {
 
 pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     let builder = Builder::new(playbooks.to_owned(), state);
-    let (_, manifest) = builder.manifest(&args.playbook)?;
+    let (dir, manifest) = builder.manifest(&args.playbook)?;
     let given = args.settings.iter().map(|s| parse_setting(s)).collect::<Result<Vec<_>, _>>()?;
     let settings = Settings::resolve(&manifest, &given)?;
     let raw = read_alert(&args.alert)?;
     let alert = Alert::parse(&raw).with_context(|| format!("alert {}", args.alert.display()))?;
-    let backends = args.backends.backends(state)?;
-    let built = builder.build(&args.playbook)?;
-    let bytes = std::fs::read(&built.path)?;
-    let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling: false })?;
-    let component = tokio::task::block_in_place(|| runtime.load(&bytes, &args.playbook))?;
-    let function = Function {
-        name: args.playbook.clone(),
-        manifest,
-        artifact: component.digest.clone(),
-        settings,
-        runs_on: None,
+    let exec = if manifest.kind == Kind::Container {
+        let engine = args.container.engine(args.backends.ca_bundle.clone()).await?;
+        if engine.ensure_image(&manifest, &dir).await? == Prepared::Built {
+            tracing::info!(playbook = %args.playbook, "built image {}", manifest.container.as_ref().map(|c| c.image.as_str()).unwrap_or(""));
+        }
+        let image = manifest.container.as_ref().map(|c| c.image.clone()).unwrap_or_default();
+        let function = Function { name: args.playbook.clone(), manifest, artifact: image, settings, runs_on: None };
+        engine.function(&function).handle(&alert).await
+    } else {
+        let backends = args.backends.backends(state)?;
+        let built = builder.build(&args.playbook)?;
+        let bytes = std::fs::read(&built.path)?;
+        let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling: false })?;
+        let component = tokio::task::block_in_place(|| runtime.load(&bytes, &args.playbook))?;
+        let function = Function {
+            name: args.playbook.clone(),
+            manifest,
+            artifact: component.digest.clone(),
+            settings,
+            runs_on: None,
+        };
+        runtime.function(component, &function, backends).handle(&alert).await
     };
-    let exec = runtime.function(component, &function, backends).handle(&alert).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&exec)?);
     } else {

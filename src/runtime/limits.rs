@@ -122,3 +122,15 @@ pub const RUNNER_MAX_IN_FLIGHT: usize = 256;
 
 /// How long a stopping runner waits for reactions in flight before it leaves them to redelivery.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a container action's stdout kept (its output); the rest is dropped.
+pub const CONTAINER_STDOUT_BYTES: usize = 1 << 20;
+
+/// Process limit of a container action whose manifest sets none.
+pub const CONTAINER_PIDS: i64 = 256;
+
+/// Size of the writable `/tmp` (a tmpfs) every container action gets on its read-only root filesystem.
+pub const CONTAINER_TMPFS_MB: u64 = 64;
+
+/// How long connecting to the container engine may take before riposte says it is not reachable.
+pub const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

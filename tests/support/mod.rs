@@ -3,6 +3,7 @@
 
 pub mod guests;
 pub mod nats;
+pub mod podman;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,180 @@
+//! One alert, one container: create it, start, attach, feed the alert on stdin, collect stdout and stderr,
+//! wait for the exit code, and remove it — also when the deadline passes (the removal kills it), when the
+//! engine fails, and when the caller drops the future.
+
+use super::engine::{short, ContainerEngine};
+use super::outcome::{self, Ended};
+use super::sandbox;
+use crate::alert::Alert;
+use crate::execution::{Execution, Handler, Status};
+use crate::function::{redact, Function};
+use crate::runtime::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
+use bollard::container::LogOutput;
+use bollard::models::ContainerStateStatusEnum;
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
+
+/// A container function, ready to run alerts.
+pub struct ContainerFunction {
+    engine: ContainerEngine,
+    function: Function,
+    image: String,
+    secrets: Vec<String>,
+}
+
+impl ContainerFunction {
+    pub(crate) fn new(engine: ContainerEngine, function: &Function) -> ContainerFunction {
+        let image = if function.artifact.is_empty() {
+            function.manifest.container.as_ref().map(|c| c.image.clone()).unwrap_or_default()
+        } else {
+            function.artifact.clone()
+        };
+        let secrets = function.manifest.secret_values(&function.settings);
+        ContainerFunction { engine, function: function.clone(), image, secrets }
+    }
+
+    /// The image it runs.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// Feeds the alert on stdin, waits for the exit, then reads stdout and stderr from the engine's log of the
+    /// container. (Reading them from the attach stream loses the output of a container that exits at once:
+    /// Podman resets the attach socket and writes its own error into the stream.)
+    async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, bollard::errors::Error> {
+        let docker = &self.engine.docker;
+        // Attach, then start, one after the other: stdin is ours from the container's first instruction.
+        // (Podman 4 records exit code 0 for a container that exited before a stdin attach, and refuses an
+        // attach that a concurrent start overtakes, so neither ordering trick is safe.)
+        let attach = AttachContainerOptions { stdin: true, stream: true, ..Default::default() };
+        let mut io = docker.attach_container(id, Some(attach)).await?;
+        docker.start_container(id, None).await?;
+        // A container that exits without reading its stdin is not an error.
+        let _ = io.input.write_all(alert.raw.as_bytes()).await;
+        let _ = io.input.shutdown().await;
+        let (exit_code, oom_killed) = wait(docker, id).await?;
+        drop(io);
+        let options = LogsOptions { stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
+        let mut logs = docker.logs(id, Some(options));
+        let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
+        while let Some(frame) = logs.next().await {
+            match frame? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    let room = CONTAINER_STDOUT_BYTES.saturating_sub(stdout.len());
+                    truncated |= message.len() > room;
+                    stdout.extend_from_slice(&message[..message.len().min(room)]);
+                }
+                LogOutput::StdErr { message } => {
+                    stderr.extend_from_slice(&message);
+                    if stderr.len() > GUEST_OUTPUT_BYTES {
+                        stderr.drain(..stderr.len() - GUEST_OUTPUT_BYTES);
+                    }
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        Ok(Ended { exit_code, oom_killed, stdout, stderr, truncated })
+    }
+}
+
+/// The exit code, and whether the engine says the kernel killed it for memory. The code comes from the
+/// container's state, not from the wait's answer: Podman 4's wait can answer -1 or 0 for a container that
+/// exited just before it (seen with `exit 65` right after start).
+async fn wait(docker: &Docker, id: &str) -> Result<(i64, bool), bollard::errors::Error> {
+    match docker.wait_container(id, None).next().await {
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) | Some(Ok(_)) | None => {}
+        Some(Err(e)) => return Err(e),
+    }
+    let mut tries = 0;
+    loop {
+        let state = docker.inspect_container(id, None::<InspectContainerOptions>).await?.state.unwrap_or_default();
+        let exited = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
+        if exited || tries == 20 {
+            return Ok((state.exit_code.unwrap_or(-1), state.oom_killed.unwrap_or(false)));
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for ContainerFunction {
+    async fn handle(&self, alert: &Alert) -> Execution {
+        let started = Instant::now();
+        let docker = &self.engine.docker;
+        let body = sandbox::create_body(&self.function, &self.image, alert, &self.engine.network);
+        let name = format!("riposte-{}-{}", self.function.name, uuid::Uuid::new_v4().simple());
+        let options = CreateContainerOptions { name: Some(name), ..Default::default() };
+        let id = match docker.create_container(Some(options), body).await {
+            Ok(created) => created.id,
+            Err(e) => {
+                let why = redact(&self.secrets, &short(&e));
+                return Execution::refused(
+                    Status::Failed,
+                    format!("cannot create a container of {} on {}: {why}", self.image, self.engine.host),
+                );
+            }
+        };
+        let created_us = started.elapsed().as_micros() as u64;
+        let mut removal = Removal { docker: docker.clone(), id: Some(id.clone()) };
+        let limits = &self.function.manifest.limits;
+        let mut exec = match tokio::time::timeout(limits.timeout(), self.run(alert, &id)).await {
+            Ok(Ok(ended)) => outcome::execution(&ended, limits.memory_mb, &self.secrets),
+            Ok(Err(e)) => Execution::refused(
+                Status::Failed,
+                format!("container engine failed running {}: {}", self.image, redact(&self.secrets, &short(&e))),
+            ),
+            Err(_) => Execution::refused(
+                Status::Timeout,
+                format!("killed at the deadline of {} ms (limits.timeout_ms)", limits.timeout_ms),
+            ),
+        };
+        if let Err(e) = removal.now().await {
+            tracing::warn!(function = %self.function.name, container = %id, "cannot remove container: {}", short(&e));
+        }
+        exec.instantiate_us = created_us;
+        exec.duration_us = started.elapsed().as_micros() as u64;
+        exec
+    }
+}
+
+/// Removes (and so kills) a container: now, or in the background if the future running it is dropped first.
+struct Removal {
+    docker: Docker,
+    id: Option<String>,
+}
+
+impl Removal {
+    async fn now(&mut self) -> Result<(), bollard::errors::Error> {
+        match self.id.take() {
+            Some(id) => remove(&self.docker, &id).await,
+            None => Ok(()),
+        }
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+    match docker.remove_container(id, Some(options)).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        other => other,
+    }
+}
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(rt)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
+            let docker = self.docker.clone();
+            rt.spawn(async move {
+                if let Err(e) = remove(&docker, &id).await {
+                    tracing::warn!(container = %id, "cannot remove container: {}", short(&e));
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Container actions: playbooks that are container images, run once per alert through the Docker Engine API
+//! (Docker or Podman, with `bollard`). A container action gets the same settings and limits as a WASM playbook:
+//! settings as environment variables, the alert on stdin and in `FALCO_ALERT`, its stdout as the output.
+//!
+//! - [`engine`]: the connection to the engine, and where "no engine reachable" is explained.
+//! - [`image`]: making sure the image exists, built from the playbook's Containerfile when it does not.
+//! - [`sandbox`]: what a container may do (no privileges, no capabilities, read-only root, no network, limits).
+//! - [`action`]: one alert, one container: create, feed, wait, kill at the deadline, always remove.
+//! - [`outcome`]: exit code, stdout and stderr → an [`Execution`](crate::execution::Execution).
+
+pub mod action;
+pub mod engine;
+pub mod image;
+pub mod outcome;
+pub mod sandbox;
+
+pub use action::ContainerFunction;
+pub use engine::ContainerEngine;
+
+/// The label every container riposte creates carries, with the function's name as its value: list them with
+/// `podman ps -a --filter label=riposte.function`.
+pub const FUNCTION_LABEL: &str = "riposte.function";
+
+/// Why the container engine could not be used (running one alert never fails this way: it becomes an
+/// [`Execution`](crate::execution::Execution)).
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(
+        "no container engine at {host} ({why}): start one with `podman system service --time=0 unix:///run/podman/podman.sock` (or point --container-host / DOCKER_HOST at Docker's socket)"
+    )]
+    Unreachable { host: String, why: String },
+    #[error("container engine at {host}: {source}")]
+    Engine { host: String, source: bollard::errors::Error },
+    #[error("image {image} is not in the container engine and playbook {playbook} has no containerfile to build it: pull or build it first")]
+    NoImage { image: String, playbook: String },
+    #[error("building image {image} from {containerfile} failed: {why}")]
+    Build { image: String, containerfile: String, why: String },
+    #[error("playbook {0} is not a container playbook (kind = \"container\" with a [container] section)")]
+    NotContainer(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

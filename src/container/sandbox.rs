@@ -1,0 +1,132 @@
+//! What a container action may do, in one place: no privileges, every capability dropped, no new privileges,
+//! a read-only root filesystem with a small `/tmp`, no network unless the manifest allows it, and the
+//! function's memory, CPU and process limits. Settings become environment variables.
+
+use super::engine::NetworkEnv;
+use super::FUNCTION_LABEL;
+use crate::alert::Alert;
+use crate::function::Function;
+use crate::runtime::limits::{CONTAINER_PIDS, CONTAINER_TMPFS_MB};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use std::collections::HashMap;
+
+/// Where the runner's CA bundle appears inside a container with network.
+pub const CA_BUNDLE_PATH: &str = "/etc/riposte/ca-bundle.pem";
+
+/// The container for one alert of `function`, running `image`.
+pub fn create_body(function: &Function, image: &str, alert: &Alert, network: &NetworkEnv) -> ContainerCreateBody {
+    let section = function.manifest.container.clone().unwrap_or_default();
+    let limits = &function.manifest.limits;
+    let memory = i64::try_from(limits.memory_bytes()).unwrap_or(i64::MAX);
+
+    let mut env: Vec<String> = function.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("FALCO_ALERT={}", alert.raw));
+    env.push("HOME=/tmp".to_owned());
+    let mut binds = Vec::new();
+    if section.network {
+        env.extend(network.proxy.iter().map(|(k, v)| format!("{k}={v}")));
+        if let Some(ca) = &network.ca_bundle {
+            binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
+            for var in ["SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+                env.push(format!("{var}={CA_BUNDLE_PATH}"));
+            }
+        }
+    }
+
+    let host_config = HostConfig {
+        privileged: Some(false),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_owned(),
+            format!("rw,nosuid,nodev,size={}m", CONTAINER_TMPFS_MB),
+        )])),
+        network_mode: Some(if section.network { "bridge" } else { "none" }.to_owned()),
+        memory: Some(memory),
+        // Equal to memory: no swap, so going over the limit is an OOM kill rather than a slow crawl.
+        memory_swap: Some(memory),
+        nano_cpus: section.cpus.map(|c| (c * 1e9) as i64),
+        pids_limit: Some(section.pids.unwrap_or(CONTAINER_PIDS)),
+        binds: (!binds.is_empty()).then_some(binds),
+        ..Default::default()
+    };
+
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: (!section.command.is_empty()).then(|| section.command.clone()),
+        env: Some(env),
+        labels: Some(HashMap::from([(FUNCTION_LABEL.to_owned(), function.name.clone())])),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        network_disabled: Some(!section.network),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::function::Settings;
+    use crate::manifest::Manifest;
+
+    fn function(network: bool) -> Function {
+        let manifest = Manifest::parse(&format!(
+            "name = \"hook\"\nkind = \"container\"\n[limits]\nmemory_mb = 32\n[container]\nimage = \"localhost/x:1\"\nnetwork = {network}\ncpus = 0.5\n"
+        ))
+        .unwrap();
+        Function {
+            name: "falco-hook".into(),
+            manifest,
+            artifact: "localhost/x:1".into(),
+            settings: Settings::from_pairs([("URL".to_owned(), "http://h/x".to_owned())]),
+            runs_on: None,
+        }
+    }
+
+    fn alert() -> Alert {
+        Alert::parse(br#"{"output":"o","priority":"Notice","rule":"R","time":"2024-01-01T00:00:00Z","output_fields":{}}"#)
+            .unwrap()
+    }
+
+    #[test]
+    fn no_privileges_no_network_limits_and_settings_as_env() {
+        let net = NetworkEnv { proxy: vec![("HTTPS_PROXY".into(), "http://proxy:3128".into())], ca_bundle: None };
+        let body = create_body(&function(false), "localhost/x:1", &alert(), &net);
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.privileged, Some(false));
+        assert_eq!(hc.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(hc.security_opt.as_deref(), Some(&["no-new-privileges".to_owned()][..]));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(hc.memory, Some(32 << 20));
+        assert_eq!(hc.memory_swap, Some(32 << 20));
+        assert_eq!(hc.nano_cpus, Some(500_000_000));
+        assert_eq!(hc.pids_limit, Some(CONTAINER_PIDS));
+        let env = body.env.unwrap();
+        assert!(env.contains(&"URL=http://h/x".to_owned()));
+        assert!(env.iter().any(|e| e.starts_with("FALCO_ALERT={")));
+        assert!(!env.iter().any(|e| e.starts_with("HTTPS_PROXY")), "no proxy without network");
+        assert_eq!(body.labels.unwrap()[FUNCTION_LABEL], "falco-hook");
+    }
+
+    #[test]
+    fn network_brings_proxy_and_ca_bundle() {
+        let net = NetworkEnv {
+            proxy: vec![("HTTPS_PROXY".into(), "http://proxy:3128".into())],
+            ca_bundle: Some("/etc/corp/ca.pem".into()),
+        };
+        let body = create_body(&function(true), "localhost/x:1", &alert(), &net);
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(hc.binds.as_deref(), Some(&[format!("/etc/corp/ca.pem:{CA_BUNDLE_PATH}:ro")][..]));
+        let env = body.env.unwrap();
+        assert!(env.contains(&"HTTPS_PROXY=http://proxy:3128".to_owned()));
+        assert!(env.contains(&format!("SSL_CERT_FILE={CA_BUNDLE_PATH}")));
+    }
+}

@@ -1,0 +1,187 @@
+//! Container actions against a real Podman (its Docker-compatible API on a socket in a temp dir): the example
+//! playbook posts the alert, settings arrive as env, the sandbox holds, a hang is killed at the deadline, a
+//! memory hog fails cleanly, and no container is ever left behind.
+
+mod support;
+
+use riposte::alert::Alert;
+use riposte::container::{ContainerEngine, FUNCTION_LABEL};
+use riposte::execution::{Handler, Status};
+use riposte::function::{Function, Settings};
+use riposte::manifest::Manifest;
+use std::time::{Duration, Instant};
+use support::podman::{test_image, Podman};
+
+fn alert() -> Alert {
+    Alert::parse(support::alert_json("terminal-shell-k8s").as_bytes()).unwrap()
+}
+
+/// A function running `script` (with `sh -c`) in the test image.
+fn container_fn(name: &str, script: &str, limits: &str, settings: &[(&str, &str)]) -> Function {
+    let declared: String = settings.iter().map(|(k, _)| format!("[settings.{k}]\nsecret = false\n")).collect();
+    let manifest = Manifest::parse(&format!(
+        "name = \"{name}\"\nkind = \"container\"\n[limits]\n{limits}\n[container]\nimage = \"{}\"\ncommand = [{}]\n{declared}",
+        test_image(),
+        serde_json::to_string(script).unwrap()
+    ))
+    .unwrap();
+    Function {
+        name: name.into(),
+        manifest,
+        artifact: test_image().into(),
+        settings: Settings::from_pairs(settings.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+        runs_on: None,
+    }
+}
+
+fn assert_none_left(podman: &Podman, name: &str) {
+    let left = podman.containers_with(&format!("{FUNCTION_LABEL}={name}"));
+    assert!(left.is_empty(), "containers of {name} left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_webhook_action_posts_the_alert_and_its_output_is_recorded() {
+    use wiremock::matchers::{body_string, method, path};
+    let podman = Podman::start();
+    let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
+    let dir = support::root().join("playbooks/webhook-action");
+    let manifest = Manifest::load(&dir).unwrap();
+    engine.ensure_image(&manifest, &dir).await.unwrap();
+
+    // The container reaches the host through podman's bridge as host.containers.internal.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let receiver = wiremock::MockServer::builder().listener(listener).start().await;
+    let alert = alert();
+    wiremock::Mock::given(method("POST"))
+        .and(path("/hooks/s3cr3t-token"))
+        .and(body_string(alert.raw.clone()))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&receiver)
+        .await;
+    let url = format!("http://host.containers.internal:{}/hooks/s3cr3t-token", receiver.address().port());
+    let settings = Settings::resolve(&manifest, &[("WEBHOOK_URL".into(), url)]).unwrap();
+    let function = Function {
+        name: "test-webhook".into(),
+        artifact: manifest.container.as_ref().unwrap().image.clone(),
+        manifest,
+        settings,
+        runs_on: None,
+    };
+    let exec = engine.function(&function).handle(&alert).await;
+    assert_eq!(exec.status, Status::Ok, "{exec:?}");
+    assert_eq!(exec.message, "posted the alert to the webhook");
+    assert_eq!(exec.detail.as_ref().unwrap()["bytes"], alert.raw.len());
+    receiver.verify().await;
+
+    // A 4xx from the webhook is a refusal (exit 77), and the secret URL never shows.
+    let refused = Function {
+        settings: Settings::from_pairs([(
+            "WEBHOOK_URL".to_owned(),
+            format!("http://host.containers.internal:{}/nope/s3cr3t-token", receiver.address().port()),
+        )]),
+        ..function
+    };
+    let exec = engine.function(&refused).handle(&alert).await;
+    assert_eq!(exec.status, Status::Rejected, "{exec:?}");
+    assert!(!serde_json::to_string(&exec).unwrap().contains("s3cr3t-token"), "{exec:?}");
+    assert_none_left(&podman, "test-webhook");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_arrive_as_env_the_alert_on_stdin_and_the_sandbox_holds() {
+    let podman = Podman::start();
+    let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
+    let script = r#"
+        stdin=$(cat)
+        caps=$(grep CapEff /proc/self/status | tr -d '\t' | cut -d: -f2)
+        nnp=$(grep NoNewPrivs /proc/self/status | tr -d '\t' | cut -d: -f2)
+        if touch /rootfs-is-writable 2>/dev/null; then ro=false; else ro=true; fi
+        net=$(ls /sys/class/net | tr '\n' ' ')
+        touch /tmp/scratch && tmp=writable
+        printf '{"greeting":"%s","stdin":%s,"env_alert_rule":"%s","caps":"%s","nnp":"%s","ro":%s,"net":"%s","tmp":"%s"}\n' \
+          "$GREETING" "$stdin" "$(echo "$FALCO_ALERT" | grep -o '"rule":"[^"]*"' | cut -d'"' -f4)" "$caps" "$nnp" "$ro" "$net" "$tmp"
+    "#;
+    let function = container_fn("test-env", script, "", &[("GREETING", "hello from settings")]);
+    let alert = alert();
+    let exec = engine.function(&function).handle(&alert).await;
+    assert_eq!(exec.status, Status::Ok, "{exec:?}");
+    let d = exec.detail.expect("JSON output");
+    assert_eq!(d["greeting"], "hello from settings");
+    assert_eq!(d["stdin"]["rule"], alert.rule, "the alert arrives on stdin");
+    assert_eq!(d["env_alert_rule"], alert.rule, "and in FALCO_ALERT");
+    assert_eq!(d["caps"], "0000000000000000", "every capability dropped");
+    assert_eq!(d["nnp"], "1", "no new privileges");
+    assert_eq!(d["ro"], true, "read-only root filesystem");
+    assert_eq!(d["net"], "lo ", "no network unless allowed: loopback only");
+    assert_eq!(d["tmp"], "writable");
+
+    // Exit code conventions: 65 = invalid alert, not retried.
+    let invalid = container_fn("test-env", "echo 'no pod in this alert' >&2; exit 65", "", &[]);
+    let exec = engine.function(&invalid).handle(&alert).await;
+    assert_eq!(exec.status, Status::InvalidAlert, "{exec:?}");
+    assert_eq!(exec.message, "exited with code 65: no pod in this alert");
+    let failed = engine.function(&container_fn("test-env", "exit 3", "", &[])).handle(&alert).await;
+    assert_eq!((failed.status, failed.status.retryable()), (Status::Failed, true));
+    assert_none_left(&podman, "test-env");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_container_is_killed_at_the_timeout_and_removed() {
+    let podman = Podman::start();
+    let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
+    let function = container_fn("test-hang", "echo started; exec sleep 600", "timeout_ms = 1500", &[]);
+    let started = Instant::now();
+    let exec = engine.function(&function).handle(&alert()).await;
+    assert_eq!(exec.status, Status::Timeout, "{exec:?}");
+    assert!(exec.message.contains("1500 ms"), "{}", exec.message);
+    assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
+    assert_none_left(&podman, "test-hang");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_over_its_memory_limit_fails_cleanly() {
+    let podman = Podman::start();
+    let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
+    // `tail` of an endless line keeps all of it in memory.
+    let function = container_fn("test-memory", "exec tail /dev/zero", "memory_mb = 16\ntimeout_ms = 30000", &[]);
+    let exec = engine.function(&function).handle(&alert()).await;
+    assert_eq!(exec.status, Status::Memory, "{exec:?}");
+    assert!(!exec.status.retryable());
+    assert!(exec.message.contains("16 MiB"), "{}", exec.message);
+    assert_none_left(&podman, "test-memory");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_engine_is_one_clear_line() {
+    let err = ContainerEngine::connect(Some("unix:///nonexistent/podman.sock")).await.err().expect("no engine there");
+    let line = err.to_string();
+    assert!(line.contains("unix:///nonexistent/podman.sock"), "{line}");
+    assert!(line.contains("podman system service --time=0 unix:///run/podman/podman.sock"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn riposte_call_runs_a_container_playbook() {
+    use wiremock::matchers::method;
+    let podman = Podman::start();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let receiver = wiremock::MockServer::builder().listener(listener).start().await;
+    wiremock::Mock::given(method("POST")).respond_with(wiremock::ResponseTemplate::new(200)).expect(1).mount(&receiver).await;
+    let url = format!("http://host.containers.internal:{}/hook", receiver.address().port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .current_dir(support::root())
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .args(["call", "webhook-action", "--alert", "specs/alerts/terminal-shell-k8s.json", "--json"])
+        .args(["-e", &format!("WEBHOOK_URL={url}"), "--container-host", &podman.host()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let exec: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(exec["status"], "ok");
+    assert_eq!(exec["message"], "posted the alert to the webhook");
+    receiver.verify().await;
+    assert_none_left(&podman, "webhook-action");
+}
