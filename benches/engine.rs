@@ -104,7 +104,7 @@ async fn main() {
     let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
     let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap();
     let backends = riposte::capability::Backends { http: std::sync::Arc::new(http), kubernetes: recorder.clone(), object_store: recorder };
-    let config = RunnerConfig { name: "bench".into(), alert_subjects: vec!["falco.>".into()], max_in_flight: 256, state: state.clone(), pooling: true };
+    let config = RunnerConfig { name: "bench".into(), alert_subjects: vec!["falco.>".into()], max_in_flight: 256, state: state.clone(), pooling: true, containers: Default::default() };
     let runner = Runner::start(nats.client().await, config, backends).await.unwrap();
 
     // Trivial guest.

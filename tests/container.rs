@@ -185,3 +185,49 @@ async fn riposte_call_runs_a_container_playbook() {
     receiver.verify().await;
     assert_none_left(&podman, "webhook-action");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
+    use riposte::engine::functions::ContainerSetup;
+    use riposte::engine::results::read_results;
+    let podman = Podman::start();
+    let nats = support::nats::TestNats::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    riposte::streams::ensure(&js, None).await.unwrap();
+    let registry = riposte::registry::Registry::open(&js).await.unwrap();
+
+    let f = container_fn("engine-action", "cat >/dev/null; echo '{\"message\": \"reacted in a container\"}'", "", &[]);
+    registry.put_function(&f).await.unwrap();
+    let trigger = riposte::trigger::Trigger { name: "engine-action-t".into(), function: f.name.clone(), topic: "falco.notice.*".into() };
+    riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
+    registry.put_trigger(&trigger).await.unwrap();
+
+    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
+    let backends = riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
+    let config = riposte::engine::RunnerConfig {
+        name: "container-runner".into(),
+        alert_subjects: vec!["falco.>".into()],
+        max_in_flight: 16,
+        state: riposte::state::StateDir::new(Some(support::shared_state())),
+        pooling: false,
+        containers: ContainerSetup { host: Some(podman.host()), ca_bundle: None },
+    };
+    let runner = riposte::engine::Runner::start(nats.client().await, config, backends).await.unwrap();
+    let client = nats.client().await;
+    client
+        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let js2 = js.clone();
+    support::wait_until("the container function's result", Duration::from_secs(90), || {
+        let js = js2.clone();
+        async move { !read_results(&js, Some("engine-action"), None).await.unwrap_or_default().is_empty() }
+    })
+    .await;
+    let results = read_results(&js, Some("engine-action"), None).await.unwrap();
+    assert_eq!(results[0].status, Status::Ok, "{:?}", results[0]);
+    assert_eq!(results[0].message, "reacted in a container");
+    runner.stop().await;
+    assert_none_left(&podman, "engine-action");
+}

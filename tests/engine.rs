@@ -55,6 +55,7 @@ async fn runner(nats: &TestNats, name: &str) -> Runner {
         max_in_flight: 256,
         state: StateDir::new(Some(support::shared_state())),
         pooling: false,
+        containers: Default::default(),
     };
     Runner::start(nats.client().await, config, backends).await.unwrap()
 }

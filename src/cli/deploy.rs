@@ -57,14 +57,17 @@ pub async fn prepare(
                 (playbooks.to_path_buf(), p.clone())
             };
             let builder = Builder::new(catalog, state);
-            let (_, manifest) = builder.manifest(&playbook)?;
+            let (dir, manifest) = builder.manifest(&playbook)?;
             let settings = Settings::resolve(&manifest, &given)?;
             let bytes = match manifest.kind {
                 Kind::Wasm => {
                     let built = tokio::task::block_in_place(|| builder.build(&playbook))?;
                     Some(std::fs::read(&built.path).with_context(|| format!("reading {}", built.path.display()))?)
                 }
-                Kind::Container => None,
+                Kind::Container => {
+                    ensure_image_here(&manifest, &dir).await?;
+                    None
+                }
             };
             (manifest, settings, bytes)
         }
@@ -96,6 +99,21 @@ pub async fn prepare(
     };
     let function = Function { name: name.to_owned(), manifest, artifact, settings, runs_on };
     Ok(Prepared { function, bytes })
+}
+
+/// Builds a container playbook's image in this machine's container engine when it is missing there (the
+/// engine runners on this machine use). With no engine here, says that runners need the image and goes on.
+async fn ensure_image_here(manifest: &riposte::manifest::Manifest, dir: &Path) -> Result<()> {
+    let image = manifest.container.as_ref().map(|c| c.image.as_str()).unwrap_or_default();
+    match riposte::container::ContainerEngine::connect(None).await {
+        Ok(engine) => {
+            if engine.ensure_image(manifest, dir).await? == riposte::container::image::Prepared::Built {
+                eprintln!("riposte: built image {image} in the container engine at {}", engine.host());
+            }
+        }
+        Err(e) => eprintln!("riposte: note: {e}; the runners that take this function need image {image}"),
+    }
+    Ok(())
 }
 
 /// Writes the artifact and the function.

@@ -71,6 +71,8 @@ pub enum Command {
         #[command(flatten)]
         backends: super::call::BackendArgs,
         #[command(flatten)]
+        container: super::call::ContainerArgs,
+        #[command(flatten)]
         nats: super::connect::NatsArgs,
     },
 }
@@ -158,7 +160,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             print!("{}", top_table(&records));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call { name, alert, backends, nats } => {
+        Command::Call { name, alert, backends, container, nats } => {
             let registry = nats.registry(state).await?;
             let function = registry.function(&name).await?.with_context(|| format!("no function {name}: see `riposte function list`"))?;
             let raw = if alert == Path::new("-") {
@@ -170,7 +172,17 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             };
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
             let runtime = std::sync::Arc::new(riposte::runtime::Runtime::new(&riposte::runtime::RuntimeConfig { cache_dir: state.compiled(), pooling: false })?);
-            let handlers = riposte::engine::functions::Handlers::new(runtime, registry, backends.backends(state)?, state.root().join("artifacts"));
+            let containers = riposte::engine::functions::ContainerSetup {
+                host: container.container_host.clone(),
+                ca_bundle: backends.ca_bundle.clone(),
+            };
+            let handlers = riposte::engine::functions::Handlers::new(
+                runtime,
+                registry,
+                backends.backends(state)?,
+                state.root().join("artifacts"),
+                containers,
+            );
             let handler = handlers.get(&function).await?;
             let exec = handler.handle(&alert).await;
             println!("{}: {}", exec.status.as_str(), exec.message);

@@ -22,6 +22,8 @@ pub struct Args {
     max_in_flight: usize,
     #[command(flatten)]
     backends: super::call::BackendArgs,
+    #[command(flatten)]
+    container: super::call::ContainerArgs,
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
@@ -64,6 +66,10 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         max_in_flight: args.max_in_flight,
         state: state.clone(),
         pooling: true,
+        containers: riposte::engine::functions::ContainerSetup {
+            host: args.container.container_host.clone(),
+            ca_bundle: args.backends.ca_bundle.clone(),
+        },
     };
     let runner = Runner::start(client, runner_config, backends).await?;
     eprintln!(

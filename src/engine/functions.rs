@@ -3,6 +3,8 @@
 //! rebuilt when the function is redeployed.
 
 use crate::capability::Backends;
+use crate::container::engine::NetworkEnv;
+use crate::container::ContainerEngine;
 use crate::execution::Handler;
 use crate::function::Function;
 use crate::manifest::Kind;
@@ -16,10 +18,19 @@ use tokio::sync::OnceCell;
 /// Why a function cannot run on this runner.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
-    #[error("function {0} is a container function: container functions need a container engine, which this runner does not have")]
-    NoContainerEngine(String),
+    #[error("function {function} is a container function and this runner has no container engine: {why}")]
+    NoContainerEngine { function: String, why: String },
     #[error("function {function}: {why}")]
     Artifact { function: String, why: String },
+}
+
+/// Where a runner's container functions run.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSetup {
+    /// Docker Engine API address (`--container-host`); `None`: DOCKER_HOST or the default sockets.
+    pub host: Option<String>,
+    /// CA bundle mounted into containers that have network.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// Handlers of the functions a runner runs, loaded once per deployed version.
@@ -28,13 +39,30 @@ pub struct Handlers {
     registry: Registry,
     backends: Backends,
     artifacts: PathBuf,
+    container_setup: ContainerSetup,
+    /// Connected on the first container function (a runner with only WASM functions needs no engine).
+    containers: tokio::sync::Mutex<Option<ContainerEngine>>,
     loaded: Mutex<HashMap<String, (Function, Arc<OnceCell<Arc<dyn Handler>>>)>>,
 }
 
 impl Handlers {
     /// Handlers backed by `runtime`, artifacts fetched from `registry` and cached in `artifacts_dir`.
-    pub fn new(runtime: Arc<Runtime>, registry: Registry, backends: Backends, artifacts_dir: PathBuf) -> Handlers {
-        Handlers { runtime, registry, backends, artifacts: artifacts_dir, loaded: Mutex::new(HashMap::new()) }
+    pub fn new(
+        runtime: Arc<Runtime>,
+        registry: Registry,
+        backends: Backends,
+        artifacts_dir: PathBuf,
+        container_setup: ContainerSetup,
+    ) -> Handlers {
+        Handlers {
+            runtime,
+            registry,
+            backends,
+            artifacts: artifacts_dir,
+            container_setup,
+            containers: tokio::sync::Mutex::new(None),
+            loaded: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The handler of this version of the function, loading it on first use (off the alert path).
@@ -70,9 +98,34 @@ impl Handlers {
                     .map_err(|e| LoadError::Artifact { function: function.name.clone(), why: e.to_string() })?;
                 Ok(Arc::new(self.runtime.function(component, function, self.backends.clone())))
             }
-            // The container engine plugs in here: build its handler from the function.
-            Kind::Container => Err(LoadError::NoContainerEngine(function.name.clone())),
+            Kind::Container => {
+                let engine = self.container_engine(function).await?;
+                if engine.docker().inspect_image(&function.artifact).await.is_err() {
+                    return Err(LoadError::Artifact {
+                        function: function.name.clone(),
+                        why: format!(
+                            "image {} is not in the container engine at {}: deploy the playbook from this machine (deploy_playbook builds it) or build it there",
+                            function.artifact,
+                            engine.host()
+                        ),
+                    });
+                }
+                Ok(Arc::new(engine.function(function)))
+            }
         }
+    }
+
+    async fn container_engine(&self, function: &Function) -> Result<ContainerEngine, LoadError> {
+        let mut engine = self.containers.lock().await;
+        if let Some(engine) = engine.as_ref() {
+            return Ok(engine.clone());
+        }
+        let network = NetworkEnv::from_env(self.container_setup.ca_bundle.clone());
+        let connected = ContainerEngine::connect_with(self.container_setup.host.as_deref(), network)
+            .await
+            .map_err(|e| LoadError::NoContainerEngine { function: function.name.clone(), why: e.to_string() })?;
+        *engine = Some(connected.clone());
+        Ok(connected)
     }
 
     /// The component's bytes: from the local cache, else from the registry's object store.

@@ -35,6 +35,8 @@ pub struct RunnerConfig {
     pub state: StateDir,
     /// Use the pooling allocator.
     pub pooling: bool,
+    /// Where container functions run.
+    pub containers: functions::ContainerSetup,
 }
 
 /// Why a runner could not start.
@@ -72,7 +74,13 @@ impl Runner {
         let ctx = Arc::new(RunnerContext {
             runner: config.name.clone(),
             js,
-            handlers: Handlers::new(runtime, registry.clone(), backends, config.state.root().join("artifacts")),
+            handlers: Handlers::new(
+                runtime,
+                registry.clone(),
+                backends,
+                config.state.root().join("artifacts"),
+                config.containers.clone(),
+            ),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         });
         let changes = registry.watch().await?;
