@@ -34,6 +34,10 @@ pub struct BackendArgs {
     /// Extra trusted CA certificates (PEM bundle) for playbook HTTPS calls; HTTPS_PROXY/NO_PROXY are honoured.
     #[arg(long, env = "RIPOSTE_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Kubeconfig of the cluster playbooks act on; without it KUBECONFIG, ~/.kube/config or the in-cluster
+    /// service account are used when present, and Kubernetes verbs are refused when none is.
+    #[arg(long, env = "RIPOSTE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl BackendArgs {
@@ -44,7 +48,7 @@ impl BackendArgs {
         })?;
         Ok(Backends {
             http: std::sync::Arc::new(http),
-            kubernetes: std::sync::Arc::new(riposte::capability::kubernetes::NoCluster),
+            kubernetes: riposte::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
             object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
         })
     }
