@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod guests;
+pub mod kube;
 
 use std::path::PathBuf;
 
