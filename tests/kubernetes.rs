@@ -349,8 +349,12 @@ mod receivers {
         Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).mount(&server).await;
         let settings = [("DEMISTO_API_KEY", "k"), ("DEMISTO_BASE_URL", &server.uri() as &str)];
         let exec = run_playbook("demisto", &settings, with_http(), &alert_about("prod", "web")).await;
-        assert_eq!(exec.status, Status::Failed, "{exec:?}");
-        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+        assert_eq!(exec.status, Status::Failed, "a 5xx is retried: {exec:?}");
+        let refusing = MockServer::start().await;
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(401)).mount(&refusing).await;
+        let settings = [("DEMISTO_API_KEY", "k"), ("DEMISTO_BASE_URL", &refusing.uri() as &str)];
+        let exec = run_playbook("demisto", &settings, with_http(), &alert_about("prod", "web")).await;
+        assert_eq!(exec.status, Status::Rejected, "a 4xx is not retried: {exec:?}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -21,6 +21,7 @@ What out-of-the-box kmock does differently from a real API server, and what `Emu
 
 import argparse
 import asyncio
+import contextvars
 import datetime
 import itertools
 import signal
@@ -39,9 +40,6 @@ RESOURCES = {
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True),
     "batch/v1/jobs": ("Job", True),
 }
-
-NOT_FOUND = (k8s.KubernetesNotFoundError,)
-
 
 def api_version(resource):
     return resource.version if not resource.group else f"{resource.group}/{resource.version}"
@@ -104,6 +102,11 @@ def field_matches(selector, obj):
         if ((current or "") == value.strip()) == negate:
             return False
     return True
+
+
+# What the request being served is about (name, kind), for its error's message and details. A context variable:
+# aiohttp serves each request in its own task, so concurrent requests do not see each other's.
+CURRENT = contextvars.ContextVar("current", default={})
 
 
 @attrs.define(kw_only=True)
@@ -188,19 +191,17 @@ class Emulator(kmock.KubernetesEmulator):
         served = await super()._serve_version(request)
         if request.resource.group == "":
             served["groupVersion"] = request.resource.version
-        for entry in served.get("resources", []):
-            entry.pop("categories", None) if not entry.get("categories") else None
         return served
 
     async def _render_error(self, exc):
         if isinstance(exc, k8s.KubernetesError):
             status, reason, message, details = exc.status, exc.reason, exc.message, exc.details
-            if isinstance(exc, NOT_FOUND):
+            if isinstance(exc, k8s.KubernetesNotFoundError):
                 status, reason = 404, "NotFound"
             elif isinstance(exc, k8s.KubernetesObjectConflictError):
                 status, reason = 409, "AlreadyExists"
             details = details if isinstance(details, dict) else {}
-            name, kind = self._current.get("name"), self._current.get("kind")
+            name, kind = CURRENT.get().get("name"), CURRENT.get().get("kind")
             if name and reason == "NotFound" and isinstance(exc, k8s.KubernetesObjectNotFoundError):
                 message = f'{kind} "{name}" not found'
                 details = {"name": name, "kind": kind}
@@ -214,20 +215,17 @@ class Emulator(kmock.KubernetesEmulator):
         return await super()._render_error(exc)
 
     async def __call__(self, raw_request):
-        # Remember what the request was about, for the error's message and details.
-        self._current = {}
+        # Remember what the request is about (kmock parses it again; the body is cached by aiohttp).
         try:
             parsed = await rendering.Request._parse(raw_request)
             if parsed.resource is not None:
                 name = parsed.name
                 if name is None and isinstance(parsed.data, dict):
                     name = (parsed.data.get("metadata") or {}).get("name")
-                self._current = {"name": name, "kind": parsed.resource.plural}
+                CURRENT.set({"name": name, "kind": parsed.resource.plural})
         except Exception:
             pass
         return await super().__call__(raw_request)
-
-    _current: dict = attrs.field(factory=dict, init=False)
 
 
 async def main():

@@ -255,3 +255,34 @@ impl Kubernetes for Cluster {
 
 /// How often a taint is re-read and re-applied when the node changes under it.
 const TAINT_ATTEMPTS: u32 = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str) -> kube::Error {
+        let mut s = kube::core::Status::failure("pods \"web\" not found", reason);
+        s.code = code;
+        kube::Error::Api(Box::new(s))
+    }
+
+    #[test]
+    fn api_refusals_keep_their_reason_and_transient_errors_are_retryable() {
+        match api_error(status(404, "NotFound")) {
+            CallError::Rejected(api) => {
+                assert_eq!((api.reason.as_str(), api.code), ("NotFound", 404));
+                assert_eq!(api.message, "pods \"web\" not found");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(api_error(status(403, "")), CallError::Rejected(a) if a.reason == "Forbidden"));
+        assert!(matches!(api_error(status(503, "ServiceUnavailable")), CallError::Failed(_)));
+        assert!(matches!(api_error(status(409, "Conflict")), CallError::Failed(_)));
+    }
+
+    #[test]
+    fn an_explicit_kubeconfig_that_cannot_be_read_is_reported_at_once() {
+        let e = ClusterConfig::detect(Some(Path::new("/nonexistent/kubeconfig"))).unwrap_err();
+        assert!(e.to_string().contains("cannot use kubeconfig /nonexistent/kubeconfig"), "{e}");
+    }
+}
