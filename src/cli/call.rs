@@ -59,6 +59,10 @@ pub struct BackendArgs {
     /// Proxy for playbook HTTP(S) calls, e.g. http://proxy.internal:3128 (default: HTTPS_PROXY/HTTP_PROXY).
     #[arg(long, env = "RIPOSTE_PROXY")]
     pub proxy: Option<String>,
+    /// Kubeconfig of the cluster playbooks act on; without it KUBECONFIG, ~/.kube/config or the in-cluster
+    /// service account are used when present, and Kubernetes verbs are refused when none is.
+    #[arg(long, env = "RIPOSTE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl BackendArgs {
@@ -70,7 +74,7 @@ impl BackendArgs {
         })?;
         Ok(Backends {
             http: std::sync::Arc::new(http),
-            kubernetes: std::sync::Arc::new(riposte::capability::kubernetes::NoCluster),
+            kubernetes: riposte::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
             object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
         })
     }

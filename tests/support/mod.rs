@@ -4,6 +4,7 @@
 pub mod guests;
 pub mod nats;
 pub mod podman;
+pub mod kube;
 
 use std::path::PathBuf;
 
