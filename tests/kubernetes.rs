@@ -71,7 +71,7 @@ fn with_kubernetes(kubernetes: Arc<dyn Kubernetes>) -> Backends {
 
 fn with_http() -> Backends {
     let r = Arc::new(Recorder::new());
-    let http = HttpClient::new(&HttpConfig { ca_bundle: None, timeout: None }).unwrap();
+    let http = HttpClient::new(&HttpConfig::default()).unwrap();
     Backends { http: Arc::new(http), kubernetes: r.clone(), object_store: r }
 }
 
