@@ -27,6 +27,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
+    let shutdown = Shutdown::listen()?;
     let name = args.name.clone().unwrap_or_else(hostname);
     if !riposte::function::valid_name(&name) {
         anyhow::bail!("runner name {name:?} is not valid: use lower-case letters, digits and '-' (--name)");
@@ -77,18 +78,35 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         riposte::nats::redact_url(&url),
         args.stream_subjects.join(",")
     );
-    shutdown_signal().await;
+    shutdown.wait().await;
     eprintln!("riposte: stopping: finishing the reactions in flight");
     runner.stop().await;
     drop(embedded);
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT or SIGTERM, listened for from the start of `riposte run`: a signal that arrives while the runner is
+/// still starting (starting nats-server, connecting) stops it gracefully once started, instead of killing it.
+struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    fn listen() -> Result<Shutdown> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let _ = tx.send(true);
+        });
+        Ok(Shutdown(rx))
+    }
+
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
 
