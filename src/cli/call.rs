@@ -110,8 +110,13 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
         };
         runtime.function(component, &function, backends).handle(&alert).await
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&exec)?);
+    print_execution(&exec, args.json)
+}
+
+/// Prints an execution (status: message, detail, log lines; or JSON); exit code 0 only when it is ok.
+pub fn print_execution(exec: &riposte::execution::Execution, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(exec)?);
     } else {
         println!("{}: {}", exec.status.as_str(), exec.message);
         if let Some(detail) = &exec.detail {
@@ -124,7 +129,8 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
     Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn read_alert(path: &Path) -> Result<Vec<u8>> {
+/// Reads an alert file, or stdin for `-`.
+pub fn read_alert(path: &Path) -> Result<Vec<u8>> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf)?;

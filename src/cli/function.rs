@@ -74,6 +74,9 @@ pub enum Command {
         container: super::call::ContainerArgs,
         #[command(flatten)]
         nats: super::connect::NatsArgs,
+        /// Print the execution as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -160,16 +163,10 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             print!("{}", top_table(&records));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call { name, alert, backends, container, nats } => {
+        Command::Call { name, alert, backends, container, nats, json } => {
             let registry = nats.registry(state).await?;
             let function = registry.function(&name).await?.with_context(|| format!("no function {name}: see `riposte function list`"))?;
-            let raw = if alert == Path::new("-") {
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
-                buf
-            } else {
-                std::fs::read(&alert).with_context(|| format!("cannot read alert file {}", alert.display()))?
-            };
+            let raw = super::call::read_alert(&alert)?;
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
             let runtime = std::sync::Arc::new(riposte::runtime::Runtime::new(&riposte::runtime::RuntimeConfig { cache_dir: state.compiled(), pooling: false })?);
             let containers = riposte::engine::functions::ContainerSetup {
@@ -185,14 +182,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             );
             let handler = handlers.get(&function).await?;
             let exec = handler.handle(&alert).await;
-            println!("{}: {}", exec.status.as_str(), exec.message);
-            if let Some(detail) = &exec.detail {
-                println!("detail: {detail}");
-            }
-            for line in &exec.logs {
-                println!("[{}] {}", line.level, line.message);
-            }
-            Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            super::call::print_execution(&exec, json)
         }
     }
 }
