@@ -11,7 +11,7 @@ use crate::manifest::Manifest;
 use crate::runtime::{LoadedComponent, Runtime};
 use crate::runtime::bindings::riposte::playbook::types::{ApiError, Error as CallError};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -337,11 +337,6 @@ pub fn subset(expected: &Value, actual: &Value, path: &str) -> Result<(), String
 /// `"<null>"` in an expectation: the key must be absent or null (TOML has no null).
 fn is_null_marker(v: &Value) -> bool {
     v.as_str() == Some("<null>")
-}
-
-/// Builds a JSON object from pairs (used by tests).
-pub fn object(pairs: &[(&str, Value)]) -> Value {
-    Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Map<_, _>>())
 }
 
 #[cfg(test)]
