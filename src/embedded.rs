@@ -3,7 +3,7 @@
 //! other commands find it), and what the tests start. Killed when dropped.
 
 use crate::state::StateDir;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,9 +27,9 @@ pub enum EmbeddedError {
 }
 
 impl NatsServer {
-    /// Starts nats-server with JetStream storing in `store_dir`, on `port` (0: a free port), 127.0.0.1 only.
+    /// Starts nats-server with JetStream storing in `store_dir`, on `port` (0: a port the server picks itself and
+    /// reports in a ports file, so two servers started at once can never race for the same free port), 127.0.0.1 only.
     pub fn start(store_dir: &Path, port: u16) -> Result<NatsServer, EmbeddedError> {
-        let port = if port == 0 { free_port()? } else { port };
         std::fs::create_dir_all(store_dir).map_err(|e| EmbeddedError::Start(format!("{}: {e}", store_dir.display())))?;
         let log = store_dir.join("nats-server.log");
         let log_file = std::fs::OpenOptions::new()
@@ -37,10 +37,17 @@ impl NatsServer {
             .append(true)
             .open(&log)
             .map_err(|e| EmbeddedError::Start(format!("{}: {e}", log.display())))?;
+        // A fresh folder for this start's ports file: the one file in it is this server's.
+        let ports_dir = store_dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).map_err(|e| EmbeddedError::Start(format!("{}: {e}", ports_dir.display())))?;
         let binary = std::env::var_os("RIPOSTE_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| "nats-server".into());
+        let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
         let child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
             .arg(store_dir)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -50,11 +57,23 @@ impl NatsServer {
                 _ => EmbeddedError::Start(e.to_string()),
             })?;
         let mut server = NatsServer { child, port, url_file: None };
+        let not_ready = |port| EmbeddedError::NotReady { port, log: log.display().to_string() };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // The server writes its ports file once it listens; until then (or if it exits) keep waiting.
+        loop {
+            if let Some(p) = reported_port(&ports_dir) {
+                server.port = p;
+                break;
+            }
+            if Instant::now() > deadline || matches!(server.child.try_wait(), Ok(Some(_))) {
+                return Err(not_ready(port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline || matches!(server.child.try_wait(), Ok(Some(_))) {
-                return Err(EmbeddedError::NotReady { port, log: log.display().to_string() });
+                return Err(not_ready(server.port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -103,7 +122,11 @@ pub fn recorded_url(state: &StateDir) -> Option<String> {
     Some(text.trim().to_owned()).filter(|u| !u.is_empty())
 }
 
-fn free_port() -> Result<u16, EmbeddedError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| EmbeddedError::Start(e.to_string()))?;
-    Ok(listener.local_addr().map_err(|e| EmbeddedError::Start(e.to_string()))?.port())
+/// The client port in the one ports file nats-server wrote in `dir` (`{"nats":["nats://127.0.0.1:PORT"]}`).
+fn reported_port(dir: &Path) -> Option<u16> {
+    let entry = std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let text = std::fs::read_to_string(entry.path()).ok()?;
+    let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = ports.get("nats")?.as_array()?.first()?.as_str()?;
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }

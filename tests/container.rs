@@ -135,7 +135,8 @@ async fn a_hanging_container_is_killed_at_the_timeout_and_removed() {
     let exec = engine.function(&function).handle(&alert()).await;
     assert_eq!(exec.status, Status::Timeout, "{exec:?}");
     assert!(exec.message.contains("1500 ms"), "{}", exec.message);
-    assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
+    // Generous bound: the point is that it does not wait for `sleep 600`, not how fast podman kills.
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
     assert_none_left(&podman, "test-hang");
 }
 

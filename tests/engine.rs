@@ -76,6 +76,10 @@ async fn publish(client: &async_nats::Client, subject: &str, prefix: &str, n: us
         client.publish(subject.to_owned(), alert(u, "Error", "Write below binary dir").into()).await.unwrap();
     }
     client.flush().await.unwrap();
+    // flush only empties the client's buffer; a request on the same connection returns after the server has
+    // read every publish before it, so the caller may drop the connection at once.
+    // ($JS.API.INFO answers on every server; async-nats cannot parse 2.9's reply, so it is read raw.)
+    client.request("$JS.API.INFO", bytes::Bytes::new()).await.unwrap();
     uuids
 }
 
@@ -99,6 +103,28 @@ async fn wait_handled(reg: &Registry, function: &str, uuids: &[String]) {
 async fn alerts_stored(reg: &Registry) -> u64 {
     let mut s = reg.jetstream().get_stream(riposte::streams::ALERT_STREAM).await.unwrap();
     s.info().await.unwrap().state.messages
+}
+
+/// Publishes `n` alerts with core NATS while no runner is up and waits until the alert stream holds all of them
+/// (the publishing connection stays open until then); returns their uuids.
+async fn publish_stored(nats: &TestNats, reg: &Registry, prefix: &str, n: usize) -> Vec<String> {
+    let client = nats.client().await;
+    let before = alerts_stored(reg).await;
+    let uuids = publish(&client, "falco.error.x", prefix, n).await;
+    let want = before + n as u64;
+    let mut seen = before;
+    let deadline = std::time::Instant::now() + LONG;
+    while seen != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alert stream holds {seen} alerts, {want} expected; see {}",
+            nats.dir.path().join("nats-server.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = alerts_stored(reg).await;
+    }
+    drop(client);
+    uuids
 }
 
 fn riposte_bin(state: &std::path::Path) -> Command {
@@ -203,7 +229,7 @@ async fn deploys_and_deletes_apply_live_without_restart() {
     let runner = runner(&nats, "live").await;
     let f = deploy(&reg, "live", &guests::ok(), "timeout_ms = 1000", None).await;
     let t = add_trigger(&reg, "live-t", &f, "falco.{critical,error}.*").await;
-    wait_until("the trigger to start", Duration::from_secs(5), || async { runner.active_triggers().contains("live-t") }).await;
+    wait_until("the trigger to start", LONG, || async { runner.active_triggers().contains("live-t") }).await;
     let first = publish(&client, "falco.error.x", "live-a", 3).await;
     wait_handled(&reg, "live", &first).await;
     // A glob trigger on a subject the NATS filter covers but the glob does not match: acked, no run.
@@ -213,11 +239,11 @@ async fn deploys_and_deletes_apply_live_without_restart() {
     let f = deploy(&reg, "live", &guests::ok(), "timeout_ms = 1000\nconcurrency = 3", None).await;
     let mut c = riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     assert_eq!(c.info().await.unwrap().config.max_ack_pending, 12);
-    wait_until("the redeployed function to run", Duration::from_secs(5), || async { runner.active_triggers().contains("live-t") }).await;
+    wait_until("the redeployed function to run", LONG, || async { runner.active_triggers().contains("live-t") }).await;
 
     riposte::streams::delete_consumer(reg.jetstream(), &t).await.unwrap();
     reg.delete_trigger("live-t").await.unwrap();
-    wait_until("the trigger to stop", Duration::from_secs(5), || async { !runner.active_triggers().contains("live-t") }).await;
+    wait_until("the trigger to stop", LONG, || async { !runner.active_triggers().contains("live-t") }).await;
     publish(&client, "falco.error.x", "live-b", 3).await;
     // A second function proves the runner is alive and has seen everything published before its alert.
     let g = deploy(&reg, "marker", &guests::ok(), "timeout_ms = 1000", None).await;
@@ -236,8 +262,7 @@ async fn alerts_published_while_no_runner_is_up_are_all_handled() {
     let reg = registry(&nats).await;
     let f = deploy(&reg, "later", &guests::ok(), "timeout_ms = 1000\nconcurrency = 32", None).await;
     add_trigger(&reg, "later-t", &f, "falco.error.*").await;
-    let uuids = publish(&nats.client().await, "falco.error.x", "later", 1000).await;
-    wait_until("1000 alerts stored", Duration::from_secs(10), || async { alerts_stored(&reg).await == 1000 }).await;
+    let uuids = publish_stored(&nats, &reg, "later", 1000).await;
     let runner = runner(&nats, "later").await;
     wait_handled(&reg, "later", &uuids).await;
     runner.stop().await;
@@ -269,8 +294,7 @@ async fn a_nats_server_restart_mid_batch_loses_nothing() {
     let reg = registry(&nats).await;
     let f = deploy(&reg, "restart", &guests::ok(), "timeout_ms = 1000\nconcurrency = 4", None).await;
     add_trigger(&reg, "restart-t", &f, "falco.error.*").await;
-    let uuids = publish(&nats.client().await, "falco.error.x", "restart", 1000).await;
-    wait_until("1000 alerts stored", Duration::from_secs(10), || async { alerts_stored(&reg).await == 1000 }).await;
+    let uuids = publish_stored(&nats, &reg, "restart", 1000).await;
     let runner = runner(&nats, "restart").await;
     wait_until("some alerts handled", LONG, || async { !handled(&reg, "restart").await.is_empty() }).await;
     nats.restart();
@@ -289,7 +313,7 @@ async fn two_runners_handle_each_alert_exactly_once_and_pinning_holds() {
     add_trigger(&reg, "pinned-t", &p, "falco.critical.*").await;
     let a = runner(&nats, "a").await;
     let b = runner(&nats, "b").await;
-    wait_until("both runners to start", Duration::from_secs(5), || async {
+    wait_until("both runners to start", LONG, || async {
         a.active_triggers().contains("shared-t") && b.active_triggers().contains("pinned-t")
     })
     .await;
@@ -401,7 +425,7 @@ async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find
 
     let mut run = riposte_bin(state.path()).args(["run", "--name", "local"]).stderr(Stdio::piped()).spawn().unwrap();
     let url_file = state.path().join("nats/url");
-    wait_until("the local server's URL to be recorded", Duration::from_secs(10), || async { url_file.exists() }).await;
+    wait_until("the local server's URL to be recorded", LONG, || async { url_file.exists() }).await;
     let out = riposte_bin(state.path()).args(["trigger", "list"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"), "{out:?}");
