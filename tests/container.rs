@@ -123,6 +123,13 @@ async fn settings_arrive_as_env_the_alert_on_stdin_and_the_sandbox_holds() {
     assert_eq!(exec.message, "exited with code 65: no pod in this alert");
     let failed = engine.function(&container_fn("test-env", "exit 3", "", &[])).handle(&alert).await;
     assert_eq!((failed.status, failed.status.retryable()), (Status::Failed, true));
+
+    // riposte takes the end of the process (Podman's `stopped`, before its cleanup) as the end: the whole
+    // output is read all the same, even from a container that writes a lot and exits at once.
+    let loud = r#"printf '{"message":"loud","pad":"'; head -c 300000 /dev/zero | tr '\0' x; printf '"}'; exit 0"#;
+    let exec = engine.function(&container_fn("test-env", loud, "", &[])).handle(&alert).await;
+    assert_eq!(exec.status, Status::Ok, "{}", exec.message);
+    assert_eq!(exec.detail.expect("JSON output")["pad"].as_str().map(str::len), Some(300_000));
     assert_none_left(&podman, "test-env");
 }
 

@@ -1,5 +1,5 @@
-//! One alert, one container: create it, start, attach, feed the alert on stdin, collect stdout and stderr,
-//! wait for the exit code, and remove it — also when the deadline passes (the removal kills it), when the
+//! One alert, one container: create it, attach, start, feed the alert on stdin, wait for the end of its process
+//! (see [`state`](super::state)), collect stdout and stderr, and remove it — also when the deadline passes (the removal kills it), when the
 //! engine fails, and when the caller drops the future.
 
 use super::engine::{short, ContainerEngine};
@@ -10,10 +10,8 @@ use crate::execution::{Execution, Handler, Status};
 use crate::function::{redact, Function};
 use crate::runtime::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
 use bollard::container::LogOutput;
-use bollard::models::ContainerStateStatusEnum;
-use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
-};
+use super::state::StateError;
+use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions, LogsOptions, RemoveContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use std::time::Instant;
@@ -46,7 +44,7 @@ impl ContainerFunction {
     /// Feeds the alert on stdin, waits for the exit, then reads stdout and stderr from the engine's log of the
     /// container. (Reading them from the attach stream loses the output of a container that exits at once:
     /// Podman resets the attach socket and writes its own error into the stream.)
-    async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, bollard::errors::Error> {
+    async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, StateError> {
         let docker = &self.engine.docker;
         // Attach, then start, one after the other: stdin is ours from the container's first instruction.
         // (Podman 4 records exit code 0 for a container that exited before a stdin attach, and refuses an
@@ -57,7 +55,7 @@ impl ContainerFunction {
         // A container that exits without reading its stdin is not an error.
         let _ = io.input.write_all(alert.raw.as_bytes()).await;
         let _ = io.input.shutdown().await;
-        let (exit_code, oom_killed) = wait(docker, id).await?;
+        let exit = self.engine.state.ended(docker, id).await?;
         drop(io);
         let options = LogsOptions { stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
         let mut logs = docker.logs(id, Some(options));
@@ -78,27 +76,7 @@ impl ContainerFunction {
                 LogOutput::StdIn { .. } => {}
             }
         }
-        Ok(Ended { exit_code, oom_killed, stdout, stderr, truncated })
-    }
-}
-
-/// The exit code, and whether the engine says the kernel killed it for memory. The code comes from the
-/// container's state, not from the wait's answer: Podman 4's wait can answer -1 or 0 for a container that
-/// exited just before it (seen with `exit 65` right after start).
-async fn wait(docker: &Docker, id: &str) -> Result<(i64, bool), bollard::errors::Error> {
-    match docker.wait_container(id, None).next().await {
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) | Some(Ok(_)) | None => {}
-        Some(Err(e)) => return Err(e),
-    }
-    let mut tries = 0;
-    loop {
-        let state = docker.inspect_container(id, None::<InspectContainerOptions>).await?.state.unwrap_or_default();
-        let exited = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
-        if exited || tries == 20 {
-            return Ok((state.exit_code.unwrap_or(-1), state.oom_killed.unwrap_or(false)));
-        }
-        tries += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        Ok(Ended { exit_code: exit.code, oom_killed: exit.oom_killed, stdout, stderr, truncated })
     }
 }
 
@@ -127,7 +105,7 @@ impl Handler for ContainerFunction {
             Ok(Ok(ended)) => outcome::execution(&ended, limits.memory_mb, &self.secrets),
             Ok(Err(e)) => Execution::refused(
                 Status::Failed,
-                format!("container engine failed running {}: {}", self.image, redact(&self.secrets, &short(&e))),
+                format!("container engine failed running {}: {}", self.image, redact(&self.secrets, &state_error(&e))),
             ),
             Err(_) => Execution::refused(
                 Status::Timeout,
@@ -140,6 +118,13 @@ impl Handler for ContainerFunction {
         exec.instantiate_us = created_us;
         exec.duration_us = started.elapsed().as_micros() as u64;
         exec
+    }
+}
+
+fn state_error(e: &StateError) -> String {
+    match e {
+        StateError::Engine(e) => short(e),
+        other => other.to_string(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The connection to a Docker Engine API (Docker or `podman system service`): which socket, and a clear
 //! one-line error when nothing answers there.
 
+use super::state::StateProbe;
 use super::{ContainerError, ContainerFunction};
 use crate::function::Function;
 use crate::runtime::limits::CONTAINER_CONNECT_TIMEOUT;
@@ -18,6 +19,7 @@ pub struct ContainerEngine {
     pub(crate) docker: Docker,
     pub(crate) host: Arc<str>,
     pub(crate) network: Arc<NetworkEnv>,
+    pub(crate) state: StateProbe,
 }
 
 /// What a container with network gets from the runner: its proxy settings and CA bundle.
@@ -75,7 +77,8 @@ impl ContainerEngine {
             Ok(Err(e)) => return Err(unreachable(short(&e))),
             Err(_) => return Err(unreachable(format!("no answer in {:?}", CONTAINER_CONNECT_TIMEOUT))),
         }
-        Ok(ContainerEngine { docker, host: host.into(), network: Arc::new(network) })
+        let state = StateProbe::for_host(&host_uri);
+        Ok(ContainerEngine { docker, host: host.into(), network: Arc::new(network), state })
     }
 
     /// The engine address in use.

@@ -6,6 +6,7 @@
 //! - [`image`]: making sure the image exists, built from the playbook's Containerfile when it does not.
 //! - [`sandbox`]: what a container may do (no privileges, no capabilities, read-only root, no network, limits).
 //! - [`action`]: one alert, one container: create, feed, wait, kill at the deadline, always remove.
+//! - [`state`]: when a container has ended, and its exit code (fast: Podman's `stopped` counts).
 //! - [`outcome`]: exit code, stdout and stderr → an [`Execution`](crate::execution::Execution).
 
 pub mod action;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod image;
 pub mod outcome;
 pub mod sandbox;
+mod state;
 
 pub use action::ContainerFunction;
 pub use engine::ContainerEngine;
