@@ -3,9 +3,11 @@
 //! - throughput from the first publish to the last result, trivial WAT guest;
 //! - publish→done latency p50/p99 at a steady 1,000 alerts/s, trivial guest;
 //! - the slack playbook against a local receiver, and in the same run a warm Python process that subscribes
-//!   with core NATS and posts the same message (benches/python_baseline.py).
+//!   with core NATS and posts the same message (benches/python_baseline.py), twice: with the original
+//!   playbook's `requests.post` per alert, and tuned (one kept-alive connection).
 //!
-//! `cargo bench --bench engine` (env BENCH_N, BENCH_SLACK_N to size the runs).
+//! `cargo bench --profile dev --bench engine` (env BENCH_N, BENCH_SLACK_N, BENCH_CONC, BENCH_SLACK_CONC to size
+//! the runs, BENCH_SKIP_TRIVIAL=1 to measure only the slack rows).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -140,23 +142,47 @@ async fn main() {
     println!("slack playbook, {sn} alerts (JetStream, ack after the post): {slack_rate:.0} alerts/s; latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
     runner.stop().await;
 
-    let mut py = std::process::Command::new("python3")
+    // The same message from a warm Python process: the original playbook's way, then a tuned one.
+    for (mode, what) in [
+        ("requests", "the original playbook's code: requests.post per alert, a new connection each"),
+        ("keepalive", "tuned: http.client over one kept-alive connection"),
+    ] {
+        match python_baseline(&nats, &client, &webhook, sn, mode).await {
+            Some(py_rate) => println!(
+                "python baseline, {what} (warm process, core NATS, no JetStream, same receiver): {py_rate:.0} alerts/s; slack / python = {:.2}x",
+                slack_rate / py_rate
+            ),
+            None => println!("python baseline ({mode}) skipped: run scripts/setup for .venv with requests"),
+        }
+    }
+}
+
+/// Runs benches/python_baseline.py in `mode` on `n` alerts published with core NATS; its alerts/s from the
+/// first publish to its last post, or None when its Python lacks what the mode needs.
+async fn python_baseline(nats: &TestNats, client: &async_nats::Client, webhook: &str, n: usize, mode: &str) -> Option<f64> {
+    let venv = support::root().join(".venv/bin/python");
+    let python = if venv.exists() { venv } else { "python3".into() };
+    let subject = format!("falco.python.{mode}");
+    let mut py = std::process::Command::new(python)
         .arg(support::root().join("benches/python_baseline.py"))
-        .args([&nats.url(), "falco.python.x", &webhook, &sn.to_string()])
+        .args([&nats.url(), &subject, webhook, &n.to_string(), mode])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    if lines.next().and_then(Result::ok).as_deref() != Some("ready") {
+        let _ = py.wait();
+        return None;
+    }
     let started = Instant::now();
-    for i in 0..sn {
-        client.publish("falco.python.x", alert(i).into()).await.unwrap();
+    for i in 0..n {
+        client.publish(subject.clone(), alert(i).into()).await.unwrap();
     }
     client.flush().await.unwrap();
     let done = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap()).await.unwrap();
     assert_eq!(done, "done");
-    let py_rate = sn as f64 / started.elapsed().as_secs_f64();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
     py.wait().unwrap();
-    println!("python baseline (warm process, core NATS, no JetStream, same message, same receiver): {py_rate:.0} alerts/s");
-    println!("slack / python = {:.2}x", slack_rate / py_rate);
+    Some(rate)
 }

@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""The baseline riposte's slack playbook is measured against: a warm native Python process that subscribes
-with core NATS and posts the same Slack message for each alert over one kept-alive HTTP connection.
-Standard library only, with a minimal NATS protocol client over a socket (the NATS Python client is not
-needed to measure what a warm Python process costs).
+"""The baselines riposte's slack playbook is measured against: a warm native Python process that subscribes
+with core NATS and posts the same Slack message for each alert, in one of two ways:
 
-usage: python_baseline.py NATS_URL SUBJECT WEBHOOK_URL COUNT   prints "ready", then "done" after COUNT posts
+  requests   as the original response engine's SlackClient did: requests.post(url, data=json.dumps(message)),
+             a new HTTP connection per alert (needs `requests`, which scripts/setup puts in .venv);
+  keepalive  a tuned process: the standard library's http.client over one kept-alive connection.
+
+The NATS side is a minimal protocol client over a socket (the NATS Python client is not needed to measure what
+a warm Python process costs).
+
+usage: python_baseline.py NATS_URL SUBJECT WEBHOOK_URL COUNT [requests|keepalive]
+       prints "ready", then "done" after COUNT posts
 """
 import email.utils, http.client, json, re, socket, sys, urllib.parse
 from datetime import datetime
@@ -28,6 +34,7 @@ def message_for(alert):
 
 def main():
     nats_url, subject, webhook, count = sys.argv[1], sys.argv[2], urllib.parse.urlparse(sys.argv[3]), int(sys.argv[4])
+    mode = sys.argv[5] if len(sys.argv) > 5 else "keepalive"
     n = urllib.parse.urlparse(nats_url)
     sock = socket.create_connection((n.hostname, n.port or 4222))
     reader = sock.makefile("rb")
@@ -35,8 +42,16 @@ def main():
     sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB %s 1\r\nPING\r\n' % subject.encode())
     while not reader.readline().startswith(b"PONG"):
         pass
+    if mode == "requests":
+        import requests
+        def post(message):
+            requests.post(webhook.geturl(), data=json.dumps(message))
+    else:
+        conn = http.client.HTTPConnection(webhook.hostname, webhook.port)
+        def post(message):
+            conn.request("POST", webhook.path, json.dumps(message).encode(), {"Content-Type": "application/json"})
+            conn.getresponse().read()
     print("ready", flush=True)
-    conn = http.client.HTTPConnection(webhook.hostname, webhook.port)
     done = 0
     while done < count:
         line = reader.readline()
@@ -47,10 +62,7 @@ def main():
             continue
         size = int(line.split()[-1])
         payload = reader.read(size + 2)[:size]
-        body = json.dumps(message_for(json.loads(payload))).encode()
-        conn.request("POST", webhook.path, body, {"Content-Type": "application/json"})
-        reply = conn.getresponse()
-        reply.read()
+        post(message_for(json.loads(payload)))
         done += 1
     print("done", flush=True)
 
