@@ -183,6 +183,23 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
     assert!(!serde_json::to_string(&recorded[0]).unwrap().contains("/services/T0/B0/X"), "no setting values in results");
     assert_eq!(receiver.received_requests().await.unwrap().len(), 1);
 
+    // What the user sees: `function logs` and `function top`, over everything kept or a recent window.
+    let cli = |args: &[&str]| {
+        let out = riposte_bin(&support::shared_state()).args(args).args(["--nats", &nats.url()]).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, logs, _) = cli(&["function", "logs", "falco-slack"]);
+    assert!(ok && logs.contains("falco.error.write_below_binary_dir") && logs.contains("acked"), "{logs}");
+    let top_row = |text: &str| text.lines().find(|l| l.starts_with("falco-slack ")).map(|l| l.split_whitespace().nth(1).unwrap().to_owned());
+    let (ok, top, _) = cli(&["function", "top"]);
+    assert!(ok, "{top}");
+    assert_eq!(top_row(&top).as_deref(), Some("1"), "one execution: {top}");
+    let (ok, top, _) = cli(&["function", "top", "--since", "1h"]);
+    assert_eq!((ok, top_row(&top).as_deref()), (true, Some("1")), "{top}");
+    wait_until("the execution to fall out of a one-second window", LONG, || async { top_row(&cli(&["function", "top", "--since", "1s"]).1).is_none() }).await;
+    let (ok, _, err) = cli(&["function", "top", "--since", "an hour"]);
+    assert!(!ok && err.contains("e.g. 90s, 30m, 1h, 7d"), "{err}");
+
     // Re-running updates in place and removes the triggers no longer asked for.
     let out = Command::new(support::root().join("deploy_playbook"))
         .env("RIPOSTE_BIN", env!("CARGO_BIN_EXE_riposte"))

@@ -3,7 +3,7 @@
 use super::deploy::{self, short, Source};
 use anyhow::{bail, Context, Result};
 use riposte::alert::Alert;
-use riposte::engine::results::{read_results, ResultRecord};
+use riposte::engine::results::{read_results, read_results_since, ResultRecord};
 use riposte::execution::Status;
 use riposte::state::StateDir;
 use std::collections::BTreeMap;
@@ -59,6 +59,9 @@ pub enum Command {
     },
     /// Executions, failures and p50/p99 duration per function, from the results stream.
     Top {
+        /// Only executions of this recent a window: 90s, 30m, 1h, 7d (default: all the stream keeps, 7 days).
+        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        since: Option<std::time::Duration>,
         #[command(flatten)]
         nats: super::connect::NatsArgs,
     },
@@ -157,9 +160,12 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Top { nats } => {
+        Command::Top { since, nats } => {
             let registry = nats.registry(state).await?;
-            let records = read_results(registry.jetstream(), None, None).await?;
+            let records = match since {
+                Some(window) => read_results_since(registry.jetstream(), time::OffsetDateTime::now_utc() - window).await?,
+                None => read_results(registry.jetstream(), None, None).await?,
+            };
             print!("{}", top_table(&records));
             Ok(ExitCode::SUCCESS)
         }
@@ -185,6 +191,25 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             super::call::print_execution(&exec, json)
         }
     }
+}
+
+/// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
+fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
+    let t = text.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
 }
 
 /// Per function: executions, failures (any status but ok), retries, dead letters, p50/p99 duration.
@@ -216,4 +241,22 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+    use std::time::Duration;
+
+    #[test]
+    fn windows_are_a_number_and_a_unit() {
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_window("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "h", "1", "1w", "-1h", "0m", "1.5h", "one hour"] {
+            let e = parse_window(bad).unwrap_err();
+            assert!(e.contains("e.g. 90s, 30m, 1h, 7d"), "{bad}: {e}");
+        }
+    }
 }

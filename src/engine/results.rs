@@ -140,12 +140,19 @@ pub async fn publish_deadletter(js: &jetstream::Context, letter: &DeadLetter) ->
 /// Reads a function's results (every function's with `None`), oldest first; keeps the last `last` if given.
 pub async fn read_results(js: &jetstream::Context, function: Option<&str>, last: Option<usize>) -> Result<Vec<ResultRecord>, StreamError> {
     let filter = function.map(results_subject).unwrap_or_else(|| format!("{RESULTS_PREFIX}.>"));
-    read_stream(js, RESULTS_STREAM, &filter, last).await
+    read_stream(js, RESULTS_STREAM, &filter, last, consumer::DeliverPolicy::All).await
+}
+
+/// Every function's results stored since `since`, oldest first (JetStream starts the read at that time, so
+/// a short window over a long history reads only the window).
+pub async fn read_results_since(js: &jetstream::Context, since: time::OffsetDateTime) -> Result<Vec<ResultRecord>, StreamError> {
+    let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
+    read_stream(js, RESULTS_STREAM, &format!("{RESULTS_PREFIX}.>"), None, policy).await
 }
 
 /// Reads a function's dead letters, oldest first.
 pub async fn read_deadletters(js: &jetstream::Context, function: &str) -> Result<Vec<DeadLetter>, StreamError> {
-    read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None).await
+    read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, consumer::DeliverPolicy::All).await
 }
 
 async fn read_stream<T: serde::de::DeserializeOwned>(
@@ -153,11 +160,12 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
     stream: &str,
     filter: &str,
     last: Option<usize>,
+    deliver_policy: consumer::DeliverPolicy,
 ) -> Result<Vec<T>, StreamError> {
     let what = format!("reading {stream}");
     let stream = js.get_stream(stream).await.map_err(|e| err(what.clone())(e.to_string()))?;
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.to_owned(), ..Default::default() })
+        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.to_owned(), deliver_policy, ..Default::default() })
         .await
         .map_err(|e| err(what.clone())(e.to_string()))?;
     let mut messages = consumer.messages().await.map_err(|e| err(what.clone())(e.to_string()))?;
