@@ -6,6 +6,7 @@
 mod support;
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use riposte::capability::recording::Recorder;
 use riposte::capability::Backends;
 use riposte::engine::results::{read_deadletters, read_results, Disposition, ResultRecord};
@@ -454,4 +455,51 @@ async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find
     std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("started a local nats-server at nats://127.0.0.1:"), "{stderr}");
     assert!(!url_file.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() {
+    use riposte::engine::results::{publish_result, Delivery};
+    use riposte::execution::Execution;
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    // timeout 1 s: JetStream's ack wait is 2 s.
+    let f = deploy(&reg, "once", &guests::ok(), "timeout_ms = 1000", None).await;
+    let t = add_trigger(&reg, "once-t", &f, "falco.error.*").await;
+    let client = nats.client().await;
+    let uuids = publish(&client, "falco.error.x", "once", 2).await;
+    // A runner takes both alerts, reacts to the first and stores its result, then dies before acking either.
+    let consumer = riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    let taken: Vec<_> = consumer.fetch().max_messages(2).messages().await.unwrap().collect::<Vec<_>>().await;
+    assert_eq!(taken.len(), 2);
+    let delivery = Delivery {
+        function: "once",
+        trigger: "once-t",
+        runner: "crashed",
+        alert_uuid: &uuids[0],
+        subject: "falco.error.x",
+        attempt: 1,
+        published_ns: 0,
+    };
+    let earlier = ResultRecord::new(&delivery, &Execution::refused(Status::Ok, "done"), Disposition::Acked);
+    publish_result(reg.jetstream(), &earlier).await.unwrap();
+
+    // JetStream delivers both again after the ack wait: the runner acks the first without running it.
+    let runner = runner(&nats, "once").await;
+    wait_handled(&reg, "once", &uuids).await;
+    let (js, consumer_name) = (reg.jetstream().clone(), t.consumer_name());
+    wait_until("both alerts acked", LONG, || {
+        let (js, name) = (js.clone(), consumer_name.clone());
+        async move {
+            let mut c: jetstream::consumer::PullConsumer = js.get_consumer_from_stream(name, riposte::streams::ALERT_STREAM).await.unwrap();
+            let info = c.info().await.unwrap();
+            info.num_ack_pending == 0 && info.num_pending == 0
+        }
+    })
+    .await;
+    let records = results(&reg, "once").await;
+    let by = |uuid: &str| records.iter().filter(|r| r.alert_uuid == uuid).map(|r| (r.runner.as_str(), r.attempt)).collect::<Vec<_>>();
+    assert_eq!(by(&uuids[0]), [("crashed", 1)], "handled once, by the runner that died: {records:?}");
+    assert_eq!(by(&uuids[1]), [("once", 2)], "the other alert ran on its second delivery: {records:?}");
+    runner.stop().await;
 }

@@ -9,6 +9,9 @@
 //! | failed / timeout, last attempt (`limits.max_deliver`) | `dead-lettered` | dead letter stored, then Term |
 //! | malformed alert, or a failure that cannot succeed later | `terminated` | Term |
 //!
+//! A redelivered alert (attempt > 1) whose reaction already succeeded — its `ok` result is stored, the runner
+//! stopped before the ack — is acked without running again.
+//!
 //! A long reaction sends `Progress` every `limits.progress_every()` so JetStream does not hand the alert to another
 //! runner. An alert that matches the consumer's NATS filter but not the trigger's glob, or that an
 //! earlier-named trigger of the same function also matches (so a function runs once per alert), is acked
@@ -142,10 +145,11 @@ impl Dispatcher {
 
     /// Runs the function on one alert and settles it with JetStream.
     async fn settle(&self, msg: jetstream::Message, handler: &dyn Handler) {
-        let (attempt, published_ns) = match msg.info() {
-            Ok(info) => (u32::try_from(info.delivered).unwrap_or(1).max(1), info.published.unix_timestamp_nanos()),
-            Err(_) => (1, time::OffsetDateTime::now_utc().unix_timestamp_nanos()),
+        let (attempt, published) = match msg.info() {
+            Ok(info) => (u32::try_from(info.delivered).unwrap_or(1).max(1), info.published),
+            Err(_) => (1, time::OffsetDateTime::now_utc()),
         };
+        let published_ns = published.unix_timestamp_nanos();
         let subject = msg.subject.to_string();
         if !self.pattern.matches(&subject) || self.earlier.iter().any(|p| p.matches(&subject)) {
             ack(&msg, AckKind::Ack).await;
@@ -165,6 +169,10 @@ impl Dispatcher {
         };
         let span = tracing::info_span!("alert", %subject, uuid = %uuid, function = %self.function.name, trigger = %self.trigger.name, attempt);
         async {
+            if attempt > 1 && !uuid.is_empty() && self.handled_before(&uuid, published).await {
+                ack(&msg, AckKind::Ack).await;
+                return;
+            }
             let exec = match &parsed {
                 Ok(alert) => self.run_with_progress(&msg, handler, alert).await,
                 Err(e) => Execution::refused(Status::InvalidAlert, format!("malformed alert: {e}")),
@@ -217,6 +225,22 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether this function already handled the alert: a redelivery after a runner stopped between the reaction
+    /// and its ack. When the results stream cannot tell, the alert runs again (at least once, never lost).
+    async fn handled_before(&self, uuid: &str, published: time::OffsetDateTime) -> bool {
+        match results::already_handled(&self.ctx.js, &self.function.name, uuid, published).await {
+            Ok(Some(earlier)) => {
+                tracing::info!(by = %earlier.runner, at = %earlier.time, "already handled (its result is stored); acked without running it again");
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether the alert was handled before; running it");
+                false
+            }
+        }
     }
 
     /// Runs the handler, telling JetStream the alert is in progress while it takes long.

@@ -150,6 +150,30 @@ pub async fn read_results_since(js: &jetstream::Context, since: time::OffsetDate
     read_stream(js, RESULTS_STREAM, &format!("{RESULTS_PREFIX}.>"), None, policy).await
 }
 
+/// The `ok` result `function` already stored for alert `uuid` since `since` (when JetStream stored the alert),
+/// if any. JetStream delivers an alert again when a runner stopped after the reaction but before its ack; the
+/// dispatcher asks this before running a redelivered alert, so such an alert is not handled twice.
+pub async fn already_handled(
+    js: &jetstream::Context,
+    function: &str,
+    uuid: &str,
+    since: time::OffsetDateTime,
+) -> Result<Option<ResultRecord>, StreamError> {
+    let subject = results_subject(function);
+    let what = || format!("looking up earlier results of {function}");
+    let stream = js.get_stream(RESULTS_STREAM).await.map_err(|e| err(what())(e.to_string()))?;
+    // One direct lookup settles the usual case: nothing of this function was stored since the alert was.
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(last) if last.time < since => return Ok(None),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => return Ok(None),
+        Err(e) => return Err(err(what())(e.to_string())),
+    }
+    let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
+    let records: Vec<ResultRecord> = read_stream(js, RESULTS_STREAM, &subject, None, policy).await?;
+    Ok(records.into_iter().find(|r| r.alert_uuid == uuid && r.status == Status::Ok))
+}
+
 /// Reads a function's dead letters, oldest first.
 pub async fn read_deadletters(js: &jetstream::Context, function: &str) -> Result<Vec<DeadLetter>, StreamError> {
     read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, consumer::DeliverPolicy::All).await
