@@ -503,3 +503,35 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
     assert_eq!(by(&uuids[1]), [("once", 2)], "the other alert ran on its second delivery: {records:?}");
     runner.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redelivery_check_finds_an_earlier_ok_result_and_gives_up_on_a_crowded_window() {
+    use riposte::engine::results::{already_handled, publish_result, Delivery};
+    use riposte::execution::Execution;
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    let js = reg.jetstream();
+    let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+    let store = |function: &'static str, uuid: String, status: Status| {
+        let js = js.clone();
+        async move {
+            let d = Delivery { function, trigger: "t", runner: "r", alert_uuid: &uuid, subject: "falco.error.x", attempt: 1, published_ns: 0 };
+            let disposition = if status == Status::Ok { Disposition::Acked } else { Disposition::Retry };
+            publish_result(&js, &ResultRecord::new(&d, &Execution::refused(status, "x"), disposition)).await.unwrap();
+        }
+    };
+    assert!(already_handled(js, "quiet", "u1", since).await.unwrap().is_none(), "no results at all");
+    store("quiet", "u1".into(), Status::Failed).await;
+    assert!(already_handled(js, "quiet", "u1", since).await.unwrap().is_none(), "a failed attempt is not a success");
+    store("quiet", "u2".into(), Status::Ok).await;
+    store("quiet", "u1".into(), Status::Ok).await;
+    assert_eq!(already_handled(js, "quiet", "u1", since).await.unwrap().map(|r| r.alert_uuid), Some("u1".into()));
+    let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(60);
+    assert!(already_handled(js, "quiet", "u1", later).await.unwrap().is_none(), "only results since the given time count");
+    // A storm: more results in the window than the check reads; it answers "not known" and the alert runs again.
+    store("busy", "wanted".into(), Status::Ok).await;
+    for i in 0..600 {
+        store("busy", format!("other-{i}"), Status::Failed).await;
+    }
+    assert!(already_handled(js, "busy", "wanted", since).await.unwrap().is_none());
+}

@@ -22,7 +22,7 @@ use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
-use crate::runtime::limits::DRAIN_TIMEOUT;
+use crate::runtime::limits::{DRAIN_TIMEOUT, REDELIVERY_SLACK};
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -230,7 +230,11 @@ impl Dispatcher {
     /// Whether this function already handled the alert: a redelivery after a runner stopped between the reaction
     /// and its ack. When the results stream cannot tell, the alert runs again (at least once, never lost).
     async fn handled_before(&self, uuid: &str, published: time::OffsetDateTime) -> bool {
-        match results::already_handled(&self.ctx.js, &self.function.name, uuid, published).await {
+        // A result stored before the last ack wait would have been acked (or the reaction was still sending
+        // Progress): only the window since then can hold the result of a reaction whose ack was lost.
+        let window = self.function.manifest.limits.ack_wait() + REDELIVERY_SLACK;
+        let since = published.max(time::OffsetDateTime::now_utc() - window);
+        match results::already_handled(&self.ctx.js, &self.function.name, uuid, since).await {
             Ok(Some(earlier)) => {
                 tracing::info!(by = %earlier.runner, at = %earlier.time, "already handled (its result is stored); acked without running it again");
                 true

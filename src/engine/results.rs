@@ -150,9 +150,15 @@ pub async fn read_results_since(js: &jetstream::Context, since: time::OffsetDate
     read_stream(js, RESULTS_STREAM, &format!("{RESULTS_PREFIX}.>"), None, policy).await
 }
 
-/// The `ok` result `function` already stored for alert `uuid` since `since` (when JetStream stored the alert),
-/// if any. JetStream delivers an alert again when a runner stopped after the reaction but before its ack; the
-/// dispatcher asks this before running a redelivered alert, so such an alert is not handled twice.
+/// Most results a redelivery check reads; beyond that (a failure storm retrying many alerts of one function)
+/// the alert simply runs again.
+const HANDLED_SCAN_MAX: u64 = 500;
+
+/// The `ok` result `function` already stored for alert `uuid` since `since`, if any. JetStream delivers an alert
+/// again when a runner stopped after the reaction but before its ack; the dispatcher asks this before running a
+/// redelivered alert, so such an alert is not handled twice. `since` is the later of the alert's arrival and one
+/// ack wait (plus slack) ago: a result stored earlier would have been acked. Best effort: when more than
+/// `HANDLED_SCAN_MAX` results of the function fall in the window, the answer is None (run it again).
 pub async fn already_handled(
     js: &jetstream::Context,
     function: &str,
@@ -170,8 +176,8 @@ pub async fn already_handled(
         Err(e) => return Err(err(what())(e.to_string())),
     }
     let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
-    let records: Vec<ResultRecord> = read_stream(js, RESULTS_STREAM, &subject, None, policy).await?;
-    Ok(records.into_iter().find(|r| r.alert_uuid == uuid && r.status == Status::Ok))
+    let records: Option<Vec<ResultRecord>> = read_stream_capped(js, RESULTS_STREAM, &subject, None, policy, HANDLED_SCAN_MAX).await?;
+    Ok(records.unwrap_or_default().into_iter().find(|r| r.alert_uuid == uuid && r.status == Status::Ok))
 }
 
 /// Reads a function's dead letters, oldest first.
@@ -186,15 +192,35 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
     last: Option<usize>,
     deliver_policy: consumer::DeliverPolicy,
 ) -> Result<Vec<T>, StreamError> {
+    Ok(read_stream_capped(js, stream, filter, last, deliver_policy, u64::MAX).await?.unwrap_or_default())
+}
+
+/// [`read_stream`], or None without reading when more than `cap` messages match.
+async fn read_stream_capped<T: serde::de::DeserializeOwned>(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    last: Option<usize>,
+    deliver_policy: consumer::DeliverPolicy,
+    cap: u64,
+) -> Result<Option<Vec<T>>, StreamError> {
     let what = format!("reading {stream}");
     let stream = js.get_stream(stream).await.map_err(|e| err(what.clone())(e.to_string()))?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.to_owned(), deliver_policy, ..Default::default() })
         .await
         .map_err(|e| err(what.clone())(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| err(what.clone())(e.to_string()))?;
+    // What matched when the consumer was made: nothing to wait for when it is nothing.
+    let matched = consumer.cached_info().num_pending;
+    if matched > cap {
+        return Ok(None);
+    }
     let mut out = VecDeque::new();
-    // An empty selection sends nothing: a short silence ends the read.
+    if matched == 0 {
+        return Ok(Some(out.into()));
+    }
+    let mut messages = consumer.messages().await.map_err(|e| err(what.clone())(e.to_string()))?;
+    // The last message says nothing is pending; a silence also ends the read (messages may have expired).
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
         let msg = msg.map_err(|e| err(what.clone())(e.to_string()))?;
         if let Ok(record) = serde_json::from_slice(&msg.payload) {
@@ -207,7 +233,7 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
             break;
         }
     }
-    Ok(out.into())
+    Ok(Some(out.into()))
 }
 
 fn now_rfc3339() -> String {

@@ -113,6 +113,9 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const ACK_WAIT_MIN: Duration = Duration::from_secs(2);
 pub const ACK_WAIT_MAX: Duration = Duration::from_secs(120);
 
+/// How far before the last ack wait a redelivered alert's earlier result is looked for (delivery and clock slack).
+pub const REDELIVERY_SLACK: Duration = Duration::from_secs(10);
+
 /// A trigger's consumer lets `concurrency` × this many alerts be in flight across the fleet: room for that
 /// many runners at full concurrency (each runner still admits at most `concurrency` at once).
 pub const FLEET_ACK_PENDING_FACTOR: i64 = 4;
