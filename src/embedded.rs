@@ -57,25 +57,19 @@ impl NatsServer {
                 _ => EmbeddedError::Start(e.to_string()),
             })?;
         let mut server = NatsServer { child, port, url_file: None };
-        let not_ready = |port| EmbeddedError::NotReady { port, log: log.display().to_string() };
         let deadline = Instant::now() + Duration::from_secs(10);
-        // The server writes its ports file once it listens; until then (or if it exits) keep waiting.
+        // The server writes its ports file once it listens; a connection there confirms it is this server.
         loop {
             if let Some(p) = reported_port(&ports_dir) {
-                server.port = p;
-                break;
+                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200)).is_ok() {
+                    server.port = p;
+                    break;
+                }
             }
             if Instant::now() > deadline || matches!(server.child.try_wait(), Ok(Some(_))) {
-                return Err(not_ready(port));
+                return Err(EmbeddedError::NotReady { port, log: log.display().to_string() });
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-        let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if Instant::now() > deadline || matches!(server.child.try_wait(), Ok(Some(_))) {
-                return Err(not_ready(server.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
     }

@@ -1,6 +1,6 @@
-//! One alert, one container: create it, attach, start, feed the alert on stdin, wait for the end of its process
-//! (see [`state`](super::state)), collect stdout and stderr, and remove it — also when the deadline passes (the removal kills it), when the
-//! engine fails, and when the caller drops the future.
+//! One alert, one container: create it, attach, start, feed the alert on stdin, wait for the end of its
+//! process (see [`state`](super::state)), collect stdout and stderr, and remove it — also when the deadline
+//! passes (the removal kills it), when the engine fails, and when the caller drops the future.
 
 use super::engine::{short, ContainerEngine};
 use super::outcome::{self, Ended};
@@ -9,8 +9,8 @@ use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::{redact, Function};
 use crate::runtime::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
-use bollard::container::LogOutput;
 use super::state::StateError;
+use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions, LogsOptions, RemoveContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
@@ -105,7 +105,7 @@ impl Handler for ContainerFunction {
             Ok(Ok(ended)) => outcome::execution(&ended, limits.memory_mb, &self.secrets),
             Ok(Err(e)) => Execution::refused(
                 Status::Failed,
-                format!("container engine failed running {}: {}", self.image, redact(&self.secrets, &state_error(&e))),
+                format!("container engine failed running {}: {}", self.image, redact(&self.secrets, &e.to_string())),
             ),
             Err(_) => Execution::refused(
                 Status::Timeout,
@@ -118,13 +118,6 @@ impl Handler for ContainerFunction {
         exec.instantiate_us = created_us;
         exec.duration_us = started.elapsed().as_micros() as u64;
         exec
-    }
-}
-
-fn state_error(e: &StateError) -> String {
-    match e {
-        StateError::Engine(e) => short(e),
-        other => other.to_string(),
     }
 }
 

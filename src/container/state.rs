@@ -36,7 +36,7 @@ pub(crate) enum StateProbe {
 /// Why the state could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StateError {
-    #[error("{0}")]
+    #[error("{}", super::engine::short(.0))]
     Engine(#[from] bollard::errors::Error),
     #[error("inspecting the container: {0}")]
     Plain(String),

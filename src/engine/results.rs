@@ -140,14 +140,14 @@ pub async fn publish_deadletter(js: &jetstream::Context, letter: &DeadLetter) ->
 /// Reads a function's results (every function's with `None`), oldest first; keeps the last `last` if given.
 pub async fn read_results(js: &jetstream::Context, function: Option<&str>, last: Option<usize>) -> Result<Vec<ResultRecord>, StreamError> {
     let filter = function.map(results_subject).unwrap_or_else(|| format!("{RESULTS_PREFIX}.>"));
-    read_stream(js, RESULTS_STREAM, &filter, last, consumer::DeliverPolicy::All).await
+    Ok(read_stream(js, RESULTS_STREAM, &filter, last, consumer::DeliverPolicy::All, None).await?.unwrap_or_default())
 }
 
 /// Every function's results stored since `since`, oldest first (JetStream starts the read at that time, so
 /// a short window over a long history reads only the window).
 pub async fn read_results_since(js: &jetstream::Context, since: time::OffsetDateTime) -> Result<Vec<ResultRecord>, StreamError> {
     let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
-    read_stream(js, RESULTS_STREAM, &format!("{RESULTS_PREFIX}.>"), None, policy).await
+    Ok(read_stream(js, RESULTS_STREAM, &format!("{RESULTS_PREFIX}.>"), None, policy, None).await?.unwrap_or_default())
 }
 
 /// Most results a redelivery check reads; beyond that (a failure storm retrying many alerts of one function)
@@ -165,44 +165,28 @@ pub async fn already_handled(
     uuid: &str,
     since: time::OffsetDateTime,
 ) -> Result<Option<ResultRecord>, StreamError> {
-    let subject = results_subject(function);
-    let what = || format!("looking up earlier results of {function}");
-    let stream = js.get_stream(RESULTS_STREAM).await.map_err(|e| err(what())(e.to_string()))?;
-    // One direct lookup settles the usual case: nothing of this function was stored since the alert was.
-    match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(last) if last.time < since => return Ok(None),
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => return Ok(None),
-        Err(e) => return Err(err(what())(e.to_string())),
-    }
+    // A consumer starting at `since` says at once how many results match: usually none, and nothing is read.
     let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
-    let records: Option<Vec<ResultRecord>> = read_stream_capped(js, RESULTS_STREAM, &subject, None, policy, HANDLED_SCAN_MAX).await?;
+    let records: Option<Vec<ResultRecord>> =
+        read_stream(js, RESULTS_STREAM, &results_subject(function), None, policy, Some(HANDLED_SCAN_MAX)).await?;
     Ok(records.unwrap_or_default().into_iter().find(|r| r.alert_uuid == uuid && r.status == Status::Ok))
 }
 
 /// Reads a function's dead letters, oldest first.
 pub async fn read_deadletters(js: &jetstream::Context, function: &str) -> Result<Vec<DeadLetter>, StreamError> {
-    read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, consumer::DeliverPolicy::All).await
+    let all = consumer::DeliverPolicy::All;
+    Ok(read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, all, None).await?.unwrap_or_default())
 }
 
+/// The records of `stream` on `filter` from `deliver_policy` on, oldest first (only the last `last` when given);
+/// None, without reading, when more than `cap` match.
 async fn read_stream<T: serde::de::DeserializeOwned>(
     js: &jetstream::Context,
     stream: &str,
     filter: &str,
     last: Option<usize>,
     deliver_policy: consumer::DeliverPolicy,
-) -> Result<Vec<T>, StreamError> {
-    Ok(read_stream_capped(js, stream, filter, last, deliver_policy, u64::MAX).await?.unwrap_or_default())
-}
-
-/// [`read_stream`], or None without reading when more than `cap` messages match.
-async fn read_stream_capped<T: serde::de::DeserializeOwned>(
-    js: &jetstream::Context,
-    stream: &str,
-    filter: &str,
-    last: Option<usize>,
-    deliver_policy: consumer::DeliverPolicy,
-    cap: u64,
+    cap: Option<u64>,
 ) -> Result<Option<Vec<T>>, StreamError> {
     let what = format!("reading {stream}");
     let stream = js.get_stream(stream).await.map_err(|e| err(what.clone())(e.to_string()))?;
@@ -212,7 +196,7 @@ async fn read_stream_capped<T: serde::de::DeserializeOwned>(
         .map_err(|e| err(what.clone())(e.to_string()))?;
     // What matched when the consumer was made: nothing to wait for when it is nothing.
     let matched = consumer.cached_info().num_pending;
-    if matched > cap {
+    if cap.is_some_and(|cap| matched > cap) {
         return Ok(None);
     }
     let mut out = VecDeque::new();
