@@ -17,7 +17,7 @@ use riposte::execution::{Handler, Status};
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::runtime::{Runtime, RuntimeConfig};
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -60,8 +60,13 @@ async fn main() {
     let image = manifest.container.as_ref().unwrap().image.clone();
     let url = format!("http://host.containers.internal:{port}/hook");
     let settings = Settings::resolve(&manifest, &[("WEBHOOK_URL".into(), url.clone())]).unwrap();
-    let function =
-        Function { name: "bench-webhook".into(), manifest: manifest.clone(), artifact: image.clone(), settings, runs_on: None };
+    let function = Function {
+        name: "bench-webhook".into(),
+        manifest: manifest.clone(),
+        artifact: image.clone(),
+        settings,
+        runs_on: None,
+    };
     let action = engine.function(&function);
 
     // The same container, flags and input, by hand.
@@ -120,18 +125,24 @@ async fn main() {
     let component = tokio::task::block_in_place(|| runtime.load(&bytes, "slack")).unwrap();
     let backends = || Backends {
         http: std::sync::Arc::new(
-            riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default())
-                .unwrap(),
+            riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap(),
         ),
         kubernetes: std::sync::Arc::new(riposte::capability::kubernetes::NoCluster),
         object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
     };
     let wasm_url = format!("http://127.0.0.1:{port}/hook");
-    for (label, reuse) in [("WASM playbook (slack), fresh instance", 1), ("WASM playbook (slack), warm instance", 1000)] {
+    for (label, reuse) in [("WASM playbook (slack), fresh instance", 1), ("WASM playbook (slack), warm instance", 1000)]
+    {
         let mut m: Manifest = slack.clone();
         m.limits.reuse = reuse;
         let settings = Settings::resolve(&m, &[("SLACK_WEBHOOK_URL".into(), wasm_url.clone())]).unwrap();
-        let f = Function { name: "bench-slack".into(), manifest: m, artifact: component.digest.clone(), settings, runs_on: None };
+        let f = Function {
+            name: "bench-slack".into(),
+            manifest: m,
+            artifact: component.digest.clone(),
+            settings,
+            runs_on: None,
+        };
         let handler = runtime.function(component.clone(), &f, backends());
         assert_eq!(handler.handle(&alert).await.status, Status::Ok);
         let mut samples = Vec::new();

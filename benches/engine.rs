@@ -13,12 +13,12 @@
 mod support;
 
 use futures::StreamExt;
-use riposte::engine::results::ResultRecord;
-use riposte::engine::{Runner, RunnerConfig};
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::registry::Registry;
-use riposte::state::StateDir;
+use riposte::results::ResultRecord;
+use riposte::runner::{Runner, RunnerConfig};
+use riposte::state_dir::StateDir;
 use riposte::trigger::Trigger;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -53,7 +53,13 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 
 /// Publishes `n` alerts on `subject` (paced at `rate`/s when given) and waits for `n` results of `function`.
 /// Returns alerts/s from the first publish to the last result, and latencies (µs) sorted.
-async fn run(client: &async_nats::Client, function: &str, subject: &str, n: usize, rate: Option<u64>) -> (f64, Vec<u64>) {
+async fn run(
+    client: &async_nats::Client,
+    function: &str,
+    subject: &str,
+    n: usize,
+    rate: Option<u64>,
+) -> (f64, Vec<u64>) {
     let mut durations = Vec::with_capacity(n);
     let mut results = client.subscribe(format!("riposte.results.{function}")).await.unwrap();
     client.flush().await.unwrap();
@@ -75,7 +81,8 @@ async fn run(client: &async_nats::Client, function: &str, subject: &str, n: usiz
     };
     let mut latencies = Vec::with_capacity(n);
     while latencies.len() < n {
-        let msg = tokio::time::timeout(Duration::from_secs(60), results.next()).await.expect("results stalled").unwrap();
+        let msg =
+            tokio::time::timeout(Duration::from_secs(60), results.next()).await.expect("results stalled").unwrap();
         let r: ResultRecord = serde_json::from_slice(&msg.payload).unwrap();
         assert_eq!(r.status, riposte::execution::Status::Ok, "{r:?}");
         latencies.push(r.latency_us);
@@ -95,7 +102,10 @@ async fn main() {
         return;
     }
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let nats = TestNats::start();
     let client = nats.client().await;
@@ -105,21 +115,36 @@ async fn main() {
     let state = StateDir::new(Some(support::shared_state()));
     let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
     let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap();
-    let backends = riposte::capability::Backends { http: std::sync::Arc::new(http), kubernetes: recorder.clone(), object_store: recorder };
-    let config = RunnerConfig { name: "bench".into(), alert_subjects: vec!["falco.>".into()], max_in_flight: 256, state: state.clone(), pooling: true, containers: Default::default() };
+    let backends = riposte::capability::Backends {
+        http: std::sync::Arc::new(http),
+        kubernetes: recorder.clone(),
+        object_store: recorder,
+    };
+    let config = RunnerConfig {
+        name: "bench".into(),
+        alert_subjects: vec!["falco.>".into()],
+        max_in_flight: 256,
+        state: state.clone(),
+        pooling: true,
+        containers: Default::default(),
+    };
     let runner = Runner::start(nats.client().await, config, backends).await.unwrap();
 
     // Trivial guest.
-    let manifest = Manifest::parse(&format!("name = \"trivial\"\nkind = \"wasm\"\n[limits]\nconcurrency = {}\n", env_n("BENCH_CONC", 64))).unwrap();
+    let manifest = Manifest::parse(&format!(
+        "name = \"trivial\"\nkind = \"wasm\"\n[limits]\nconcurrency = {}\n",
+        env_n("BENCH_CONC", 64)
+    ))
+    .unwrap();
     deploy(&reg, "trivial", manifest, Settings::default(), &support::guests::ok(), "falco.trivial.*").await;
     let n = env_n("BENCH_N", 20_000);
     if std::env::var_os("BENCH_SKIP_TRIVIAL").is_none() {
-    let _ = run(&client, "trivial", "falco.trivial.warmup", 500, None).await;
-    let (rate, lat) = run(&client, "trivial", "falco.trivial.x", n, None).await;
-    println!("trivial guest, {n} alerts as fast as possible: {rate:.0} alerts/s (first publish -> last result); latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
-    let steady = 5_000;
-    let (_, lat) = run(&client, "trivial", "falco.trivial.y", steady, Some(1000)).await;
-    println!("trivial guest, {steady} alerts at a steady 1000/s: publish->done latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
+        let _ = run(&client, "trivial", "falco.trivial.warmup", 500, None).await;
+        let (rate, lat) = run(&client, "trivial", "falco.trivial.x", n, None).await;
+        println!("trivial guest, {n} alerts as fast as possible: {rate:.0} alerts/s (first publish -> last result); latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
+        let steady = 5_000;
+        let (_, lat) = run(&client, "trivial", "falco.trivial.y", steady, Some(1000)).await;
+        println!("trivial guest, {steady} alerts at a steady 1000/s: publish->done latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
     }
 
     // Slack playbook against a local receiver, and the Python baseline against the same receiver.
@@ -159,7 +184,13 @@ async fn main() {
 
 /// Runs benches/python_baseline.py in `mode` on `n` alerts published with core NATS; its alerts/s from the
 /// first publish to its last post, or None when its Python lacks what the mode needs.
-async fn python_baseline(nats: &TestNats, client: &async_nats::Client, webhook: &str, n: usize, mode: &str) -> Option<f64> {
+async fn python_baseline(
+    nats: &TestNats,
+    client: &async_nats::Client,
+    webhook: &str,
+    n: usize,
+    mode: &str,
+) -> Option<f64> {
     let venv = support::root().join(".venv/bin/python");
     let python = if venv.exists() { venv } else { "python3".into() };
     let subject = format!("falco.python.{mode}");

@@ -16,7 +16,7 @@ use riposte::capability::Backends;
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::runtime::{Runtime, RuntimeConfig, WasmFunction};
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,11 @@ fn pct(lat: &mut [Duration], p: f64) -> Duration {
 
 fn report(name: &str, (rate, mut lat): (f64, Vec<Duration>)) -> f64 {
     let (p50, p99) = (pct(&mut lat, 0.50), pct(&mut lat, 0.99));
-    println!("{name:<34} {rate:>10.0} alerts/s   p50 {:>8.1} µs   p99 {:>8.1} µs", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+    println!(
+        "{name:<34} {rate:>10.0} alerts/s   p50 {:>8.1} µs   p99 {:>8.1} µs",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
     rate
 }
 

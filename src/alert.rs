@@ -111,9 +111,8 @@ impl Alert {
             return Err(AlertError::Invalid { field: "rule", why: "it is empty".into() });
         }
         let time = required_str(&obj, "time")?;
-        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).map_err(|e| {
-            AlertError::Invalid { field: "time", why: format!("{time:?} is not RFC 3339 ({e})") }
-        })?;
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| AlertError::Invalid { field: "time", why: format!("{time:?} is not RFC 3339 ({e})") })?;
         let output_fields = match obj.get("output_fields") {
             None | Some(Value::Null) => return Err(AlertError::Missing("output_fields")),
             Some(Value::Object(map)) => map.clone(),
@@ -222,7 +221,10 @@ mod tests {
     #[test]
     fn slugs_like_falcosidekick() {
         assert_eq!(rule_slug("Terminal shell in container"), "terminal_shell_in_container");
-        assert_eq!(rule_slug("  Read sensitive file (untrusted) -- by user! "), "read_sensitive_file_untrusted_by_user");
+        assert_eq!(
+            rule_slug("  Read sensitive file (untrusted) -- by user! "),
+            "read_sensitive_file_untrusted_by_user"
+        );
         assert_eq!(rule_slug("K8s: Pod/Exec"), "k8s_pod_exec");
         assert_eq!(subject_for(Priority::parse("Info").unwrap(), "x"), "falco.informational.x");
     }

@@ -2,10 +2,12 @@
 //! digest of everything that goes in (the playbook's files, `playbooks/_lib`, `wit/`, the tool's version).
 
 use crate::manifest::{Kind, Manifest, ManifestError};
-use crate::state::StateDir;
+use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
+use crate::state_dir::StateDir;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 /// The componentize-py version riposte builds with.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -27,6 +29,10 @@ pub enum BuildError {
     Failed { name: String, output: String },
     #[error("playbook {0} is a container playbook: it has no component to build (riposte call builds its image from its Containerfile)")]
     NotWasm(String),
+    #[error(transparent)]
+    Load(#[from] RuntimeError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -84,6 +90,17 @@ impl Builder {
         }
         let manifest = Manifest::load(&dir)?;
         Ok((dir, manifest))
+    }
+
+    /// Builds the playbook (or takes its current build) and loads it into `runtime`, compiling it only when the
+    /// compile cache lacks it. Blocking: call it off the async threads (`block_in_place`, `spawn_blocking`).
+    /// Returns the loaded component and its bytes (what a deploy stores).
+    pub fn load(&self, runtime: &Runtime, name: &str) -> Result<(Arc<LoadedComponent>, Vec<u8>), BuildError> {
+        let built = self.build(name)?;
+        let bytes =
+            std::fs::read(&built.path).map_err(|source| BuildError::Read { path: built.path.clone(), source })?;
+        let component = runtime.load(&bytes, &format!("playbook {name}"))?;
+        Ok((component, bytes))
     }
 
     /// Builds one WASM playbook unless a build of the same sources exists.

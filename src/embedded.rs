@@ -2,7 +2,7 @@
 //! is given (data in `<state>/nats`, listening on 127.0.0.1, its URL recorded in `<state>/nats/url` so the
 //! other commands find it), and what the tests start. Killed when dropped.
 
-use crate::state::StateDir;
+use crate::state_dir::StateDir;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +30,8 @@ impl NatsServer {
     /// Starts nats-server with JetStream storing in `store_dir`, on `port` (0: a port the server picks itself and
     /// reports in a ports file, so two servers started at once can never race for the same free port), 127.0.0.1 only.
     pub fn start(store_dir: &Path, port: u16) -> Result<NatsServer, EmbeddedError> {
-        std::fs::create_dir_all(store_dir).map_err(|e| EmbeddedError::Start(format!("{}: {e}", store_dir.display())))?;
+        std::fs::create_dir_all(store_dir)
+            .map_err(|e| EmbeddedError::Start(format!("{}: {e}", store_dir.display())))?;
         let log = store_dir.join("nats-server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -40,7 +41,8 @@ impl NatsServer {
         // A fresh folder for this start's ports file: the one file in it is this server's.
         let ports_dir = store_dir.join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
-        std::fs::create_dir_all(&ports_dir).map_err(|e| EmbeddedError::Start(format!("{}: {e}", ports_dir.display())))?;
+        std::fs::create_dir_all(&ports_dir)
+            .map_err(|e| EmbeddedError::Start(format!("{}: {e}", ports_dir.display())))?;
         let binary = std::env::var_os("RIPOSTE_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| "nats-server".into());
         let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
         let child = Command::new(&binary)
@@ -61,7 +63,9 @@ impl NatsServer {
         // The server writes its ports file once it listens; a connection there confirms it is this server.
         loop {
             if let Some(p) = reported_port(&ports_dir) {
-                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200)).is_ok() {
+                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200))
+                    .is_ok()
+                {
                     server.port = p;
                     break;
                 }
@@ -79,7 +83,8 @@ impl NatsServer {
         let dir = state.root().join("nats");
         let mut server = NatsServer::start(&dir, 0)?;
         let url_file = dir.join("url");
-        std::fs::write(&url_file, server.url()).map_err(|e| EmbeddedError::Start(format!("{}: {e}", url_file.display())))?;
+        std::fs::write(&url_file, server.url())
+            .map_err(|e| EmbeddedError::Start(format!("{}: {e}", url_file.display())))?;
         server.url_file = Some(url_file);
         Ok(server)
     }
@@ -118,7 +123,10 @@ pub fn recorded_url(state: &StateDir) -> Option<String> {
 
 /// The client port in the one ports file nats-server wrote in `dir` (`{"nats":["nats://127.0.0.1:PORT"]}`).
 fn reported_port(dir: &Path) -> Option<u16> {
-    let entry = std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
     let url = ports.get("nats")?.as_array()?.first()?.as_str()?;

@@ -1,9 +1,15 @@
 //! The result of running one function on one alert: what riposte records, publishes and shows, for WASM and
 //! container functions alike. It never holds setting values (they are redacted before it is built).
 
-use crate::runtime::bindings::riposte::playbook::types::Error as CallError;
-use crate::runtime::host::LogLine;
+use crate::wit::CallError;
 use serde::{Deserialize, Serialize};
+
+/// One log line of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+}
 
 /// How an execution ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

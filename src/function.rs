@@ -49,7 +49,6 @@ impl Settings {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-
     /// Applies the manifest: defaults filled in, unknown names and missing required settings refused.
     pub fn resolve(manifest: &Manifest, given: &[(String, String)]) -> Result<Settings, SettingsError> {
         let mut values = BTreeMap::new();
@@ -78,6 +77,16 @@ impl Settings {
             }
         }
         Ok(Settings(values))
+    }
+
+    /// Values of the settings that are secret under `manifest`, for redaction (short ones excepted, see
+    /// [`MIN_REDACTED_LEN`]).
+    pub fn secret_values(&self, manifest: &Manifest) -> Vec<String> {
+        self.iter()
+            .filter(|(name, _)| manifest.is_secret(name))
+            .map(|(_, v)| v.to_owned())
+            .filter(|v| v.len() >= MIN_REDACTED_LEN)
+            .collect()
     }
 
     /// Settings exactly as given (for specs and tests that bypass a manifest).
@@ -119,16 +128,6 @@ pub fn parse_setting(text: &str) -> Result<(String, String), SettingsError> {
     }
 }
 
-/// Names of functions, triggers, playbooks and runners: lower-case letters, digits and '-', 1 to 63 long,
-/// starting with a letter or digit (a Kubernetes-style name, valid in a NATS subject and a KV key).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,17 +163,17 @@ default = "red"
         let s = Settings::from_pairs([("TOKEN".to_owned(), "s3cr3t-value".to_owned())]);
         assert_eq!(format!("{s:?}"), "{\"TOKEN\"}");
         assert_eq!(redact(&["s3cr3t-value".into()], "auth failed for s3cr3t-value"), "auth failed for ***");
-        let m = Manifest::parse("name = \"x\"\nkind = \"wasm\"\n[settings.TOKEN]\n[settings.KEY]\nsecret = false\n").unwrap();
-        let s = Settings::from_pairs([("TOKEN".to_owned(), "s3cr3t".to_owned()), ("KEY".to_owned(), "falco/alert".to_owned())]);
-        assert_eq!(m.secret_values(&s), vec!["s3cr3t".to_owned()]);
+        let m = Manifest::parse("name = \"x\"\nkind = \"wasm\"\n[settings.TOKEN]\n[settings.KEY]\nsecret = false\n")
+            .unwrap();
+        let s = Settings::from_pairs([
+            ("TOKEN".to_owned(), "s3cr3t".to_owned()),
+            ("KEY".to_owned(), "falco/alert".to_owned()),
+        ]);
+        assert_eq!(s.secret_values(&m), vec!["s3cr3t".to_owned()]);
     }
 
     #[test]
-    fn names() {
-        assert!(valid_name("falco-slack-trigger-0"));
-        assert!(!valid_name("Falco"));
-        assert!(!valid_name("a.b"));
-        assert!(!valid_name(""));
+    fn settings_are_key_value() {
         assert!(parse_setting("A=b=c").unwrap() == ("A".into(), "b=c".into()));
         assert!(parse_setting("=x").is_err());
     }

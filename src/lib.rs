@@ -1,27 +1,57 @@
 //! riposte: react to Falco alerts with sandboxed playbooks.
 //!
-//! The modules follow the data flow: an [`alert`] arrives, a [`function`] (a deployed playbook described by
-//! its [`manifest`]) runs it in the [`runtime`] with the [`capability`] backends it was granted, and the
-//! [`execution`] is recorded. [`spec`] runs playbooks against recorded capabilities; [`builder`] turns
-//! Python playbooks into components.
+//! The modules are layers, each using only those below it, and read as the data flow
+//! (alert → trigger → dispatch → runtime/container → capability → result):
 //!
-//! The trigger engine: a [`trigger`] binds a subject pattern to a function; the [`registry`] (NATS KV and
-//! object store) holds both; the [`engine`] runner watches it and dispatches alerts from the JetStream
-//! [`streams`], over a [`nats`] connection or the [`embedded`] local nats-server.
+//! ```text
+//! runner                       registry watch → one dispatcher per trigger → settle with JetStream
+//! deploy, spec, builder,       library operations the CLI calls: write functions and triggers, run specs,
+//!   handlers                   build playbooks, turn a deployed function into a handler
+//! runtime | container          run one function on one alert (WASM component | container action)
+//! capability                   what a playbook may do: traits, real and recording backends, grants
+//! registry, results, streams,  NATS: definitions and artifacts, execution records, streams and consumers,
+//!   nats, embedded             connections, the local nats-server
+//! bottom                       alert, manifest, function, trigger, execution, limits, wit, digest,
+//!                              name, state_dir, shutdown
+//! ```
+//!
+//! Nothing below the runner knows how alerts are delivered; nothing below `runtime` imports it.
+//!
+//! The library's surface, used by the `riposte` binary (and by anyone embedding a runner): [`runner`],
+//! [`deploy`], [`spec`], [`builder`], [`registry`], [`results`], [`nats`], [`embedded`] and the bottom types.
+//! [`runtime`], [`container`], [`capability`] and [`handlers`] are public so the tests and benches can drive a
+//! single layer on its own; their items that nothing outside needs are `pub(crate)`.
 
+// Bottom: data types and limits, no I/O of their own.
 pub mod alert;
-pub mod builder;
-pub mod capability;
-pub mod embedded;
-pub mod engine;
-pub mod container;
+pub mod digest;
 pub mod execution;
 pub mod function;
+pub mod limits;
 pub mod manifest;
+pub mod name;
+pub mod shutdown;
+pub mod state_dir;
+pub mod trigger;
+pub mod wit;
+
+// NATS: where definitions, alerts and records live.
+pub mod embedded;
 pub mod nats;
 pub mod registry;
-pub mod runtime;
-pub mod spec;
-pub mod state;
+pub mod results;
 pub mod streams;
-pub mod trigger;
+
+// What a playbook may do, and the two ways a function runs.
+pub mod capability;
+pub mod container;
+pub mod runtime;
+
+// Library operations.
+pub mod builder;
+pub mod deploy;
+pub mod handlers;
+pub mod spec;
+
+// The trigger runner.
+pub mod runner;

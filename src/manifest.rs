@@ -1,6 +1,6 @@
 //! `playbook.toml`: what a playbook is, what it may call, its limits and its settings.
 
-use crate::runtime::limits::Limits;
+use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ pub struct Manifest {
     pub kind: Kind,
     /// What it may call besides settings and log: "http", "object-store", "kubernetes.<verb>", "kubernetes.*".
     #[serde(default)]
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Capability>,
     /// Outbound HTTP allow-list.
     #[serde(default)]
     pub http: HttpSection,
@@ -31,6 +31,96 @@ pub struct Manifest {
     /// For `kind = "container"`: the image and how to run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSection>,
+}
+
+/// One entry of a manifest's `capabilities`: a host interface the playbook may call (settings and log are
+/// always granted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Capability {
+    /// `http`: outbound requests to allowed hosts.
+    Http,
+    /// `object-store`: put objects in the function's own namespace.
+    ObjectStore,
+    /// `kubernetes.<verb>`: one typed Kubernetes verb.
+    Kubernetes(KubernetesVerb),
+    /// `kubernetes.*`: every Kubernetes verb.
+    KubernetesAll,
+}
+
+/// The Kubernetes verbs the host offers, as named in capabilities (`kubernetes.<verb>`) and in the WIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KubernetesVerb {
+    DeletePod,
+    LabelPod,
+    TaintNodeOfPod,
+    CordonNodeOfPod,
+    IsolatePod,
+    CreateCaptureJob,
+}
+
+impl KubernetesVerb {
+    /// Every verb.
+    pub const ALL: [KubernetesVerb; 6] = [
+        KubernetesVerb::DeletePod,
+        KubernetesVerb::LabelPod,
+        KubernetesVerb::TaintNodeOfPod,
+        KubernetesVerb::CordonNodeOfPod,
+        KubernetesVerb::IsolatePod,
+        KubernetesVerb::CreateCaptureJob,
+    ];
+
+    /// Its name in capabilities and in the WIT, e.g. "delete-pod".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubernetesVerb::DeletePod => "delete-pod",
+            KubernetesVerb::LabelPod => "label-pod",
+            KubernetesVerb::TaintNodeOfPod => "taint-node-of-pod",
+            KubernetesVerb::CordonNodeOfPod => "cordon-node-of-pod",
+            KubernetesVerb::IsolatePod => "isolate-pod",
+            KubernetesVerb::CreateCaptureJob => "create-capture-job",
+        }
+    }
+}
+
+impl TryFrom<String> for Capability {
+    type Error = String;
+
+    /// Parses one capability; the error names the unknown entry and lists the known ones.
+    fn try_from(text: String) -> Result<Capability, String> {
+        match text.as_str() {
+            "http" => Ok(Capability::Http),
+            "object-store" => Ok(Capability::ObjectStore),
+            "kubernetes.*" => Ok(Capability::KubernetesAll),
+            other => other
+                .strip_prefix("kubernetes.")
+                .and_then(|v| KubernetesVerb::ALL.into_iter().find(|k| k.as_str() == v))
+                .map(Capability::Kubernetes)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown capability {other:?}; known: http, object-store, kubernetes.*, {}",
+                        KubernetesVerb::ALL.map(|v| format!("kubernetes.{}", v.as_str())).join(", ")
+                    )
+                }),
+        }
+    }
+}
+
+impl From<Capability> for String {
+    fn from(c: Capability) -> String {
+        c.to_string()
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capability::Http => f.write_str("http"),
+            Capability::ObjectStore => f.write_str("object-store"),
+            Capability::KubernetesAll => f.write_str("kubernetes.*"),
+            Capability::Kubernetes(verb) => write!(f, "kubernetes.{}", verb.as_str()),
+        }
+    }
 }
 
 /// How a playbook runs.
@@ -128,20 +218,16 @@ impl Default for SettingSpec {
 }
 
 impl Manifest {
-    /// Values of the settings that are secret (undeclared settings count as secret), for redaction.
-    pub fn secret_values(&self, settings: &crate::function::Settings) -> Vec<String> {
-        settings
-            .iter()
-            .filter(|(name, _)| self.settings.get(*name).is_none_or(|s| s.secret))
-            .map(|(_, v)| v.to_owned())
-            .filter(|v| v.len() >= crate::function::MIN_REDACTED_LEN)
-            .collect()
+    /// Whether the setting's value is a secret (undeclared settings count as secret).
+    pub fn is_secret(&self, setting: &str) -> bool {
+        self.settings.get(setting).is_none_or(|s| s.secret)
     }
 
     /// Reads `<dir>/playbook.toml`.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join("playbook.toml");
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
         Self::parse(&text).map_err(|why| ManifestError::Invalid { path, why })
     }
 
@@ -153,14 +239,31 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if !crate::function::valid_name(&self.name) {
+        if !crate::name::valid_name(&self.name) {
             return Err(format!("name {:?} must be lower-case letters, digits and '-'", self.name));
         }
         self.limits.validate()?;
-        crate::capability::Grants::parse(&self.capabilities)?;
         if self.kind == Kind::Container && self.container.is_none() {
             return Err("kind = \"container\" needs a [container] section with an image".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_parse_into_their_enum_and_unknown_ones_are_refused() {
+        let m =
+            Manifest::parse("name = \"x\"\nkind = \"wasm\"\ncapabilities = [\"http\", \"kubernetes.delete-pod\"]\n")
+                .unwrap();
+        assert_eq!(m.capabilities, vec![Capability::Http, Capability::Kubernetes(KubernetesVerb::DeletePod)]);
+        let e = Manifest::parse("name = \"x\"\nkind = \"wasm\"\ncapabilities = [\"kubernetes.exec\"]\n").unwrap_err();
+        assert!(e.contains("unknown capability \"kubernetes.exec\""), "{e}");
+        for c in ["http", "object-store", "kubernetes.*", "kubernetes.isolate-pod"] {
+            assert_eq!(Capability::try_from(c.to_owned()).unwrap().to_string(), c);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! How riposte connects to NATS: the URL (user/password or token in it), credentials, NKey and TLS, and
 //! where to find the local nats-server `riposte run` started when no URL is given.
 
-use crate::state::StateDir;
+use crate::state_dir::StateDir;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,6 +37,26 @@ pub enum NatsError {
     File { what: &'static str, path: PathBuf, why: String },
     #[error("--nats-cert and --nats-key go together: give both")]
     HalfCertificate,
+    #[error(transparent)]
+    Local(#[from] crate::embedded::EmbeddedError),
+}
+
+/// How a runner reached NATS.
+pub struct RunnerConnection {
+    pub client: async_nats::Client,
+    /// The URL it connected to (may hold credentials: show it with [`redact_url`]).
+    pub url: String,
+    pub local: LocalServer,
+}
+
+/// Whether the runner uses a local nats-server, and whose.
+pub enum LocalServer {
+    /// A server given with `--nats`.
+    None,
+    /// The local server an earlier `riposte run` started and that still answers.
+    Reused,
+    /// A local server this runner started (stopped when dropped).
+    Started(crate::embedded::NatsServer),
 }
 
 impl NatsConfig {
@@ -46,6 +66,24 @@ impl NatsConfig {
             Some(url) => Ok((url.clone(), false)),
             None => crate::embedded::recorded_url(state).map(|u| (u, true)).ok_or(NatsError::NoServer),
         }
+    }
+
+    /// How `riposte run` connects: the URL given; else the local server recorded in the state directory when
+    /// it still answers (rather than start a second one on the same data); else a new local server.
+    pub async fn connect_runner(&self, state: &StateDir) -> Result<RunnerConnection, NatsError> {
+        if let Ok((url, false)) = self.resolve_url(state) {
+            let client = self.connect(&url, false).await?;
+            return Ok(RunnerConnection { client, url, local: LocalServer::None });
+        }
+        if let Ok((url, true)) = self.resolve_url(state) {
+            if let Ok(client) = self.connect(&url, true).await {
+                return Ok(RunnerConnection { client, url, local: LocalServer::Reused });
+            }
+        }
+        let server = tokio::task::block_in_place(|| crate::embedded::NatsServer::start_for_state(state))?;
+        let url = server.url();
+        let client = self.connect(&url, true).await?;
+        Ok(RunnerConnection { client, url, local: LocalServer::Started(server) })
     }
 
     /// Connects; `url` as returned by [`NatsConfig::resolve_url`]. Reconnects forever once connected.
@@ -64,8 +102,11 @@ impl NatsConfig {
             })?;
         }
         if let Some(path) = &self.nkey {
-            let seed = std::fs::read_to_string(path)
-                .map_err(|e| NatsError::File { what: "NKey seed", path: path.clone(), why: e.to_string() })?;
+            let seed = std::fs::read_to_string(path).map_err(|e| NatsError::File {
+                what: "NKey seed",
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
             opts = opts.nkey(seed.trim().to_owned());
         }
         if let Some(ca) = &self.ca {

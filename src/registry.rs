@@ -7,7 +7,7 @@
 //! `OBJ_<bucket>`) are created here with the same settings and opened with `get_key_value` / `get_object_store`.
 
 use crate::function::Function;
-use crate::streams::{err, StreamError};
+use crate::streams::{Doing, StreamError};
 use crate::trigger::Trigger;
 use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
 use futures::{Stream, StreamExt};
@@ -49,7 +49,7 @@ impl Registry {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        js.get_or_create_stream(kv_stream).await.map_err(|e| err("creating the registry bucket")(e.to_string()))?;
+        js.get_or_create_stream(kv_stream).await.doing("creating the registry bucket")?;
         let obj_stream = stream::Config {
             name: format!("OBJ_{ARTIFACT_BUCKET}"),
             description: Some("riposte component binaries by sha256".into()),
@@ -60,10 +60,9 @@ impl Registry {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        js.get_or_create_stream(obj_stream).await.map_err(|e| err("creating the artifact store")(e.to_string()))?;
-        let kv = js.get_key_value(REGISTRY_BUCKET).await.map_err(|e| err("opening the registry bucket")(e.to_string()))?;
-        let objects =
-            js.get_object_store(ARTIFACT_BUCKET).await.map_err(|e| err("opening the artifact store")(e.to_string()))?;
+        js.get_or_create_stream(obj_stream).await.doing("creating the artifact store")?;
+        let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
+        let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;
         Ok(Registry { js: js.clone(), kv, objects })
     }
 
@@ -99,7 +98,7 @@ impl Registry {
             .put(format!("functions.{}", function.name), value.into())
             .await
             .map(|_| ())
-            .map_err(|e| err(format!("saving function {}", function.name))(e.to_string()))
+            .doing(format!("saving function {}", function.name))
     }
 
     /// Creates (or replaces) a trigger.
@@ -109,52 +108,49 @@ impl Registry {
             .put(format!("triggers.{}", trigger.name), value.into())
             .await
             .map(|_| ())
-            .map_err(|e| err(format!("saving trigger {}", trigger.name))(e.to_string()))
+            .doing(format!("saving trigger {}", trigger.name))
     }
 
     /// Removes a function's definition.
     pub async fn delete_function(&self, name: &str) -> Result<(), StreamError> {
-        self.kv.delete(format!("functions.{name}")).await.map_err(|e| err(format!("deleting function {name}"))(e.to_string()))
+        self.kv.delete(format!("functions.{name}")).await.doing(format!("deleting function {name}"))
     }
 
     /// Removes a trigger's definition.
     pub async fn delete_trigger(&self, name: &str) -> Result<(), StreamError> {
-        self.kv.delete(format!("triggers.{name}")).await.map_err(|e| err(format!("deleting trigger {name}"))(e.to_string()))
+        self.kv.delete(format!("triggers.{name}")).await.doing(format!("deleting trigger {name}"))
     }
 
     /// Stores a component binary under its sha256 (once) and returns the digest.
     pub async fn put_artifact(&self, bytes: &[u8]) -> Result<String, StreamError> {
-        let digest = crate::runtime::cache::digest(bytes);
+        let digest = crate::digest::digest(bytes);
         if self.objects.info(&digest).await.is_ok() {
             return Ok(digest);
         }
         let mut reader = bytes;
-        self.objects
-            .put(digest.as_str(), &mut reader)
-            .await
-            .map_err(|e| err(format!("storing component {}", &digest[..12]))(e.to_string()))?;
+        self.objects.put(digest.as_str(), &mut reader).await.doing(format!("storing component {}", &digest[..12]))?;
         Ok(digest)
     }
 
     /// A component binary by digest; checked against it.
     pub async fn artifact(&self, digest: &str) -> Result<Vec<u8>, StreamError> {
         let what = format!("fetching component {} from the artifact store", &digest[..digest.len().min(12)]);
-        let mut object = self.objects.get(digest).await.map_err(|e| err(what.clone())(e.to_string()))?;
+        let mut object = self.objects.get(digest).await.doing(what.clone())?;
         let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(|e| err(what.clone())(e.to_string()))?;
-        if crate::runtime::cache::digest(&bytes) != digest {
-            return Err(err(what)("the stored bytes do not match their digest".into()));
+        object.read_to_end(&mut bytes).await.doing(what.clone())?;
+        if crate::digest::digest(&bytes) != digest {
+            return Err(StreamError::new(what, "the stored bytes do not match their digest"));
         }
         Ok(bytes)
     }
 
     /// Every current definition, then every change as it happens.
     pub async fn watch(&self) -> Result<impl Stream<Item = Result<Change, StreamError>>, StreamError> {
-        let watch = self.kv.watch_with_history(">").await.map_err(|e| err("watching the registry")(e.to_string()))?;
+        let watch = self.kv.watch_with_history(">").await.doing("watching the registry")?;
         Ok(watch.filter_map(|entry| async move {
             let entry = match entry {
                 Ok(entry) => entry,
-                Err(e) => return Some(Err(err("watching the registry")(e.to_string()))),
+                Err(e) => return Some(Err(StreamError::new("watching the registry", e))),
             };
             let deleted = !matches!(entry.operation, kv::Operation::Put);
             let (kind, name) = entry.key.split_once('.')?;
@@ -162,12 +158,12 @@ impl Registry {
                 "functions" if deleted => Change::Function(name.to_owned(), None),
                 "functions" => match serde_json::from_slice(&entry.value) {
                     Ok(f) => Change::Function(name.to_owned(), Some(Box::new(f))),
-                    Err(e) => return Some(Err(err(format!("registry entry {}", entry.key))(e.to_string()))),
+                    Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),
                 },
                 "triggers" if deleted => Change::Trigger(name.to_owned(), None),
                 "triggers" => match serde_json::from_slice(&entry.value) {
                     Ok(t) => Change::Trigger(name.to_owned(), Some(t)),
-                    Err(e) => return Some(Err(err(format!("registry entry {}", entry.key))(e.to_string()))),
+                    Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),
                 },
                 _ => return None,
             };
@@ -176,17 +172,17 @@ impl Registry {
     }
 
     async fn one<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StreamError> {
-        match self.kv.get(key).await.map_err(|e| err(format!("reading {key}"))(e.to_string()))? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| err(format!("registry entry {key}"))(e.to_string())),
+        match self.kv.get(key).await.doing(format!("reading {key}"))? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).doing(format!("registry entry {key}")),
             None => Ok(None),
         }
     }
 
     async fn all<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<BTreeMap<String, T>, StreamError> {
-        let mut keys = self.kv.keys().await.map_err(|e| err("listing the registry")(e.to_string()))?;
+        let mut keys = self.kv.keys().await.doing("listing the registry")?;
         let mut out = BTreeMap::new();
         while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| err("listing the registry")(e.to_string()))?;
+            let key = key.doing("listing the registry")?;
             if let Some(name) = key.strip_prefix(kind).and_then(|k| k.strip_prefix('.')) {
                 if let Some(value) = self.one(&key).await? {
                     out.insert(name.to_owned(), value);

@@ -9,7 +9,7 @@ use crate::execution::{Execution, Status};
 use crate::function::{Function, Settings};
 use crate::manifest::Manifest;
 use crate::runtime::{LoadedComponent, Runtime};
-use crate::runtime::bindings::riposte::playbook::types::{ApiError, Error as CallError};
+use crate::wit::{ApiError, CallError};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -106,7 +106,8 @@ impl SpecFile {
     pub fn load(path: &Path) -> Result<SpecFile, SpecError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| SpecError::Read { path: path.display().to_string(), source })?;
-        toml::from_str(&text).map_err(|e| SpecError::Invalid { path: path.display().to_string(), why: e.message().to_owned() })
+        toml::from_str(&text)
+            .map_err(|e| SpecError::Invalid { path: path.display().to_string(), why: e.message().to_owned() })
     }
 }
 
@@ -179,7 +180,11 @@ fn canned(r: &Respond) -> Result<Canned, String> {
                 message: value.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
                 code: value.get("code").and_then(Value::as_u64).unwrap_or(0) as u16,
             }),
-            other => return Err(format!("respond.error kind {other:?} is not one of invalid-alert, missing-setting, denied, rejected, failed")),
+            other => {
+                return Err(format!(
+                "respond.error kind {other:?} is not one of invalid-alert, missing-setting, denied, rejected, failed"
+            ))
+            }
         };
         return Ok(Canned::Err(err));
     }
@@ -251,7 +256,12 @@ fn judge(case: &Case, exec: &Execution, calls: &[Value]) -> Vec<String> {
     }
     if let Some(kind) = &e.error {
         if exec.status.as_str() != kind {
-            failures.push(format!("expected error {kind}, got {}: {}{}", exec.status.as_str(), exec.message, logs_suffix(exec)));
+            failures.push(format!(
+                "expected error {kind}, got {}: {}{}",
+                exec.status.as_str(),
+                exec.message,
+                logs_suffix(exec)
+            ));
         }
     }
     if !want_ok && e.error.is_none() && exec.is_ok() {
@@ -299,7 +309,12 @@ pub fn compare_calls(expected: &[Value], recorded: &[Value]) -> Option<String> {
         }
         calls.iter().enumerate().map(|(i, c)| format!("      #{} {}", i + 1, c)).collect::<Vec<_>>().join("\n")
     };
-    Some(format!("{}\n    expected calls:\n{}\n    recorded calls:\n{}", problems.join("; "), show(expected), show(recorded)))
+    Some(format!(
+        "{}\n    expected calls:\n{}\n    recorded calls:\n{}",
+        problems.join("; "),
+        show(expected),
+        show(recorded)
+    ))
 }
 
 /// Whether `expected` is a subset of `actual`: object keys recursively, arrays element-wise with the same

@@ -3,9 +3,10 @@
 //! the results stream (`riposte.results.<function>`, history for `function logs` / `top`), the dead-letter
 //! stream (`riposte.deadletter.<function>`), and one durable pull consumer per trigger.
 
-use crate::runtime::limits::{Limits, FLEET_ACK_PENDING_FACTOR};
+use crate::limits::{Limits, FLEET_ACK_PENDING_FACTOR};
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, consumer, stream};
+
 use std::time::Duration;
 
 /// The alert stream's name.
@@ -28,17 +29,36 @@ pub const RESULTS_MAX_BYTES: i64 = 1 << 30;
 /// Dead letters are kept longer: someone has to look at them.
 pub const DEADLETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// A JetStream problem, with what riposte was doing.
+/// Any error, boxed: the cause a [`StreamError`] keeps.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A JetStream problem: what riposte was doing, and the cause (kept as the error's source).
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {why}")]
+#[error("{what}: {source}")]
 pub struct StreamError {
+    /// What riposte was doing, e.g. "publishing a result".
     pub what: String,
-    pub why: String,
+    /// Why it failed.
+    #[source]
+    pub source: BoxError,
 }
 
-pub(crate) fn err(what: impl Into<String>) -> impl FnOnce(String) -> StreamError {
-    let what = what.into();
-    move |why| StreamError { what, why }
+impl StreamError {
+    /// An error while doing `what`, caused by `source` (an error, or a message).
+    pub fn new(what: impl Into<String>, source: impl Into<BoxError>) -> StreamError {
+        StreamError { what: what.into(), source: source.into() }
+    }
+}
+
+/// `result.doing("publishing a result")`: a [`StreamError`] that keeps the cause.
+pub(crate) trait Doing<T> {
+    fn doing(self, what: impl Into<String>) -> Result<T, StreamError>;
+}
+
+impl<T, E: Into<BoxError>> Doing<T> for Result<T, E> {
+    fn doing(self, what: impl Into<String>) -> Result<T, StreamError> {
+        self.map_err(|e| StreamError::new(what, e))
+    }
 }
 
 /// Creates the alert, results and dead-letter streams when missing. With `alert_subjects` (a runner's
@@ -93,41 +113,44 @@ async fn ensure_stream(js: &jetstream::Context, fix_subjects: bool, config: stre
     let name = config.name.clone();
     match js.get_stream(&name).await {
         Ok(mut existing) => {
-            let info = existing.info().await.map_err(|e| err(format!("reading stream {name}"))(e.to_string()))?;
+            let info = existing.info().await.doing(format!("reading stream {name}"))?;
             if fix_subjects && info.config.subjects != config.subjects {
                 let mut updated = info.config.clone();
                 updated.subjects = config.subjects.clone();
-                js.update_stream(updated).await.map_err(|e| {
-                    err(format!("changing the subjects of stream {name} to {:?}", config.subjects))(e.to_string())
-                })?;
+                js.update_stream(updated)
+                    .await
+                    .doing(format!("changing the subjects of stream {name} to {:?}", config.subjects))?;
             }
             Ok(())
         }
         Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
-            js.create_stream(config).await.map(|_| ()).map_err(|e| err(format!("creating stream {name}"))(e.to_string()))
+            js.create_stream(config).await.map(|_| ()).doing(format!("creating stream {name}"))
         }
-        Err(e) => Err(err(format!("looking up stream {name} (is JetStream enabled on the server? nats-server -js)"))(e.to_string())),
+        Err(e) => Err(StreamError::new(
+            format!("looking up stream {name} (is JetStream enabled on the server? nats-server -js)"),
+            e,
+        )),
     }
 }
 
 /// The subjects the alert stream captures.
 pub async fn alert_subjects(js: &jetstream::Context) -> Result<Vec<String>, StreamError> {
-    let mut s = js.get_stream(ALERT_STREAM).await.map_err(|e| err("looking up the alert stream")(e.to_string()))?;
-    Ok(s.info().await.map_err(|e| err("reading the alert stream")(e.to_string()))?.config.subjects.clone())
+    let mut s = js.get_stream(ALERT_STREAM).await.doing("looking up the alert stream")?;
+    Ok(s.info().await.doing("reading the alert stream")?.config.subjects.clone())
 }
 
 /// Checks a trigger's topic is a valid pattern inside the alert stream's subjects.
 pub fn check_topic(topic: &str, alert_subjects: &[String]) -> Result<Pattern, StreamError> {
-    let pattern = Pattern::parse(topic).map_err(|e| StreamError { what: "trigger".into(), why: e.to_string() })?;
+    let pattern = Pattern::parse(topic).doing("trigger")?;
     if !alert_subjects.iter().any(|s| crate::trigger::nats_subset(pattern.nats_filter(), s)) {
-        return Err(StreamError {
-            what: format!("topic {topic:?}"),
-            why: format!(
+        return Err(StreamError::new(
+            format!("topic {topic:?}"),
+            format!(
                 "it is outside the subjects the alert stream captures ({}); alerts on it would never be stored \
                  (start the runner with --stream-subjects to widen them)",
                 alert_subjects.join(", ")
             ),
-        });
+        ));
     }
     Ok(pattern)
 }
@@ -139,7 +162,7 @@ pub async fn ensure_consumer(
     trigger: &Trigger,
     limits: &Limits,
 ) -> Result<consumer::PullConsumer, StreamError> {
-    let pattern = Pattern::parse(&trigger.topic).map_err(|e| err(format!("trigger {}", trigger.name))(e.to_string()))?;
+    let pattern = Pattern::parse(&trigger.topic).doing(format!("trigger {}", trigger.name))?;
     let name = trigger.consumer_name();
     let config = consumer::pull::Config {
         durable_name: Some(name.clone()),
@@ -153,18 +176,17 @@ pub async fn ensure_consumer(
         deliver_policy: consumer::DeliverPolicy::New,
         ..Default::default()
     };
-    let stream = js.get_stream_no_info(ALERT_STREAM).await.map_err(|e| err("looking up the alert stream")(e.to_string()))?;
+    let stream = js.get_stream_no_info(ALERT_STREAM).await.doing("looking up the alert stream")?;
     let mut consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(&name, config.clone())
         .await
-        .map_err(|e| err(format!("creating the consumer of trigger {}", trigger.name))(e.to_string()))?;
+        .doing(format!("creating the consumer of trigger {}", trigger.name))?;
     // A redeploy may change the function's concurrency or timeout: carry them over (editable on 2.9).
-    let current = consumer.info().await.map_err(|e| err(format!("reading the consumer of trigger {}", trigger.name))(e.to_string()))?.config.clone();
+    let current =
+        consumer.info().await.doing(format!("reading the consumer of trigger {}", trigger.name))?.config.clone();
     if current.max_ack_pending != config.max_ack_pending || current.ack_wait != config.ack_wait {
-        consumer = stream
-            .update_consumer(config)
-            .await
-            .map_err(|e| err(format!("updating the consumer of trigger {}", trigger.name))(e.to_string()))?;
+        consumer =
+            stream.update_consumer(config).await.doing(format!("updating the consumer of trigger {}", trigger.name))?;
     }
     Ok(consumer)
 }
@@ -174,6 +196,6 @@ pub async fn delete_consumer(js: &jetstream::Context, trigger: &Trigger) -> Resu
     match js.delete_consumer_from_stream(trigger.consumer_name(), ALERT_STREAM).await {
         Ok(_) => Ok(()),
         Err(e) if e.to_string().contains("not found") => Ok(()),
-        Err(e) => Err(err(format!("deleting the consumer of trigger {}", trigger.name))(e.to_string())),
+        Err(e) => Err(StreamError::new(format!("deleting the consumer of trigger {}", trigger.name), e)),
     }
 }

@@ -66,7 +66,9 @@ impl Pattern {
                 return Err(invalid("'>' must be a whole token and the last one"));
             }
         }
-        let is_glob = tokens.iter().any(|t| t.chars().any(|c| matches!(c, '?' | '[' | ']' | '{' | '}')) || (t.contains('*') && *t != "*"));
+        let is_glob = tokens
+            .iter()
+            .any(|t| t.chars().any(|c| matches!(c, '?' | '[' | ']' | '{' | '}')) || (t.contains('*') && *t != "*"));
         if !is_glob {
             return Ok(Pattern { text: text.to_owned(), filter: text.to_owned(), glob: None });
         }

@@ -32,7 +32,14 @@ async fn slack_posts_the_alert_to_the_webhook() {
         .await;
     let url = format!("{}/services/T000/B000/XXXX", receiver.uri());
     let out = tokio::task::spawn_blocking(move || {
-        riposte(&["call", "slack", "--alert", "specs/alerts/terminal-shell-k8s.json", "-e", &format!("SLACK_WEBHOOK_URL={url}")])
+        riposte(&[
+            "call",
+            "slack",
+            "--alert",
+            "specs/alerts/terminal-shell-k8s.json",
+            "-e",
+            &format!("SLACK_WEBHOOK_URL={url}"),
+        ])
     })
     .await
     .unwrap();
@@ -78,8 +85,14 @@ fn bad_input_gets_one_clear_line() {
         (vec!["call", "slack", "--alert", not_json.to_str().unwrap(), "-e", hook], "alert is not JSON"),
         (vec!["call", "slack", "--alert", no_rule_path.to_str().unwrap(), "-e", hook], "alert has no `rule`"),
         (vec!["call", "no-such-playbook", "--alert", sample], "no playbook \"no-such-playbook\""),
-        (vec!["call", "slack", "--alert", sample], "playbook slack needs setting SLACK_WEBHOOK_URL: pass -e SLACK_WEBHOOK_URL=VALUE"),
-        (vec!["call", "slack", "--alert", sample, "-e", "SLACK_WEBHOOK=x"], "playbook slack has no setting SLACK_WEBHOOK"),
+        (
+            vec!["call", "slack", "--alert", sample],
+            "playbook slack needs setting SLACK_WEBHOOK_URL: pass -e SLACK_WEBHOOK_URL=VALUE",
+        ),
+        (
+            vec!["call", "slack", "--alert", sample, "-e", "SLACK_WEBHOOK=x"],
+            "playbook slack has no setting SLACK_WEBHOOK",
+        ),
         (vec!["call", "slack", "--alert", sample, "-e", "nonsense"], "is not KEY=VALUE"),
     ];
     for (args, expected) in cases {

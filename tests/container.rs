@@ -175,7 +175,11 @@ async fn riposte_call_runs_a_container_playbook() {
     let podman = Podman::start();
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let receiver = wiremock::MockServer::builder().listener(listener).start().await;
-    wiremock::Mock::given(method("POST")).respond_with(wiremock::ResponseTemplate::new(200)).expect(1).mount(&receiver).await;
+    wiremock::Mock::given(method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&receiver)
+        .await;
     let url = format!("http://host.containers.internal:{}/hook", receiver.address().port());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .current_dir(support::root())
@@ -196,8 +200,8 @@ async fn riposte_call_runs_a_container_playbook() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
-    use riposte::engine::functions::ContainerSetup;
-    use riposte::engine::results::read_results;
+    use riposte::handlers::ContainerSetup;
+    use riposte::results::read_results;
     let podman = Podman::start();
     let nats = support::nats::TestNats::start();
     let js = async_nats::jetstream::new(nats.client().await);
@@ -206,21 +210,26 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
 
     let f = container_fn("engine-action", "cat >/dev/null; echo '{\"message\": \"reacted in a container\"}'", "", &[]);
     registry.put_function(&f).await.unwrap();
-    let trigger = riposte::trigger::Trigger { name: "engine-action-t".into(), function: f.name.clone(), topic: "falco.notice.*".into() };
+    let trigger = riposte::trigger::Trigger {
+        name: "engine-action-t".into(),
+        function: f.name.clone(),
+        topic: "falco.notice.*".into(),
+    };
     riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
     registry.put_trigger(&trigger).await.unwrap();
 
     let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let backends = riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
-    let config = riposte::engine::RunnerConfig {
+    let backends =
+        riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
+    let config = riposte::runner::RunnerConfig {
         name: "container-runner".into(),
         alert_subjects: vec!["falco.>".into()],
         max_in_flight: 16,
-        state: riposte::state::StateDir::new(Some(support::shared_state())),
+        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
         pooling: false,
         containers: ContainerSetup { host: Some(podman.host()), ca_bundle: None },
     };
-    let runner = riposte::engine::Runner::start(nats.client().await, config, backends).await.unwrap();
+    let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
     let client = nats.client().await;
     client
         .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())

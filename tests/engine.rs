@@ -9,13 +9,13 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use riposte::capability::recording::Recorder;
 use riposte::capability::Backends;
-use riposte::engine::results::{read_deadletters, read_results, Disposition, ResultRecord};
-use riposte::engine::{Runner, RunnerConfig};
 use riposte::execution::Status;
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::registry::Registry;
-use riposte::state::StateDir;
+use riposte::results::{read_deadletters, read_results, Disposition, ResultRecord};
+use riposte::runner::{Runner, RunnerConfig};
+use riposte::state_dir::StateDir;
 use riposte::trigger::Trigger;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +35,13 @@ async fn registry(nats: &TestNats) -> Registry {
 async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, runs_on: Option<&str>) -> Function {
     let artifact = reg.put_artifact(bytes).await.unwrap();
     let manifest = Manifest::parse(&format!("name = \"{name}\"\nkind = \"wasm\"\n[limits]\n{limits}\n")).unwrap();
-    let f = Function { name: name.into(), manifest, artifact, settings: Settings::default(), runs_on: runs_on.map(Into::into) };
+    let f = Function {
+        name: name.into(),
+        manifest,
+        artifact,
+        settings: Settings::default(),
+        runs_on: runs_on.map(Into::into),
+    };
     reg.put_function(&f).await.unwrap();
     f
 }
@@ -130,7 +136,9 @@ async fn publish_stored(nats: &TestNats, reg: &Registry, prefix: &str, n: usize)
 
 fn riposte_bin(state: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_riposte"));
-    c.env("RIPOSTE_STATE_DIR", state).env("RIPOSTE_PLAYBOOKS", support::root().join("playbooks")).env("RUST_LOG", "warn");
+    c.env("RIPOSTE_STATE_DIR", state)
+        .env("RIPOSTE_PLAYBOOKS", support::root().join("playbooks"))
+        .env("RUST_LOG", "warn");
     c
 }
 
@@ -172,7 +180,10 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
     let body = support::alert_json("write-below-binary-dir");
     client.publish("falco.error.write_below_binary_dir", body.into()).await.unwrap();
     client.flush().await.unwrap();
-    wait_until("the receiver to get the slack message", LONG, || async { !receiver.received_requests().await.unwrap().is_empty() }).await;
+    wait_until("the receiver to get the slack message", LONG, || async {
+        !receiver.received_requests().await.unwrap().is_empty()
+    })
+    .await;
     let got = receiver.received_requests().await.unwrap();
     let msg: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
     assert!(msg["text"].as_str().unwrap().contains("File below a known binary directory opened for writing"), "{msg}");
@@ -181,23 +192,35 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
     assert_eq!(recorded.len(), 1, "only the matching alert runs: {recorded:?}");
     assert_eq!(recorded[0].subject, "falco.error.write_below_binary_dir");
     assert_eq!(recorded[0].runner, "e2e");
-    assert!(!serde_json::to_string(&recorded[0]).unwrap().contains("/services/T0/B0/X"), "no setting values in results");
+    assert!(
+        !serde_json::to_string(&recorded[0]).unwrap().contains("/services/T0/B0/X"),
+        "no setting values in results"
+    );
     assert_eq!(receiver.received_requests().await.unwrap().len(), 1);
 
     // What the user sees: `function logs` and `function top`, over everything kept or a recent window.
     let cli = |args: &[&str]| {
         let out = riposte_bin(&support::shared_state()).args(args).args(["--nats", &nats.url()]).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, logs, _) = cli(&["function", "logs", "falco-slack"]);
     assert!(ok && logs.contains("falco.error.write_below_binary_dir") && logs.contains("acked"), "{logs}");
-    let top_row = |text: &str| text.lines().find(|l| l.starts_with("falco-slack ")).map(|l| l.split_whitespace().nth(1).unwrap().to_owned());
+    let top_row = |text: &str| {
+        text.lines().find(|l| l.starts_with("falco-slack ")).map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+    };
     let (ok, top, _) = cli(&["function", "top"]);
     assert!(ok, "{top}");
     assert_eq!(top_row(&top).as_deref(), Some("1"), "one execution: {top}");
     let (ok, top, _) = cli(&["function", "top", "--since", "1h"]);
     assert_eq!((ok, top_row(&top).as_deref()), (true, Some("1")), "{top}");
-    wait_until("the execution to fall out of a one-second window", LONG, || async { top_row(&cli(&["function", "top", "--since", "1s"]).1).is_none() }).await;
+    wait_until("the execution to fall out of a one-second window", LONG, || async {
+        top_row(&cli(&["function", "top", "--since", "1s"]).1).is_none()
+    })
+    .await;
     let (ok, _, err) = cli(&["function", "top", "--since", "an hour"]);
     assert!(!ok && err.contains("e.g. 90s, 30m, 1h, 7d"), "{err}");
 
@@ -228,7 +251,8 @@ async fn deploy_playbook_refuses_bad_input_and_writes_nothing() {
         (&["-p", "slack", "-e", "SLACK_WEBHOOK_URL=http://x", "-t", "falco.{error"], "not a valid pattern"),
     ];
     for (args, expected) in cases {
-        let out = riposte_bin(state.path()).arg("deploy-playbook").args(args).args(["--nats", &nats.url()]).output().unwrap();
+        let out =
+            riposte_bin(state.path()).arg("deploy-playbook").args(args).args(["--nats", &nats.url()]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} must fail");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -359,11 +383,16 @@ async fn two_runners_handle_each_alert_exactly_once_and_pinning_holds() {
 async fn a_failing_playbook_is_retried_with_backoff_then_dead_lettered() {
     let nats = TestNats::start();
     let reg = registry(&nats).await;
-    let f = deploy(&reg, "failing", &guests::fails(), "timeout_ms = 1000\nmax_deliver = 3\nretry_backoff_ms = 100", None).await;
+    let f =
+        deploy(&reg, "failing", &guests::fails(), "timeout_ms = 1000\nmax_deliver = 3\nretry_backoff_ms = 100", None)
+            .await;
     add_trigger(&reg, "failing-t", &f, "falco.error.*").await;
     let runner = runner(&nats, "fail").await;
     publish(&nats.client().await, "falco.error.x", "failing", 1).await;
-    wait_until("a dead letter", LONG, || async { !read_deadletters(reg.jetstream(), "failing").await.unwrap().is_empty() }).await;
+    wait_until("a dead letter", LONG, || async {
+        !read_deadletters(reg.jetstream(), "failing").await.unwrap().is_empty()
+    })
+    .await;
     let letters = read_deadletters(reg.jetstream(), "failing").await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].attempts, 3);
@@ -374,7 +403,9 @@ async fn a_failing_playbook_is_retried_with_backoff_then_dead_lettered() {
     let recorded = results(&reg, "failing").await;
     let dispositions: Vec<(u32, Disposition)> = recorded.iter().map(|r| (r.attempt, r.disposition)).collect();
     assert_eq!(dispositions, [(1, Disposition::Retry), (2, Disposition::Retry), (3, Disposition::DeadLettered)]);
-    let at = |i: usize| time::OffsetDateTime::parse(&recorded[i].time, &time::format_description::well_known::Rfc3339).unwrap();
+    let at = |i: usize| {
+        time::OffsetDateTime::parse(&recorded[i].time, &time::format_description::well_known::Rfc3339).unwrap()
+    };
     assert!(at(1) - at(0) >= time::Duration::milliseconds(100), "first retry after the backoff");
     assert!(at(2) - at(1) >= time::Duration::milliseconds(200), "the backoff doubles");
     runner.stop().await;
@@ -389,14 +420,22 @@ async fn a_malformed_alert_is_terminated_and_recorded_never_retried() {
     let runner = runner(&nats, "strict").await;
     let client = nats.client().await;
     client.publish("falco.error.x", "{not json".into()).await.unwrap();
-    client.publish("falco.error.x", r#"{"uuid":"no-rule","output":"x","priority":"Error","time":"2024-01-01T00:00:00Z","output_fields":{}}"#.into()).await.unwrap();
+    client
+        .publish(
+            "falco.error.x",
+            r#"{"uuid":"no-rule","output":"x","priority":"Error","time":"2024-01-01T00:00:00Z","output_fields":{}}"#
+                .into(),
+        )
+        .await
+        .unwrap();
     let good = publish(&client, "falco.error.x", "good", 1).await;
     wait_handled(&reg, "strict", &good).await;
     wait_until("both malformed alerts recorded", LONG, || async {
         results(&reg, "strict").await.iter().filter(|r| r.status == Status::InvalidAlert).count() == 2
     })
     .await;
-    let bad: Vec<ResultRecord> = results(&reg, "strict").await.into_iter().filter(|r| r.status == Status::InvalidAlert).collect();
+    let bad: Vec<ResultRecord> =
+        results(&reg, "strict").await.into_iter().filter(|r| r.status == Status::InvalidAlert).collect();
     assert!(bad.iter().all(|r| r.disposition == Disposition::Terminated && r.attempt == 1), "{bad:?}");
     assert!(bad.iter().any(|r| r.message.contains("rule")), "the error names the field: {bad:?}");
     // Terminated means gone: nothing is pending or waiting for an ack on the consumer.
@@ -434,7 +473,11 @@ async fn an_alert_matching_several_triggers_runs_each_function_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find() {
     let state = tempfile::tempdir().unwrap();
-    let out = riposte_bin(state.path()).args(["run"]).env("RIPOSTE_NATS_SERVER", "/nonexistent/nats-server").output().unwrap();
+    let out = riposte_bin(state.path())
+        .args(["run"])
+        .env("RIPOSTE_NATS_SERVER", "/nonexistent/nats-server")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("apt-get install nats-server"), "{stderr}");
@@ -459,8 +502,8 @@ async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() {
-    use riposte::engine::results::{publish_result, Delivery};
     use riposte::execution::Execution;
+    use riposte::results::{publish_result, Delivery};
     let nats = TestNats::start();
     let reg = registry(&nats).await;
     // timeout 1 s: JetStream's ack wait is 2 s.
@@ -491,14 +534,17 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
     wait_until("both alerts acked", LONG, || {
         let (js, name) = (js.clone(), consumer_name.clone());
         async move {
-            let mut c: jetstream::consumer::PullConsumer = js.get_consumer_from_stream(name, riposte::streams::ALERT_STREAM).await.unwrap();
+            let mut c: jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream(name, riposte::streams::ALERT_STREAM).await.unwrap();
             let info = c.info().await.unwrap();
             info.num_ack_pending == 0 && info.num_pending == 0
         }
     })
     .await;
     let records = results(&reg, "once").await;
-    let by = |uuid: &str| records.iter().filter(|r| r.alert_uuid == uuid).map(|r| (r.runner.as_str(), r.attempt)).collect::<Vec<_>>();
+    let by = |uuid: &str| {
+        records.iter().filter(|r| r.alert_uuid == uuid).map(|r| (r.runner.as_str(), r.attempt)).collect::<Vec<_>>()
+    };
     assert_eq!(by(&uuids[0]), [("crashed", 1)], "handled once, by the runner that died: {records:?}");
     assert_eq!(by(&uuids[1]), [("once", 2)], "the other alert ran on its second delivery: {records:?}");
     runner.stop().await;
@@ -506,8 +552,8 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_redelivery_check_finds_an_earlier_ok_result_and_gives_up_on_a_crowded_window() {
-    use riposte::engine::results::{already_handled, publish_result, Delivery};
     use riposte::execution::Execution;
+    use riposte::results::{already_handled, publish_result, Delivery};
     let nats = TestNats::start();
     let reg = registry(&nats).await;
     let js = reg.jetstream();
@@ -515,7 +561,15 @@ async fn the_redelivery_check_finds_an_earlier_ok_result_and_gives_up_on_a_crowd
     let store = |function: &'static str, uuid: String, status: Status| {
         let js = js.clone();
         async move {
-            let d = Delivery { function, trigger: "t", runner: "r", alert_uuid: &uuid, subject: "falco.error.x", attempt: 1, published_ns: 0 };
+            let d = Delivery {
+                function,
+                trigger: "t",
+                runner: "r",
+                alert_uuid: &uuid,
+                subject: "falco.error.x",
+                attempt: 1,
+                published_ns: 0,
+            };
             let disposition = if status == Status::Ok { Disposition::Acked } else { Disposition::Retry };
             publish_result(&js, &ResultRecord::new(&d, &Execution::refused(status, "x"), disposition)).await.unwrap();
         }
@@ -527,7 +581,10 @@ async fn the_redelivery_check_finds_an_earlier_ok_result_and_gives_up_on_a_crowd
     store("quiet", "u1".into(), Status::Ok).await;
     assert_eq!(already_handled(js, "quiet", "u1", since).await.unwrap().map(|r| r.alert_uuid), Some("u1".into()));
     let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(60);
-    assert!(already_handled(js, "quiet", "u1", later).await.unwrap().is_none(), "only results since the given time count");
+    assert!(
+        already_handled(js, "quiet", "u1", later).await.unwrap().is_none(),
+        "only results since the given time count"
+    );
     // A storm: more results in the window than the check reads; it answers "not known" and the alert runs again.
     store("busy", "wanted".into(), Status::Ok).await;
     for i in 0..600 {

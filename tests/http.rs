@@ -3,12 +3,18 @@
 
 use riposte::capability::http::{HttpClient, HttpConfig};
 use riposte::capability::{Http, HttpRequest};
-use riposte::runtime::bindings::riposte::playbook::types::Error as CallError;
+use riposte::wit::CallError;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn get(url: &str) -> HttpRequest {
-    HttpRequest { method: "GET".into(), url: url.into(), headers: vec![("x-test".into(), "1".into())], body: None, verify_tls: true }
+    HttpRequest {
+        method: "GET".into(),
+        url: url.into(),
+        headers: vec![("x-test".into(), "1".into())],
+        body: None,
+        verify_tls: true,
+    }
 }
 
 #[tokio::test]

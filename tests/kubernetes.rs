@@ -12,9 +12,9 @@ use riposte::capability::recording::Recorder;
 use riposte::capability::{Backends, CaptureJob, Kubernetes, Taint};
 use riposte::execution::{Execution, Status};
 use riposte::function::{Function, Settings};
-use riposte::runtime::bindings::riposte::playbook::types::Error as CallError;
 use riposte::runtime::{Runtime, RuntimeConfig};
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
+use riposte::wit::CallError;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use support::kube::KubeEmulator;
@@ -60,7 +60,8 @@ async fn run_playbook(name: &str, settings: &[(&str, &str)], backends: Backends,
         let component = runtime.load(&std::fs::read(&built.path).unwrap(), name).unwrap();
         (runtime, component)
     });
-    let function = Function { name: name.into(), manifest, artifact: component.digest.clone(), settings, runs_on: None };
+    let function =
+        Function { name: name.into(), manifest, artifact: component.digest.clone(), settings, runs_on: None };
     runtime.function(component, &function, backends).handle(alert).await
 }
 
@@ -177,7 +178,11 @@ async fn isolate_creates_the_policy_once_and_reuses_it() {
     assert_eq!(k.policies("prod").await.len(), 1, "the policy is reused, not duplicated");
     assert_eq!(k.policy("prod", ISOLATION_POLICY).await.unwrap().metadata.uid, uid);
     // Only isolated pods are selected: the emulator filters by label as a real server does.
-    let isolated = k.pods("prod").list(&kube::api::ListParams::default().labels(&format!("{ISOLATION_LABEL}=true"))).await.unwrap();
+    let isolated = k
+        .pods("prod")
+        .list(&kube::api::ListParams::default().labels(&format!("{ISOLATION_LABEL}=true")))
+        .await
+        .unwrap();
     assert_eq!(isolated.items.len(), 2);
     let missing = backend.isolate_pod("prod", "gone").await.unwrap_err();
     assert_eq!(rejected_reason(&missing), "NotFound");
@@ -367,7 +372,8 @@ mod receivers {
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "success": true, "id": 12 })))
             .mount(&server)
             .await;
-        let settings = [("PHANTOM_USER", "admin"), ("PHANTOM_PASSWORD", "s3cret"), ("PHANTOM_BASE_URL", &server.uri() as &str)];
+        let settings =
+            [("PHANTOM_USER", "admin"), ("PHANTOM_PASSWORD", "s3cret"), ("PHANTOM_BASE_URL", &server.uri() as &str)];
         let exec = run_playbook("phantom", &settings, with_http(), &alert_about("prod", "web")).await;
         assert_eq!(exec.status, Status::Ok, "{exec:?}");
         assert_eq!(exec.message, "Created Phantom container 12 \"Write below binary dir\"");

@@ -3,8 +3,8 @@
 //! The function's allow-list is checked by the runtime before this backend is called.
 
 use super::{CallResult, Http, HttpRequest, HttpResponse};
-use crate::runtime::bindings::riposte::playbook::types::Error as CallError;
-use crate::runtime::limits::MAX_HTTP_BODY;
+use crate::limits::MAX_HTTP_BODY;
+use crate::wit::CallError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ pub fn origin(url: &str) -> String {
 impl Http for HttpClient {
     async fn send(&self, request: HttpRequest) -> CallResult<HttpResponse> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| CallError::InvalidAlert(format!("{:?} is not an HTTP method", request.method)))?;
+            .map_err(|_| super::rejected("BadRequest", format!("{:?} is not an HTTP method", request.method), 400))?;
         let client = if request.verify_tls { &self.verified } else { &self.unverified };
         let mut builder = client.request(method.clone(), &request.url);
         for (name, value) in &request.headers {
@@ -122,11 +122,9 @@ impl Http for HttpClient {
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| CallError::Failed(format!("{method} {where_to}: reading the reply failed: {}", root_cause(&e))))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            CallError::Failed(format!("{method} {where_to}: reading the reply failed: {}", root_cause(&e)))
+        })? {
             if body.len() + chunk.len() > MAX_HTTP_BODY {
                 return Err(CallError::Failed(format!("{method} {where_to}: reply larger than {MAX_HTTP_BODY} bytes")));
             }
@@ -155,9 +153,10 @@ mod tests {
         std::fs::write(&bad, "not a certificate").unwrap();
         let err = HttpClient::new(&HttpConfig { ca_bundle: Some(bad), ..Default::default() }).err().unwrap();
         assert!(err.to_string().contains("has no usable PEM certificate"), "{err}");
-        let err = HttpClient::new(&HttpConfig { ca_bundle: Some(dir.path().join("missing.pem")), ..Default::default() })
-            .err()
-            .unwrap();
+        let err =
+            HttpClient::new(&HttpConfig { ca_bundle: Some(dir.path().join("missing.pem")), ..Default::default() })
+                .err()
+                .unwrap();
         assert!(err.to_string().starts_with("cannot read CA bundle"), "{err}");
         let err = HttpClient::new(&HttpConfig { proxy: Some("::nope".into()), ..Default::default() }).err().unwrap();
         assert!(err.to_string().contains("not a valid proxy URL"), "{err}");

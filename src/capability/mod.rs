@@ -9,12 +9,13 @@ pub mod kubernetes;
 pub mod object_store;
 pub mod recording;
 
-use crate::runtime::bindings::riposte::playbook::types::{ApiError, Error as CallError};
+use crate::function::Function;
+use crate::manifest::{Capability, KubernetesVerb};
+use crate::wit::{ApiError, CallError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-pub use crate::runtime::bindings::riposte::playbook::http::{Request as HttpRequest, Response as HttpResponse};
-pub use crate::runtime::bindings::riposte::playbook::kubernetes::{CaptureJob, Taint};
+pub use crate::wit::{CaptureJob, HttpRequest, HttpResponse, Taint};
 
 /// The result of a host call, with the error the guest sees.
 pub type CallResult<T> = Result<T, CallError>;
@@ -30,8 +31,13 @@ pub trait Http: Send + Sync {
 #[async_trait::async_trait]
 pub trait Kubernetes: Send + Sync {
     /// Deletes a pod; returns its node. Refuses DaemonSet pods unless `allow_daemonset`.
-    async fn delete_pod(&self, namespace: &str, name: &str, grace: Option<u32>, allow_daemonset: bool)
-        -> CallResult<String>;
+    async fn delete_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        grace: Option<u32>,
+        allow_daemonset: bool,
+    ) -> CallResult<String>;
     /// Adds or overwrites labels on a pod.
     async fn label_pod(&self, namespace: &str, name: &str, labels: &[(String, String)]) -> CallResult<()>;
     /// Taints the pod's node, keeping its other taints; returns the node.
@@ -59,53 +65,43 @@ pub struct Backends {
     pub object_store: Arc<dyn ObjectStore>,
 }
 
-/// The Kubernetes verbs, as named in capabilities (`kubernetes.<verb>`) and in the WIT.
-pub const KUBERNETES_VERBS: [&str; 6] =
-    ["delete-pod", "label-pod", "taint-node-of-pod", "cordon-node-of-pod", "isolate-pod", "create-capture-job"];
-
-/// What one function may call.
+/// What one function may call: derived from its manifest's capabilities and its settings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grants {
     pub http: bool,
     pub object_store: bool,
-    pub kubernetes: BTreeSet<&'static str>,
+    pub kubernetes: BTreeSet<KubernetesVerb>,
     /// Hosts `http` may reach: `host`, `host:port` or `*.domain`.
     pub http_allow: Vec<String>,
 }
 
 impl Grants {
-    /// Parses a manifest's `capabilities`; the error names the unknown entry and lists the known ones.
-    pub fn parse(capabilities: &[String]) -> Result<Grants, String> {
+    /// The grants of these capabilities (no HTTP hosts yet).
+    pub fn from_capabilities(capabilities: &[Capability]) -> Grants {
         let mut grants = Grants::default();
         for cap in capabilities {
-            match cap.as_str() {
-                "http" => grants.http = true,
-                "object-store" => grants.object_store = true,
-                "kubernetes.*" => grants.kubernetes.extend(KUBERNETES_VERBS),
-                other => match other.strip_prefix("kubernetes.").and_then(|v| KUBERNETES_VERBS.iter().find(|k| **k == v)) {
-                    Some(verb) => {
-                        grants.kubernetes.insert(verb);
-                    }
-                    None => {
-                        return Err(format!(
-                            "unknown capability {other:?}; known: http, object-store, kubernetes.*, {}",
-                            KUBERNETES_VERBS.map(|v| format!("kubernetes.{v}")).join(", ")
-                        ))
-                    }
-                },
+            match cap {
+                Capability::Http => grants.http = true,
+                Capability::ObjectStore => grants.object_store = true,
+                Capability::KubernetesAll => grants.kubernetes.extend(KubernetesVerb::ALL),
+                Capability::Kubernetes(verb) => {
+                    grants.kubernetes.insert(*verb);
+                }
             }
         }
-        Ok(grants)
+        grants
     }
 
     /// The grants of a deployed function: its manifest's capabilities, and for `http` the hosts named by its
     /// URL-valued settings plus the manifest's `[http] allow`.
-    pub fn for_function(manifest: &crate::manifest::Manifest, settings: &crate::function::Settings) -> Grants {
-        let mut grants = Grants::parse(&manifest.capabilities).unwrap_or_default();
-        grants.http_allow = manifest.http.allow.clone();
-        for (_, value) in settings.iter() {
+    pub fn for_function(function: &Function) -> Grants {
+        let mut grants = Grants::from_capabilities(&function.manifest.capabilities);
+        grants.http_allow = function.manifest.http.allow.clone();
+        for (_, value) in function.settings.iter() {
             if let Ok(url) = url::Url::parse(value) {
-                if let (Some(host), Some(port), "http" | "https") = (url.host_str(), url.port_or_known_default(), url.scheme()) {
+                if let (Some(host), Some(port), "http" | "https") =
+                    (url.host_str(), url.port_or_known_default(), url.scheme())
+                {
                     grants.http_allow.push(format!("{host}:{port}"));
                 }
             }
@@ -158,13 +154,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_capabilities_and_refuses_unknown_ones() {
-        let g = Grants::parse(&["http".into(), "kubernetes.delete-pod".into()]).unwrap();
+    fn grants_follow_the_capabilities() {
+        let g = Grants::from_capabilities(&[Capability::Http, Capability::Kubernetes(KubernetesVerb::DeletePod)]);
         assert!(g.http && !g.object_store);
-        assert!(g.kubernetes.contains("delete-pod") && !g.kubernetes.contains("isolate-pod"));
-        assert_eq!(Grants::parse(&["kubernetes.*".into()]).unwrap().kubernetes.len(), 6);
-        let e = Grants::parse(&["kubernetes.exec".into()]).unwrap_err();
-        assert!(e.contains("unknown capability \"kubernetes.exec\""), "{e}");
+        assert!(
+            g.kubernetes.contains(&KubernetesVerb::DeletePod) && !g.kubernetes.contains(&KubernetesVerb::IsolatePod)
+        );
+        assert_eq!(Grants::from_capabilities(&[Capability::KubernetesAll]).kubernetes.len(), 6);
     }
 
     #[test]
@@ -173,8 +169,10 @@ mod tests {
             "name = \"x\"\nkind = \"wasm\"\ncapabilities = [\"http\"]\n[http]\nallow = [\"*.example.com\", \"api.local:8080\"]\n[settings.URL]\n",
         )
         .unwrap();
-        let s = crate::function::Settings::from_pairs([("URL".into(), "https://hooks.slack.com/services/x".into())]);
-        let g = Grants::for_function(&m, &s);
+        let settings =
+            crate::function::Settings::from_pairs([("URL".into(), "https://hooks.slack.com/services/x".into())]);
+        let f = Function { name: "x".into(), manifest: m, artifact: String::new(), settings, runs_on: None };
+        let g = Grants::for_function(&f);
         assert!(g.check_url("https://hooks.slack.com/other").is_ok());
         assert!(g.check_url("http://hooks.slack.com/other").is_err(), "port 80 is not 443");
         assert!(g.check_url("https://a.example.com/").is_ok());

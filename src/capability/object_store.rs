@@ -1,7 +1,7 @@
-//! The `object-store` backends: a directory on the runner's disk, or none.
+//! The `object-store` backend: a directory on the runner's disk.
 
 use super::{CallResult, ObjectStore};
-use crate::runtime::bindings::riposte::playbook::types::Error as CallError;
+use crate::wit::CallError;
 use std::path::PathBuf;
 
 /// Objects as files below one directory.
@@ -20,7 +20,11 @@ impl DirStore {
 impl ObjectStore for DirStore {
     async fn put(&self, key: &str, data: Vec<u8>, _content_type: Option<String>) -> CallResult<String> {
         if key.is_empty() || key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return Err(CallError::InvalidAlert(format!("object key {key:?} must be a relative path without '.' or '..'")));
+            return Err(super::rejected(
+                "BadRequest",
+                format!("object key {key:?} must be a relative path without '.' or '..'"),
+                400,
+            ));
         }
         let path = self.root.join(key);
         if let Some(parent) = path.parent() {

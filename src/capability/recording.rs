@@ -2,7 +2,7 @@
 //! `specs/README.md` lists them) and answered from canned responses, or with a default answer.
 
 use super::{CallResult, CaptureJob, Http, HttpRequest, HttpResponse, Kubernetes, ObjectStore, Taint};
-use crate::runtime::bindings::riposte::playbook::types::Error as CallError;
+use crate::wit::CallError;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -93,7 +93,9 @@ impl Http for Recorder {
             None => Ok(HttpResponse { status: 200, headers: Vec::new(), body: Vec::new() }),
             Some(Canned::Http { status, headers, body }) => Ok(HttpResponse { status, headers, body }),
             Some(Canned::Err(e)) => Err(e),
-            Some(Canned::Ok(v)) => Ok(HttpResponse { status: 200, headers: Vec::new(), body: v.to_string().into_bytes() }),
+            Some(Canned::Ok(v)) => {
+                Ok(HttpResponse { status: 200, headers: Vec::new(), body: v.to_string().into_bytes() })
+            }
         }
     }
 }

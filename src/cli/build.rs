@@ -3,7 +3,7 @@
 use anyhow::Result;
 use riposte::builder::Builder;
 use riposte::manifest::Kind;
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -25,7 +25,10 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
         args.names
     };
     if names.is_empty() {
-        anyhow::bail!("no playbooks in {}; run riposte from the repository root or pass --playbooks DIR", playbooks.display());
+        anyhow::bail!(
+            "no playbooks in {}; run riposte from the repository root or pass --playbooks DIR",
+            playbooks.display()
+        );
     }
     let built = build_all(&builder, &names).await?;
     for b in built {

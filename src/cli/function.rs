@@ -1,11 +1,12 @@
 //! `riposte function deploy | list | delete | logs | top | call`: deployed functions, in the registry.
 
-use super::deploy::{self, short, Source};
 use anyhow::{bail, Context, Result};
 use riposte::alert::Alert;
-use riposte::engine::results::{read_results, read_results_since, ResultRecord};
+use riposte::deploy::{self, Source};
+use riposte::digest::short;
 use riposte::execution::Status;
-use riposte::state::StateDir;
+use riposte::results::{read_results, read_results_since, Disposition, ResultRecord};
+use riposte::state_dir::StateDir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,18 +33,18 @@ pub enum Command {
         #[arg(long)]
         runs_on: Option<String>,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Deployed functions: kind, artifact, runner pinning, triggers, setting names (never values).
     List {
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Delete a function and its triggers.
     Delete {
         name: String,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Recent executions of a function, from the results stream.
     Logs {
@@ -55,7 +56,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Executions, failures and p50/p99 duration per function, from the results stream.
     Top {
@@ -63,7 +64,7 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_window)]
         since: Option<std::time::Duration>,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Run a deployed function once, here, on an alert file.
     Call {
@@ -72,11 +73,11 @@ pub enum Command {
         #[arg(long, short)]
         alert: PathBuf,
         #[command(flatten)]
-        backends: super::call::BackendArgs,
+        backends: super::args::BackendArgs,
         #[command(flatten)]
-        container: super::call::ContainerArgs,
+        container: super::args::ContainerArgs,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
         /// Print the execution as JSON.
         #[arg(long)]
         json: bool,
@@ -92,13 +93,10 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 _ => bail!("give one of --playbook DIR|NAME or --wasm FILE"),
             };
             let prepared = deploy::prepare(&name, &source, &settings, runs_on, playbooks, state).await?;
+            super::deploy::print_image_note(&prepared);
             let registry = nats.registry(state).await?;
             deploy::write_function(&registry, &prepared).await?;
-            for t in registry.triggers().await?.into_values().filter(|t| t.function == name) {
-                // Carries a new concurrency or timeout over to the trigger's consumer.
-                riposte::streams::ensure_consumer(registry.jetstream(), &t, &prepared.function.manifest.limits).await?;
-            }
-            println!("function {name} deployed ({} {})", prepared.function.manifest.kind.as_str(), short(&prepared.function.artifact));
+            super::deploy::print_deployed(&prepared);
             Ok(ExitCode::SUCCESS)
         }
         Command::List { nats } => {
@@ -106,7 +104,8 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             let triggers = registry.triggers().await?;
             println!("{:<24} {:<9} {:<14} {:<12} {:<36} SETTINGS", "NAME", "KIND", "ARTIFACT", "RUNS-ON", "TRIGGERS");
             for (name, f) in registry.functions().await? {
-                let bound: Vec<&str> = triggers.values().filter(|t| t.function == name).map(|t| t.topic.as_str()).collect();
+                let bound: Vec<&str> =
+                    triggers.values().filter(|t| t.function == name).map(|t| t.topic.as_str()).collect();
                 println!(
                     "{:<24} {:<9} {:<14} {:<12} {:<36} {}",
                     name,
@@ -121,14 +120,9 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
         }
         Command::Delete { name, nats } => {
             let registry = nats.registry(state).await?;
-            if registry.function(&name).await?.is_none() {
-                bail!("no function {name}: see `riposte function list`");
-            }
-            for t in registry.triggers().await?.into_values().filter(|t| t.function == name) {
-                deploy::delete_trigger(&registry, &t).await?;
+            for t in deploy::delete_function(&registry, &name).await? {
                 println!("trigger {} deleted", t.name);
             }
-            registry.delete_function(&name).await?;
             println!("function {name} deleted");
             Ok(ExitCode::SUCCESS)
         }
@@ -144,7 +138,10 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<31} {:<15} {:<7} {:<14} {:<12} {:>9}  {:<40} MESSAGE", "TIME", "STATUS", "ATTEMPT", "DISPOSITION", "RUNNER", "MS", "SUBJECT");
+            println!(
+                "{:<31} {:<15} {:<7} {:<14} {:<12} {:>9}  {:<40} MESSAGE",
+                "TIME", "STATUS", "ATTEMPT", "DISPOSITION", "RUNNER", "MS", "SUBJECT"
+            );
             for r in &records {
                 println!(
                     "{:<31} {:<15} {:<7} {:<14} {:<12} {:>9.1}  {:<40} {}",
@@ -163,7 +160,9 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
         Command::Top { since, nats } => {
             let registry = nats.registry(state).await?;
             let records = match since {
-                Some(window) => read_results_since(registry.jetstream(), time::OffsetDateTime::now_utc() - window).await?,
+                Some(window) => {
+                    read_results_since(registry.jetstream(), time::OffsetDateTime::now_utc() - window).await?
+                }
                 None => read_results(registry.jetstream(), None, None).await?,
             };
             print!("{}", top_table(&records));
@@ -171,24 +170,18 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
         }
         Command::Call { name, alert, backends, container, nats, json } => {
             let registry = nats.registry(state).await?;
-            let function = registry.function(&name).await?.with_context(|| format!("no function {name}: see `riposte function list`"))?;
-            let raw = super::call::read_alert(&alert)?;
+            let function = registry
+                .function(&name)
+                .await?
+                .with_context(|| format!("no function {name}: see `riposte function list`"))?;
+            let raw = super::print::read_alert(&alert)?;
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
-            let runtime = std::sync::Arc::new(riposte::runtime::Runtime::new(&riposte::runtime::RuntimeConfig { cache_dir: state.compiled(), pooling: false })?);
-            let containers = riposte::engine::functions::ContainerSetup {
-                host: container.container_host.clone(),
-                ca_bundle: backends.ca_bundle.clone(),
-            };
-            let handlers = riposte::engine::functions::Handlers::new(
-                runtime,
-                registry,
-                backends.backends(state)?,
-                state.root().join("artifacts"),
-                containers,
-            );
+            let setup = container.setup(&backends);
+            let handlers =
+                riposte::handlers::HandlerCache::new(state, false, registry, backends.backends(state)?, setup)?;
             let handler = handlers.get(&function).await?;
             let exec = handler.handle(&alert).await;
-            super::call::print_execution(&exec, json)
+            super::print::execution(&exec, json)
         }
     }
 }
@@ -227,17 +220,26 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         let row = rows.entry(&r.function).or_default();
         row.runs += 1;
         row.failures += u64::from(r.status != Status::Ok);
-        row.retries += u64::from(r.disposition == riposte::engine::results::Disposition::Retry);
-        row.dead += u64::from(r.disposition == riposte::engine::results::Disposition::DeadLettered);
+        row.retries += u64::from(r.disposition == riposte::results::Disposition::Retry);
+        row.dead += u64::from(r.disposition == riposte::results::Disposition::DeadLettered);
         row.durations.push(r.duration_us);
     }
-    let mut out = format!("{:<24} {:>10} {:>9} {:>8} {:>6} {:>10} {:>10}\n", "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "P50 MS", "P99 MS");
+    let mut out = format!(
+        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>10} {:>10}\n",
+        "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "P50 MS", "P99 MS"
+    );
     for (name, mut row) in rows {
         row.durations.sort_unstable();
         let q = |p: f64| row.durations[((row.durations.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
         out.push_str(&format!(
             "{:<24} {:>10} {:>9} {:>8} {:>6} {:>10.2} {:>10.2}\n",
-            name, row.runs, row.failures, row.retries, row.dead, q(0.50), q(0.99)
+            name,
+            row.runs,
+            row.failures,
+            row.retries,
+            row.dead,
+            q(0.50),
+            q(0.99)
         ));
     }
     out

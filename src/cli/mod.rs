@@ -1,17 +1,18 @@
 //! The command line: clap definitions and dispatch. Errors end here as one line that says what to do.
 
+mod args;
 mod build;
 mod call;
-mod connect;
 mod deploy;
 mod function;
 mod playbook;
+mod print;
 mod run;
 mod spec;
 mod trigger;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -84,7 +85,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("riposte: {e:#}");
+            eprintln!("riposte: {}", print::one_line(&e));
             ExitCode::FAILURE
         }
     }

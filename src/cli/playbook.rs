@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use riposte::builder::Builder;
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -29,7 +29,13 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                         _ => k.clone(),
                     })
                     .collect();
-                println!("{:<10} {:<9} {:<32} {}", m.name, m.kind.as_str(), m.capabilities.join(","), settings.join(" "));
+                println!(
+                    "{:<10} {:<9} {:<32} {}",
+                    m.name,
+                    m.kind.as_str(),
+                    m.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                    settings.join(" ")
+                );
                 if !m.description.is_empty() {
                     println!("{:<10} {}", "", m.description);
                 }

@@ -2,15 +2,16 @@
 //! the deployed functions until SIGINT/SIGTERM, finishing the reactions in flight before it exits.
 
 use anyhow::{Context, Result};
-use riposte::embedded::NatsServer;
-use riposte::engine::{Runner, RunnerConfig};
-use riposte::state::StateDir;
+use riposte::nats::LocalServer;
+use riposte::runner::{Runner, RunnerConfig};
+use riposte::shutdown::{Shutdown, Stopper};
+use riposte::state_dir::StateDir;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    nats: super::connect::NatsArgs,
+    nats: super::args::NatsArgs,
     /// This runner's name; functions deployed with --runs-on NAME run only on the runner of that name.
     #[arg(long, env = "RIPOSTE_RUNNER_NAME")]
     name: Option<String>,
@@ -18,48 +19,37 @@ pub struct Args {
     #[arg(long, env = "RIPOSTE_STREAM_SUBJECTS", value_delimiter = ',', default_value = riposte::streams::DEFAULT_ALERT_SUBJECTS)]
     stream_subjects: Vec<String>,
     /// Alerts in flight at once on this runner, across all functions.
-    #[arg(long, env = "RIPOSTE_MAX_IN_FLIGHT", default_value_t = riposte::runtime::limits::RUNNER_MAX_IN_FLIGHT)]
+    #[arg(long, env = "RIPOSTE_MAX_IN_FLIGHT", default_value_t = riposte::limits::RUNNER_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     #[command(flatten)]
-    backends: super::call::BackendArgs,
+    backends: super::args::BackendArgs,
     #[command(flatten)]
-    container: super::call::ContainerArgs,
+    container: super::args::ContainerArgs,
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
-    let shutdown = Shutdown::listen()?;
+    let mut shutdown = on_signal()?;
     let name = args.name.clone().unwrap_or_else(hostname);
-    if !riposte::function::valid_name(&name) {
+    if !riposte::name::valid_name(&name) {
         anyhow::bail!("runner name {name:?} is not valid: use lower-case letters, digits and '-' (--name)");
     }
     for s in &args.stream_subjects {
         riposte::trigger::Pattern::parse(s).with_context(|| "--stream-subjects")?;
     }
     let config = args.nats.config(&format!("riposte-run-{name}"));
-    let mut embedded = None;
-    let (url, local) = match &config.url {
-        Some(url) => (url.clone(), false),
-        None => match riposte::embedded::recorded_url(state) {
-            // A local server left by an earlier run that still answers: use it rather than start a second one
-            // on the same data directory.
-            Some(url) if config.connect(&url, true).await.is_ok() => {
-                eprintln!("riposte: no --nats given: using the local nats-server at {url} (started earlier)");
-                (url, true)
-            }
-            _ => {
-                let server = tokio::task::block_in_place(|| NatsServer::start_for_state(state))?;
-                let url = server.url();
-                eprintln!(
-                    "riposte: no --nats given: started a local nats-server at {url} with JetStream (data in {}); \
-                     other riposte commands on this machine find it through the state directory",
-                    state.root().join("nats").display()
-                );
-                embedded = Some(server);
-                (url, true)
-            }
-        },
-    };
-    let client = config.connect(&url, local).await?;
+    let connection = config.connect_runner(state).await?;
+    let (client, url) = (connection.client, connection.url);
+    match &connection.local {
+        LocalServer::None => {}
+        LocalServer::Reused => {
+            eprintln!("riposte: no --nats given: using the local nats-server at {url} (started earlier)")
+        }
+        LocalServer::Started(_) => eprintln!(
+            "riposte: no --nats given: started a local nats-server at {url} with JetStream (data in {}); \
+             other riposte commands on this machine find it through the state directory",
+            state.root().join("nats").display()
+        ),
+    }
     let backends = args.backends.backends(state)?;
     let runner_config = RunnerConfig {
         name: name.clone(),
@@ -67,10 +57,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         max_in_flight: args.max_in_flight,
         state: state.clone(),
         pooling: true,
-        containers: riposte::engine::functions::ContainerSetup {
-            host: args.container.container_host.clone(),
-            ca_bundle: args.backends.ca_bundle.clone(),
-        },
+        containers: args.container.setup(&args.backends),
     };
     let runner = Runner::start(client, runner_config, backends).await?;
     eprintln!(
@@ -81,33 +68,25 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     shutdown.wait().await;
     eprintln!("riposte: stopping: finishing the reactions in flight");
     runner.stop().await;
-    drop(embedded);
+    drop(connection.local);
     Ok(ExitCode::SUCCESS)
 }
 
 /// SIGINT or SIGTERM, listened for from the start of `riposte run`: a signal that arrives while the runner is
 /// still starting (starting nats-server, connecting) stops it gracefully once started, instead of killing it.
-struct Shutdown(tokio::sync::watch::Receiver<bool>);
-
-impl Shutdown {
-    fn listen() -> Result<Shutdown> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            let _ = tx.send(true);
-        });
-        Ok(Shutdown(rx))
-    }
-
-    async fn wait(mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
+fn on_signal() -> Result<Shutdown> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let (stopper, shutdown) = Stopper::new();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stopper.stop();
+    });
+    Ok(shutdown)
 }
 
 /// The host name, made into a valid runner name.
@@ -123,5 +102,9 @@ pub fn hostname() -> String {
         .take(63)
         .collect();
     let name = name.trim_matches('-').to_owned();
-    if name.is_empty() { "riposte".into() } else { name }
+    if name.is_empty() {
+        "riposte".into()
+    } else {
+        name
+    }
 }

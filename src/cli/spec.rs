@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use riposte::builder::Builder;
 use riposte::runtime::{Runtime, RuntimeConfig};
 use riposte::spec::{run_cases, SpecFile};
-use riposte::state::StateDir;
+use riposte::state_dir::StateDir;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,9 +38,7 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
     let (mut passed, mut failed) = (0, 0);
     for spec in &specs {
         let (_, manifest) = builder.manifest(&spec.playbook)?;
-        let built = builder.build(&spec.playbook)?;
-        let bytes = std::fs::read(&built.path)?;
-        let component = tokio::task::block_in_place(|| runtime.load(&bytes, &spec.playbook))?;
+        let (component, _) = tokio::task::block_in_place(|| builder.load(&runtime, &spec.playbook))?;
         for result in run_cases(&runtime, component, &manifest, spec, &specs_dir.join("alerts")).await {
             if result.failures.is_empty() {
                 passed += 1;

@@ -1,9 +1,8 @@
 //! `riposte trigger create | list | delete`: subject patterns bound to functions.
 
-use super::deploy;
-use anyhow::{bail, Context, Result};
-use riposte::function::valid_name;
-use riposte::state::StateDir;
+use anyhow::{Context, Result};
+use riposte::deploy;
+use riposte::state_dir::StateDir;
 use riposte::trigger::{Pattern, Trigger};
 use std::process::ExitCode;
 
@@ -19,37 +18,31 @@ pub enum Command {
         #[arg(long)]
         topic: String,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Every trigger: its function, topic and the NATS filter of its consumer.
     List {
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
     /// Delete a trigger and its consumer.
     Delete {
         name: String,
         #[command(flatten)]
-        nats: super::connect::NatsArgs,
+        nats: super::args::NatsArgs,
     },
 }
 
 pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
     match cmd {
         Command::Create { name, function, topic, nats } => {
-            if !valid_name(&name) {
-                bail!("trigger name {name:?} is not valid: use lower-case letters, digits and '-', at most 63");
+            let trigger = Trigger { name: name.clone(), function: function.clone(), topic: topic.clone() };
+            if !riposte::name::valid_name(&name) {
+                return Err(deploy::DeployError::TriggerName(name).into());
             }
             Pattern::parse(&topic)?;
             let registry = nats.registry(state).await?;
-            let f = registry
-                .function(&function)
-                .await?
-                .with_context(|| format!("no function {function}: deploy it first (riposte function deploy)"))?;
-            let subjects = riposte::streams::alert_subjects(registry.jetstream()).await?;
-            riposte::streams::check_topic(&topic, &subjects)?;
-            let trigger = Trigger { name: name.clone(), function: function.clone(), topic: topic.clone() };
-            deploy::write_trigger(&registry, &trigger, &f).await?;
+            deploy::create_trigger(&registry, &trigger).await?;
             println!("trigger {name} -> {function} on {topic}");
             Ok(ExitCode::SUCCESS)
         }
@@ -57,14 +50,18 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
             let registry = nats.registry(state).await?;
             println!("{:<32} {:<24} {:<32} NATS-FILTER", "NAME", "FUNCTION", "TOPIC");
             for (name, t) in registry.triggers().await? {
-                let filter = Pattern::parse(&t.topic).map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
+                let filter =
+                    Pattern::parse(&t.topic).map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
                 println!("{:<32} {:<24} {:<32} {}", name, t.function, t.topic, filter);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Delete { name, nats } => {
             let registry = nats.registry(state).await?;
-            let t = registry.trigger(&name).await?.with_context(|| format!("no trigger {name}: see `riposte trigger list`"))?;
+            let t = registry
+                .trigger(&name)
+                .await?
+                .with_context(|| format!("no trigger {name}: see `riposte trigger list`"))?;
             deploy::delete_trigger(&registry, &t).await?;
             println!("trigger {name} deleted");
             Ok(ExitCode::SUCCESS)

@@ -1,15 +1,16 @@
 //! One alert, one container: create it, attach, start, feed the alert on stdin, wait for the end of its
-//! process (see [`state`](super::state)), collect stdout and stderr, and remove it — also when the deadline
+//! process (see [`exit`](super::exit)), collect stdout and stderr, and remove it — also when the deadline
 //! passes (the removal kills it), when the engine fails, and when the caller drops the future.
 
-use super::engine::{short, ContainerEngine};
+use super::engine::ContainerEngine;
+use super::exit::ExitError;
 use super::outcome::{self, Ended};
 use super::sandbox;
+use super::short;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::{redact, Function};
-use crate::runtime::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
-use super::state::StateError;
+use crate::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
 use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions, LogsOptions, RemoveContainerOptions};
 use bollard::Docker;
@@ -32,7 +33,7 @@ impl ContainerFunction {
         } else {
             function.artifact.clone()
         };
-        let secrets = function.manifest.secret_values(&function.settings);
+        let secrets = function.settings.secret_values(&function.manifest);
         ContainerFunction { engine, function: function.clone(), image, secrets }
     }
 
@@ -44,7 +45,7 @@ impl ContainerFunction {
     /// Feeds the alert on stdin, waits for the exit, then reads stdout and stderr from the engine's log of the
     /// container. (Reading them from the attach stream loses the output of a container that exits at once:
     /// Podman resets the attach socket and writes its own error into the stream.)
-    async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, StateError> {
+    async fn run(&self, alert: &Alert, id: &str) -> Result<Ended, ExitError> {
         let docker = &self.engine.docker;
         // Attach, then start, one after the other: stdin is ours from the container's first instruction.
         // (Podman 4 records exit code 0 for a container that exited before a stdin attach, and refuses an
@@ -55,7 +56,7 @@ impl ContainerFunction {
         // A container that exits without reading its stdin is not an error.
         let _ = io.input.write_all(alert.raw.as_bytes()).await;
         let _ = io.input.shutdown().await;
-        let exit = self.engine.state.ended(docker, id).await?;
+        let exit = self.engine.exits.ended(docker, id).await?;
         drop(io);
         let options = LogsOptions { stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
         let mut logs = docker.logs(id, Some(options));

@@ -1,10 +1,11 @@
 //! The connection to a Docker Engine API (Docker or `podman system service`): which socket, and a clear
 //! one-line error when nothing answers there.
 
-use super::state::StateProbe;
+use super::exit::ExitProbe;
+use super::short;
 use super::{ContainerError, ContainerFunction};
 use crate::function::Function;
-use crate::runtime::limits::CONTAINER_CONNECT_TIMEOUT;
+use crate::limits::CONTAINER_CONNECT_TIMEOUT;
 use bollard::Docker;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ pub struct ContainerEngine {
     pub(crate) docker: Docker,
     pub(crate) host: Arc<str>,
     pub(crate) network: Arc<NetworkEnv>,
-    pub(crate) state: StateProbe,
+    pub(crate) exits: ExitProbe,
 }
 
 /// What a container with network gets from the runner: its proxy settings and CA bundle.
@@ -77,8 +78,8 @@ impl ContainerEngine {
             Ok(Err(e)) => return Err(unreachable(short(&e))),
             Err(_) => return Err(unreachable(format!("no answer in {:?}", CONTAINER_CONNECT_TIMEOUT))),
         }
-        let state = StateProbe::for_host(&host_uri);
-        Ok(ContainerEngine { docker, host: host.into(), network: Arc::new(network), state })
+        let exits = ExitProbe::for_host(&host_uri);
+        Ok(ContainerEngine { docker, host: host.into(), network: Arc::new(network), exits })
     }
 
     /// The engine address in use.
@@ -94,27 +95,5 @@ impl ContainerEngine {
     /// The handler that runs `function` (a container playbook; its artifact is the image) once per alert.
     pub fn function(&self, function: &Function) -> ContainerFunction {
         ContainerFunction::new(self.clone(), function)
-    }
-}
-
-/// An engine error in a few words (bollard's `Display` can carry a whole HTTP body).
-pub(crate) fn short(e: &bollard::errors::Error) -> String {
-    use bollard::errors::Error as E;
-    match e {
-        E::SocketNotFoundError(path) => format!("socket {path} does not exist"),
-        E::DockerResponseServerError { status_code, message } => format!("{status_code}: {}", message.trim()),
-        other => {
-            let text = other.to_string();
-            let mut src: Option<&dyn std::error::Error> = std::error::Error::source(other);
-            let mut last = None;
-            while let Some(s) = src {
-                last = Some(s.to_string());
-                src = s.source();
-            }
-            match last {
-                Some(root) if !text.contains(&root) => format!("{text}: {root}"),
-                _ => text,
-            }
-        }
     }
 }

@@ -2,7 +2,8 @@
 //! Containerfile (through the engine API, so it works with Docker and Podman alike and needs no CLI).
 //! The build context is the playbook's folder plus the host files named in `[container] context`.
 
-use super::engine::{short, ContainerEngine};
+use super::engine::ContainerEngine;
+use super::short;
 use super::ContainerError;
 use crate::manifest::{Kind, Manifest};
 use bollard::query_parameters::BuildImageOptions;
@@ -11,7 +12,7 @@ use std::path::Path;
 
 /// Whether the image was already there or had to be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prepared {
+pub enum ImageStatus {
     Present,
     Built,
 }
@@ -19,19 +20,19 @@ pub enum Prepared {
 impl ContainerEngine {
     /// Makes sure the image of the container playbook in `dir` exists in the engine, building it from its
     /// Containerfile when it does not.
-    pub async fn ensure_image(&self, manifest: &Manifest, dir: &Path) -> Result<Prepared, ContainerError> {
+    pub async fn ensure_image(&self, manifest: &Manifest, dir: &Path) -> Result<ImageStatus, ContainerError> {
         let section = match (&manifest.kind, &manifest.container) {
             (Kind::Container, Some(section)) => section,
             _ => return Err(ContainerError::NotContainer(manifest.name.clone())),
         };
         if self.docker.inspect_image(&section.image).await.is_ok() {
-            return Ok(Prepared::Present);
+            return Ok(ImageStatus::Present);
         }
         let Some(containerfile) = &section.containerfile else {
             return Err(ContainerError::NoImage { image: section.image.clone(), playbook: manifest.name.clone() });
         };
         self.build_image(&section.image, dir, containerfile, &section.context).await?;
-        Ok(Prepared::Built)
+        Ok(ImageStatus::Built)
     }
 
     /// Builds `image` from `dir/containerfile`, with the host files of `extra` added to the context.
@@ -85,9 +86,8 @@ fn context_tar(dir: &Path, extra: &std::collections::BTreeMap<String, String>) -
     tar.follow_symlinks(true);
     tar.append_dir_all(".", dir)?;
     for (name, host_path) in extra {
-        tar.append_path_with_name(host_path, name).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{host_path} (context file {name}): {e}"))
-        })?;
+        tar.append_path_with_name(host_path, name)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{host_path} (context file {name}): {e}")))?;
     }
     tar.into_inner()
 }

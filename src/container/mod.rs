@@ -6,15 +6,15 @@
 //! - [`image`]: making sure the image exists, built from the playbook's Containerfile when it does not.
 //! - [`sandbox`]: what a container may do (no privileges, no capabilities, read-only root, no network, limits).
 //! - [`action`]: one alert, one container: create, feed, wait, kill at the deadline, always remove.
-//! - [`state`]: when a container has ended, and its exit code (fast: Podman's `stopped` counts).
+//! - [`exit`](self::exit): when a container has ended, and its exit code (fast: Podman's `stopped` counts).
 //! - [`outcome`]: exit code, stdout and stderr → an [`Execution`](crate::execution::Execution).
 
 pub mod action;
 pub mod engine;
+mod exit;
 pub mod image;
 pub mod outcome;
 pub mod sandbox;
-mod state;
 
 pub use action::ContainerFunction;
 pub use engine::ContainerEngine;
@@ -41,4 +41,26 @@ pub enum ContainerError {
     NotContainer(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// An engine error in a few words (bollard's `Display` can carry a whole HTTP body).
+pub(crate) fn short(e: &bollard::errors::Error) -> String {
+    use bollard::errors::Error as E;
+    match e {
+        E::SocketNotFoundError(path) => format!("socket {path} does not exist"),
+        E::DockerResponseServerError { status_code, message } => format!("{status_code}: {}", message.trim()),
+        other => {
+            let text = other.to_string();
+            let mut src: Option<&dyn std::error::Error> = std::error::Error::source(other);
+            let mut last = None;
+            while let Some(s) = src {
+                last = Some(s.to_string());
+                src = s.source();
+            }
+            match last {
+                Some(root) if !text.contains(&root) => format!("{text}: {root}"),
+                _ => text,
+            }
+        }
+    }
 }

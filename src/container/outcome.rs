@@ -15,10 +15,10 @@
 //! stdout is the output: when it is JSON it becomes the execution's `detail` (and its `message` field, if
 //! any, the message); otherwise its last line is the message. stderr lines become the execution's logs.
 
+use crate::execution::LogLine;
 use crate::execution::{Execution, Status};
 use crate::function::redact;
-use crate::runtime::host::LogLine;
-use crate::runtime::limits::MAX_LOG_LINES;
+use crate::limits::MAX_LOG_LINES;
 
 /// `EX_DATAERR`: the alert cannot be handled.
 pub const EXIT_INVALID_ALERT: i64 = 65;
@@ -57,25 +57,33 @@ pub fn execution(ended: &Ended, memory_mb: u64, secrets: &[String]) -> Execution
         _ => Status::Failed,
     };
     let message = match status {
-        Status::Ok => json_message.or_else(|| if detail.is_none() { last(&stdout) } else { None }).unwrap_or_else(|| "exited 0".into()),
+        Status::Ok => json_message
+            .or_else(|| if detail.is_none() { last(&stdout) } else { None })
+            .unwrap_or_else(|| "exited 0".into()),
         Status::Memory => format!("killed over its memory limit of {memory_mb} MiB (limits.memory_mb)"),
         _ => {
-            let why = json_message.or_else(|| last(&stderr)).or_else(|| if detail.is_none() { last(&stdout) } else { None });
+            let why =
+                json_message.or_else(|| last(&stderr)).or_else(|| if detail.is_none() { last(&stdout) } else { None });
             match why {
                 Some(why) => format!("exited with code {}: {why}", ended.exit_code),
                 None => format!("exited with code {}", ended.exit_code),
             }
         }
     };
-    let mut logs: Vec<LogLine> =
-        stderr.lines().filter(|l| !l.trim().is_empty()).map(|l| LogLine { level: "stderr".into(), message: l.to_owned() }).collect();
+    let mut logs: Vec<LogLine> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| LogLine { level: "stderr".into(), message: l.to_owned() })
+        .collect();
     if logs.len() > MAX_LOG_LINES {
         logs.drain(..logs.len() - MAX_LOG_LINES);
     }
     if ended.truncated {
         logs.push(LogLine { level: "warn".into(), message: "stdout was cut at the output limit".into() });
     }
-    let detail = detail.or_else(|| (!stdout.is_empty() && stdout.lines().count() > 1).then(|| serde_json::Value::String(stdout.clone())));
+    let detail = detail.or_else(|| {
+        (!stdout.is_empty() && stdout.lines().count() > 1).then(|| serde_json::Value::String(stdout.clone()))
+    });
     Execution { detail, logs, ..Execution::refused(status, message) }
 }
 

@@ -6,7 +6,7 @@ use super::engine::NetworkEnv;
 use super::FUNCTION_LABEL;
 use crate::alert::Alert;
 use crate::function::Function;
-use crate::runtime::limits::{CONTAINER_PIDS, CONTAINER_TMPFS_MB};
+use crate::limits::{CONTAINER_PIDS, CONTAINER_TMPFS_MB};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use std::collections::HashMap;
 
@@ -27,7 +27,8 @@ pub fn create_body(function: &Function, image: &str, alert: &Alert, network: &Ne
         env.extend(network.proxy.iter().map(|(k, v)| format!("{k}={v}")));
         if let Some(ca) = &network.ca_bundle {
             binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", ca.display()));
-            for var in ["SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+            for var in ["SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"]
+            {
                 env.push(format!("{var}={CA_BUNDLE_PATH}"));
             }
         }
@@ -38,10 +39,7 @@ pub fn create_body(function: &Function, image: &str, alert: &Alert, network: &Ne
         cap_drop: Some(vec!["ALL".to_owned()]),
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([(
-            "/tmp".to_owned(),
-            format!("rw,nosuid,nodev,size={}m", CONTAINER_TMPFS_MB),
-        )])),
+        tmpfs: Some(HashMap::from([("/tmp".to_owned(), format!("rw,nosuid,nodev,size={}m", CONTAINER_TMPFS_MB))])),
         network_mode: Some(if section.network { "bridge" } else { "none" }.to_owned()),
         memory: Some(memory),
         // Equal to memory: no swap, so going over the limit is an OOM kill rather than a slow crawl.
@@ -90,8 +88,10 @@ mod tests {
     }
 
     fn alert() -> Alert {
-        Alert::parse(br#"{"output":"o","priority":"Notice","rule":"R","time":"2024-01-01T00:00:00Z","output_fields":{}}"#)
-            .unwrap()
+        Alert::parse(
+            br#"{"output":"o","priority":"Notice","rule":"R","time":"2024-01-01T00:00:00Z","output_fields":{}}"#,
+        )
+        .unwrap()
     }
 
     #[test]

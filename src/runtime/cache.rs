@@ -1,7 +1,6 @@
 //! The compile cache: a component is compiled once per content digest and engine configuration and kept on
 //! disk as a `.cwasm`; later loads map that file (`deserialize_file`) instead of compiling.
 
-use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +12,6 @@ pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
     compiles: AtomicU64,
-}
-
-/// The hex sha256 of some bytes: the identity of a component.
-pub fn digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl CompileCache {
@@ -48,7 +42,9 @@ impl CompileCache {
             // `Engine::precompile_component`, and keyed by this engine's compatibility hash.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, false)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "compiled component unusable; recompiling"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compiled component unusable; recompiling")
+                }
             }
         }
         self.compiles.fetch_add(1, Ordering::Relaxed);

@@ -1,10 +1,13 @@
 //! The host side of every import: the per-instance state a guest's calls reach, the grant check before each
 //! capability, and the memory limiter.
 
-use super::bindings::riposte::playbook::{self as wit, types::Error as CallError};
-use super::limits::{MAX_LOG_LINES};
 use crate::capability::{denied, Backends, Grants};
+use crate::execution::LogLine;
 use crate::function::Settings;
+use crate::limits::MAX_LOG_LINES;
+use crate::manifest::KubernetesVerb;
+use crate::wit::riposte::playbook as wit;
+use crate::wit::CallError;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -19,13 +22,6 @@ pub(crate) struct FunctionContext {
     pub backends: Backends,
     /// `ALLOW_DAEMONSET_PODS=true` in the settings lets delete-pod remove DaemonSet pods.
     pub allow_daemonset: bool,
-}
-
-/// One log line of an execution.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    pub level: String,
-    pub message: String,
 }
 
 /// The state of one execution (reset before each alert a warm instance serves).
@@ -56,7 +52,9 @@ impl WasiView for HostState {
 
 /// Raised (as a trap) when an instance asks for more memory than its function's cap.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit exceeded: the playbook asked for {asked_mb} MiB in all, its limit is {cap_mb} MiB (limits.memory_mb)")]
+#[error(
+    "memory limit exceeded: the playbook asked for {asked_mb} MiB in all, its limit is {cap_mb} MiB (limits.memory_mb)"
+)]
 pub struct MemoryExceeded {
     pub asked_mb: usize,
     pub cap_mb: usize,
@@ -96,11 +94,11 @@ impl HostState {
         err
     }
 
-    fn kubernetes(&mut self, verb: &'static str) -> Result<(), CallError> {
-        if self.func.grants.kubernetes.contains(verb) {
+    fn kubernetes(&mut self, verb: KubernetesVerb) -> Result<(), CallError> {
+        if self.func.grants.kubernetes.contains(&verb) {
             Ok(())
         } else {
-            Err(self.refuse(&format!("kubernetes.{verb}")))
+            Err(self.refuse(&format!("kubernetes.{}", verb.as_str())))
         }
     }
 }
@@ -152,37 +150,47 @@ impl wit::http::Host for HostState {
 
 impl wit::kubernetes::Host for HostState {
     async fn delete_pod(&mut self, namespace: String, name: String, grace: Option<u32>) -> Result<String, CallError> {
-        self.kubernetes("delete-pod")?;
+        self.kubernetes(KubernetesVerb::DeletePod)?;
         let (k8s, allow) = (self.func.backends.kubernetes.clone(), self.func.allow_daemonset);
         k8s.delete_pod(&namespace, &name, grace, allow).await
     }
 
-    async fn label_pod(&mut self, namespace: String, name: String, labels: Vec<(String, String)>) -> Result<(), CallError> {
-        self.kubernetes("label-pod")?;
+    async fn label_pod(
+        &mut self,
+        namespace: String,
+        name: String,
+        labels: Vec<(String, String)>,
+    ) -> Result<(), CallError> {
+        self.kubernetes(KubernetesVerb::LabelPod)?;
         let k8s = self.func.backends.kubernetes.clone();
         k8s.label_pod(&namespace, &name, &labels).await
     }
 
-    async fn taint_node_of_pod(&mut self, namespace: String, pod: String, taint: wit::kubernetes::Taint) -> Result<String, CallError> {
-        self.kubernetes("taint-node-of-pod")?;
+    async fn taint_node_of_pod(
+        &mut self,
+        namespace: String,
+        pod: String,
+        taint: wit::kubernetes::Taint,
+    ) -> Result<String, CallError> {
+        self.kubernetes(KubernetesVerb::TaintNodeOfPod)?;
         let k8s = self.func.backends.kubernetes.clone();
         k8s.taint_node_of_pod(&namespace, &pod, &taint).await
     }
 
     async fn cordon_node_of_pod(&mut self, namespace: String, pod: String) -> Result<String, CallError> {
-        self.kubernetes("cordon-node-of-pod")?;
+        self.kubernetes(KubernetesVerb::CordonNodeOfPod)?;
         let k8s = self.func.backends.kubernetes.clone();
         k8s.cordon_node_of_pod(&namespace, &pod).await
     }
 
     async fn isolate_pod(&mut self, namespace: String, pod: String) -> Result<String, CallError> {
-        self.kubernetes("isolate-pod")?;
+        self.kubernetes(KubernetesVerb::IsolatePod)?;
         let k8s = self.func.backends.kubernetes.clone();
         k8s.isolate_pod(&namespace, &pod).await
     }
 
     async fn create_capture_job(&mut self, job: wit::kubernetes::CaptureJob) -> Result<String, CallError> {
-        self.kubernetes("create-capture-job")?;
+        self.kubernetes(KubernetesVerb::CreateCaptureJob)?;
         let k8s = self.func.backends.kubernetes.clone();
         k8s.create_capture_job(&job).await
     }

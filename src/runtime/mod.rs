@@ -5,19 +5,16 @@
 //! `handle` under a wall-clock deadline, and either return the instance to the pool or retire it (after a
 //! trap, a timeout, an error, or `limits.reuse` alerts).
 
-pub mod bindings;
 pub mod cache;
 pub(crate) mod host;
-pub mod limits;
 
 use crate::alert::Alert;
 use crate::capability::{Backends, Grants};
 use crate::execution::{Execution, Status};
 use crate::function::Function;
-use bindings::riposte::playbook::types::{Alert as WitAlert, Outcome};
-use bindings::{Playbook, PlaybookPre};
+use crate::limits::{self, Limits, EPOCH_TICK, GUEST_OUTPUT_BYTES, MAX_MEMORY_MB, POOL_INSTANCES, TIMEOUT_SLACK};
+use crate::wit::{Outcome, Playbook, PlaybookPre, WitAlert};
 use host::{CallState, FunctionContext, HostState, MemoryExceeded, MemoryLimiter};
-use limits::{Limits, EPOCH_TICK, GUEST_OUTPUT_BYTES, MAX_MEMORY_MB, POOL_INSTANCES, TIMEOUT_SLACK};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,7 +96,7 @@ impl Runtime {
     /// Loads a component from its bytes: from memory if this runtime has it, else from the compile cache,
     /// else by compiling (blocking: call it off the alert path, e.g. in `spawn_blocking`).
     pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, RuntimeError> {
-        let digest = cache::digest(bytes);
+        let digest = crate::digest::digest(bytes);
         if let Some(hit) = self.loaded.lock().unwrap().get(&digest) {
             return Ok(hit.clone());
         }
@@ -118,9 +115,12 @@ impl Runtime {
     /// A function of this runtime: the component with the function's settings, grants and limits.
     pub fn function(&self, component: Arc<LoadedComponent>, function: &Function, backends: Backends) -> WasmFunction {
         let ctx = FunctionContext {
-            grants: Grants::for_function(&function.manifest, &function.settings),
-            allow_daemonset: function.settings.get("ALLOW_DAEMONSET_PODS").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            secrets: function.manifest.secret_values(&function.settings),
+            grants: Grants::for_function(function),
+            allow_daemonset: function
+                .settings
+                .get("ALLOW_DAEMONSET_PODS")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            secrets: function.settings.secret_values(&function.manifest),
             settings: function.settings.clone(),
             backends,
         };
@@ -210,14 +210,15 @@ impl WasmFunction {
         let _permit = self.admission.acquire().await.expect("the admission semaphore is never closed");
         let started = Instant::now();
         let deadline = started + self.limits.timeout();
-        let mut exec = match tokio::time::timeout(self.limits.timeout() + TIMEOUT_SLACK, self.run(alert, deadline)).await {
-            Ok(exec) => exec,
-            Err(_) => {
-                // The future was dropped mid-call, taking its instance with it: nothing to return to the pool.
-                self.stats.retired.fetch_add(1, Ordering::Relaxed);
-                Execution::refused(Status::Timeout, self.timeout_message())
-            }
-        };
+        let mut exec =
+            match tokio::time::timeout(self.limits.timeout() + TIMEOUT_SLACK, self.run(alert, deadline)).await {
+                Ok(exec) => exec,
+                Err(_) => {
+                    // The future was dropped mid-call, taking its instance with it: nothing to return to the pool.
+                    self.stats.retired.fetch_add(1, Ordering::Relaxed);
+                    Execution::refused(Status::Timeout, self.timeout_message())
+                }
+            };
         exec.duration_us = started.elapsed().as_micros() as u64;
         exec.message = crate::function::redact(&self.ctx.secrets, &exec.message);
         exec
@@ -262,7 +263,10 @@ impl WasmFunction {
         exec.instantiate_us = instantiate_us;
         exec.logs.splice(0..0, call.logs);
         if call.dropped_logs > 0 {
-            exec.logs.push(host::LogLine { level: "warn".into(), message: format!("{} more log lines dropped", call.dropped_logs) });
+            exec.logs.push(crate::execution::LogLine {
+                level: "warn".into(),
+                message: format!("{} more log lines dropped", call.dropped_logs),
+            });
         }
         if exec.is_ok() && warm.uses < self.limits.reuse {
             self.idle.lock().unwrap().push(warm);
@@ -309,7 +313,10 @@ impl WasmFunction {
         };
         let mut exec = Execution::refused(status, message);
         if let Some(tail) = stderr_tail.filter(|t| !t.trim().is_empty()) {
-            exec.logs.push(host::LogLine { level: "error".into(), message: crate::function::redact(&self.ctx.secrets, &tail) });
+            exec.logs.push(crate::execution::LogLine {
+                level: "error".into(),
+                message: crate::function::redact(&self.ctx.secrets, &tail),
+            });
         }
         exec
     }

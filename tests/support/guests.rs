@@ -51,10 +51,7 @@ pub fn spins() -> Vec<u8> {
 
 /// Grows memory by 1 MiB at a time until refused, then traps.
 pub fn memory_bomb() -> Vec<u8> {
-    component(&module(
-        "",
-        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
-    ))
+    component(&module("", "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable"))
 }
 
 /// Traps at once.

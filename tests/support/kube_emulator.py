@@ -31,7 +31,6 @@ import uuid
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import enums, k8s, rendering
 
 RESOURCES = {
     "v1/pods": ("Pod", True),
@@ -123,16 +122,16 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request):
         if request.resource is not None:
-            if request.action == enums.action.UPDATE:
+            if request.action == kmock.action.UPDATE:
                 ctype = (request.headers or {}).get("Content-Type", "").split(";")[0].strip()
                 if ctype != "application/merge-patch+json":
-                    raise k8s.KubernetesError(
+                    raise kmock.KubernetesError(
                         status=415, reason="UnsupportedMediaType",
                         message=f"the emulator supports only JSON merge patches, not {ctype or 'no content type'}",
                         details={})
-            if request.action == enums.action.CREATE and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE and isinstance(request.data, dict):
                 self._complete(request)
-            if request.action == enums.action.UPDATE and isinstance(request.data, dict):
+            if request.action == kmock.action.UPDATE and isinstance(request.data, dict):
                 self._bump(request)
         return await super()._handle(request)
 
@@ -147,7 +146,7 @@ class Emulator(kmock.KubernetesEmulator):
         stored = (self.objects[key].get("metadata") or {}).get("resourceVersion")
         given = meta.get("resourceVersion")
         if given is not None and given != stored:
-            raise k8s.KubernetesError(
+            raise kmock.KubernetesError(
                 status=409, reason="Conflict",
                 message=f'Operation cannot be fulfilled on {request.resource.plural} "{request.name}": '
                         "the object has been modified; please apply your changes to the latest version and try again",
@@ -194,15 +193,15 @@ class Emulator(kmock.KubernetesEmulator):
         return served
 
     async def _render_error(self, exc):
-        if isinstance(exc, k8s.KubernetesError):
+        if isinstance(exc, kmock.KubernetesError):
             status, reason, message, details = exc.status, exc.reason, exc.message, exc.details
-            if isinstance(exc, k8s.KubernetesNotFoundError):
+            if isinstance(exc, kmock.KubernetesNotFoundError):
                 status, reason = 404, "NotFound"
-            elif isinstance(exc, k8s.KubernetesObjectConflictError):
+            elif exc.status == 409 and exc.reason == "Object Already Exists":  # kmock's conflict, not public
                 status, reason = 409, "AlreadyExists"
             details = details if isinstance(details, dict) else {}
             name, kind = CURRENT.get().get("name"), CURRENT.get().get("kind")
-            if name and reason == "NotFound" and isinstance(exc, k8s.KubernetesObjectNotFoundError):
+            if name and reason == "NotFound" and isinstance(exc, kmock.KubernetesObjectNotFoundError):
                 message = f'{kind} "{name}" not found'
                 details = {"name": name, "kind": kind}
             elif name and reason == "AlreadyExists":
@@ -216,8 +215,10 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request):
         # Remember what the request is about (kmock parses it again; the body is cached by aiohttp).
+        # kmock has no public call that parses a raw aiohttp request: Request._parse is the one private use,
+        # which is why scripts/setup pins kmock to exactly 0.8.
         try:
-            parsed = await rendering.Request._parse(raw_request)
+            parsed = await kmock.Request._parse(raw_request)
             if parsed.resource is not None:
                 name = parsed.name
                 if name is None and isinstance(parsed.data, dict):

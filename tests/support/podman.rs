@@ -1,5 +1,5 @@
 //! A real Podman for the container tests: `podman system service` on a socket in a temp dir, configured by the
-//! project's `ci/containers.conf` (through `CONTAINERS_CONF`, never the machine's own file), stopped on drop.
+//! project's `.ci/containers.conf` (through `CONTAINERS_CONF`, never the machine's own file), stopped on drop.
 //! Also the small test image every container test runs, built once from busybox-static.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ pub const TEST_IMAGE: &str = "localhost/riposte-test:1";
 
 /// The project's podman configuration.
 pub fn containers_conf() -> PathBuf {
-    super::root().join("ci/containers.conf")
+    super::root().join(".ci/containers.conf")
 }
 
 /// `podman` with the project's configuration.
@@ -52,7 +52,11 @@ impl Podman {
             if ping(&self.socket) {
                 return;
             }
-            assert!(Instant::now() < deadline, "podman system service did not answer on {} in {timeout:?}", self.socket.display());
+            assert!(
+                Instant::now() < deadline,
+                "podman system service did not answer on {} in {timeout:?}",
+                self.socket.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -4,7 +4,7 @@
 pub mod objects;
 
 use super::{rejected, CallResult, CaptureJob, Kubernetes, Taint};
-use crate::runtime::bindings::riposte::playbook::types::Error as CallError;
+use crate::wit::CallError;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -148,7 +148,11 @@ fn api_error(e: kube::Error) -> CallError {
     match e {
         kube::Error::Api(status) => {
             let reason = if status.reason.is_empty() {
-                reqwest::StatusCode::from_u16(status.code).ok().and_then(|c| c.canonical_reason()).unwrap_or("Unknown").to_owned()
+                reqwest::StatusCode::from_u16(status.code)
+                    .ok()
+                    .and_then(|c| c.canonical_reason())
+                    .unwrap_or("Unknown")
+                    .to_owned()
             } else {
                 status.reason.clone()
             };
@@ -168,7 +172,13 @@ fn merge<T: serde::Serialize>(patch: T) -> (PatchParams, Patch<T>) {
 
 #[async_trait::async_trait]
 impl Kubernetes for Cluster {
-    async fn delete_pod(&self, namespace: &str, name: &str, grace: Option<u32>, allow_daemonset: bool) -> CallResult<String> {
+    async fn delete_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        grace: Option<u32>,
+        allow_daemonset: bool,
+    ) -> CallResult<String> {
         let pods = self.namespaced::<Pod>(namespace).await?;
         let pod = pods.get(name).await.map_err(api_error)?;
         if let (Some(owner), false) = (objects::daemonset_owner(&pod), allow_daemonset) {
@@ -248,7 +258,12 @@ impl Kubernetes for Cluster {
         let node = self.node_of(&job.namespace, &job.pod).await?;
         let spec: Job =
             serde_json::from_value(objects::capture_job(job, &node)).expect("the capture job is a valid Job");
-        let created = self.namespaced::<Job>(&job.namespace).await?.create(&PostParams::default(), &spec).await.map_err(api_error)?;
+        let created = self
+            .namespaced::<Job>(&job.namespace)
+            .await?
+            .create(&PostParams::default(), &spec)
+            .await
+            .map_err(api_error)?;
         Ok(created.metadata.name.unwrap_or_else(|| job.job_name.clone()))
     }
 }

@@ -13,12 +13,7 @@ pub const CAPTURE_IMAGE: &str = "sysdig/capturer";
 
 /// The DaemonSet that owns a pod, if any.
 pub fn daemonset_owner(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.kind == "DaemonSet")
-        .map(|o| o.name.as_str())
+    pod.metadata.owner_references.iter().flatten().find(|o| o.kind == "DaemonSet").map(|o| o.name.as_str())
 }
 
 /// The node's taints with `taint` added, or `None` when it is already there (nothing to patch). A taint with
@@ -108,9 +103,8 @@ pub fn capture_job(job: &CaptureJob, node: &str) -> Value {
     }
     let env: Vec<Value> = env.iter().map(|(name, value)| json!({ "name": name, "value": value })).collect();
     let host = |name: &str, path: &str| json!({ "name": name, "hostPath": { "path": path } });
-    let mount = |name: &str, path: &str, read_only: bool| {
-        json!({ "name": name, "mountPath": path, "readOnly": read_only })
-    };
+    let mount =
+        |name: &str, path: &str, read_only: bool| json!({ "name": name, "mountPath": path, "readOnly": read_only });
     let labels = json!({
         "app.kubernetes.io/managed-by": "riposte",
         "app.kubernetes.io/name": "sysdig-capture",
@@ -188,7 +182,11 @@ mod tests {
 
     #[test]
     fn a_taint_is_added_beside_the_others_and_replaces_only_its_own_key_and_effect() {
-        let n = node(&[("dedicated", "gpu", "NoSchedule"), ("falco/alert", "old", "NoSchedule"), ("falco/alert", "x", "NoExecute")]);
+        let n = node(&[
+            ("dedicated", "gpu", "NoSchedule"),
+            ("falco/alert", "old", "NoSchedule"),
+            ("falco/alert", "x", "NoExecute"),
+        ]);
         let t = with_taint(&n, &taint("falco/alert", "true", "NoSchedule")).unwrap();
         let shown: Vec<_> = t.iter().map(|t| format!("{}={}:{}", t.key, t.value.clone().unwrap(), t.effect)).collect();
         assert_eq!(shown, ["dedicated=gpu:NoSchedule", "falco/alert=x:NoExecute", "falco/alert=true:NoSchedule"]);

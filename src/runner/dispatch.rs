@@ -17,19 +17,22 @@
 //! earlier-named trigger of the same function also matches (so a function runs once per alert), is acked
 //! without a result.
 
-use super::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
 use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
-use crate::runtime::limits::{DRAIN_TIMEOUT, REDELIVERY_SLACK};
+use crate::limits::{DRAIN_TIMEOUT, REDELIVERY_SLACK};
+use crate::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
+use crate::shutdown::Shutdown;
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+type Messages = async_nats::jetstream::consumer::pull::Stream;
 use tracing::Instrument;
 
 /// One trigger's dispatcher.
@@ -43,103 +46,119 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until `stop` turns true, then lets the reactions in flight finish (up to `DRAIN_TIMEOUT`).
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let name = self.trigger.name.clone();
-        let handler = loop {
-            match self.ctx.handlers.get(&self.function).await {
-                Ok(h) => break h,
-                Err(e) => {
-                    tracing::error!(trigger = %name, error = %e, "trigger cannot run; its alerts wait in JetStream");
-                    if wait_or_stop(&mut stop, Duration::from_secs(10)).await {
-                        return;
-                    }
-                }
-            }
-        };
+    /// Runs until `shutdown` says stop, then lets the reactions in flight finish (up to `DRAIN_TIMEOUT`).
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let Some(handler) = self.load_handler(&mut shutdown).await else { return };
         let this = Arc::new(self);
-        let concurrency = this.function.manifest.limits.concurrency as usize;
-        let admission = Arc::new(Semaphore::new(concurrency));
+        let admission = Arc::new(Semaphore::new(this.function.manifest.limits.concurrency as usize));
         let mut tasks = JoinSet::new();
-        'connect: while !*stop.borrow() {
-            // The consumer is created with the trigger. When it is missing, the trigger is probably being deleted
-            // (definition first, consumer second): give the registry watch a moment to say so before
-            // re-creating it, or a deleted trigger would leave an orphan consumer behind.
-            let existing = this
-                .ctx
-                .js
-                .get_consumer_from_stream::<_, _, _>(this.trigger.consumer_name(), crate::streams::ALERT_STREAM)
-                .await;
-            if existing.is_err() && wait_or_stop(&mut stop, Duration::from_secs(1)).await {
-                break;
-            }
-            let consumer = match existing {
-                Ok(c) => Ok(c),
-                Err(_) => crate::streams::ensure_consumer(&this.ctx.js, &this.trigger, &this.function.manifest.limits).await,
-            };
-            let consumer: async_nats::jetstream::consumer::PullConsumer = match consumer {
-                Ok(c) => c,
+        while !shutdown.is_stopping() {
+            let Some(messages) = this.open(&mut shutdown).await else { break };
+            this.pull(messages, &handler, &admission, &mut tasks, &mut shutdown).await;
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(trigger = %this.trigger.name, "reactions still running after the drain timeout; JetStream will redeliver them");
+        }
+    }
+
+    /// The function's handler, retried while it cannot be loaded (its alerts wait in JetStream); None when stopping.
+    async fn load_handler(&self, shutdown: &mut Shutdown) -> Option<Arc<dyn Handler>> {
+        loop {
+            match self.ctx.handlers.get(&self.function).await {
+                Ok(h) => return Some(h),
                 Err(e) => {
-                    tracing::warn!(trigger = %name, error = %e, "cannot open the trigger's consumer; retrying");
-                    if wait_or_stop(&mut stop, Duration::from_millis(500)).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(concurrency.max(1))
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await;
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(trigger = %name, error = %e, "cannot pull from the trigger's consumer; retrying");
-                    if wait_or_stop(&mut stop, Duration::from_millis(500)).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            tracing::debug!(trigger = %name, consumer = %this.trigger.consumer_name(), "pulling");
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => break 'connect,
-                    Some(_) = tasks.join_next() => {}
-                    next = messages.next() => match next {
-                        Some(Ok(msg)) => {
-                            let permit = admission.clone().acquire_owned().await.expect("never closed");
-                            let runner_permit = this.ctx.in_flight.clone().acquire_owned().await.expect("never closed");
-                            let (this, handler) = (this.clone(), handler.clone());
-                            tasks.spawn(async move {
-                                this.settle(msg, handler.as_ref()).await;
-                                drop((permit, runner_permit));
-                            });
-                        }
-                        Some(Err(e)) => {
-                            use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-                            match e.kind() {
-                                K::MissingHeartbeat | K::Pull | K::Other => tracing::debug!(trigger = %name, error = %e, "pull interrupted"),
-                                _ => {
-                                    tracing::warn!(trigger = %name, error = %e, "pull failed; reopening the consumer");
-                                    if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
-                                        break 'connect;
-                                    }
-                                    continue 'connect;
-                                }
-                            }
-                        }
-                        None => continue 'connect,
+                    tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; its alerts wait in JetStream");
+                    if shutdown.sleep_unless_stopping(Duration::from_secs(10)).await {
+                        return None;
                     }
                 }
             }
         }
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(trigger = %name, "reactions still running after the drain timeout; JetStream will redeliver them");
+    }
+
+    /// Opens the trigger's consumer and its message stream, retrying until it works; None when stopping.
+    async fn open(&self, shutdown: &mut Shutdown) -> Option<Messages> {
+        let name = &self.trigger.name;
+        loop {
+            // The consumer is created with the trigger. When it is missing, the trigger is probably being deleted
+            // (definition first, consumer second): give the registry watch a moment to say so before
+            // re-creating it, or a deleted trigger would leave an orphan consumer behind.
+            let existing = self
+                .ctx
+                .js
+                .get_consumer_from_stream::<_, _, _>(self.trigger.consumer_name(), crate::streams::ALERT_STREAM)
+                .await;
+            if existing.is_err() && shutdown.sleep_unless_stopping(Duration::from_secs(1)).await {
+                return None;
+            }
+            let consumer = match existing {
+                Ok(c) => Ok(c),
+                Err(_) => {
+                    crate::streams::ensure_consumer(&self.ctx.js, &self.trigger, &self.function.manifest.limits).await
+                }
+            };
+            let opened = match consumer {
+                Ok(consumer) => consumer
+                    .stream()
+                    .max_messages_per_batch(self.function.manifest.limits.concurrency.max(1) as usize)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match opened {
+                Ok(messages) => {
+                    tracing::debug!(trigger = %name, consumer = %self.trigger.consumer_name(), "pulling");
+                    return Some(messages);
+                }
+                Err(e) => {
+                    tracing::warn!(trigger = %name, error = %e, "cannot pull from the trigger's consumer; retrying");
+                    if shutdown.sleep_unless_stopping(Duration::from_millis(500)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Admits and runs alerts from `messages` until the stream ends or fails (the caller reopens it) or stopping.
+    async fn pull(
+        self: &Arc<Self>,
+        mut messages: Messages,
+        handler: &Arc<dyn Handler>,
+        admission: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &mut Shutdown,
+    ) {
+        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                Some(_) = tasks.join_next() => {}
+                next = messages.next() => match next {
+                    Some(Ok(msg)) => {
+                        let permit = admission.clone().acquire_owned().await.expect("never closed");
+                        let runner_permit = self.ctx.in_flight.clone().acquire_owned().await.expect("never closed");
+                        let (this, handler) = (self.clone(), handler.clone());
+                        tasks.spawn(async move {
+                            this.settle(msg, handler.as_ref()).await;
+                            drop((permit, runner_permit));
+                        });
+                    }
+                    Some(Err(e)) if matches!(e.kind(), K::MissingHeartbeat | K::Pull | K::Other) => {
+                        tracing::debug!(trigger = %self.trigger.name, error = %e, "pull interrupted");
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(trigger = %self.trigger.name, error = %e, "pull failed; reopening the consumer");
+                        shutdown.sleep_unless_stopping(Duration::from_millis(200)).await;
+                        return;
+                    }
+                    None => return,
+                }
+            }
         }
     }
 
@@ -264,13 +283,5 @@ async fn ack(msg: &jetstream::Message, kind: AckKind) {
     if let Err(e) = msg.ack_with(kind).await {
         // The alert stays unacked: JetStream redelivers it after the ack wait.
         tracing::warn!(error = %e, "cannot settle the alert with JetStream; it will be redelivered");
-    }
-}
-
-/// Waits `delay`; true when told to stop meanwhile.
-async fn wait_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-    tokio::select! {
-        _ = stop.changed() => true,
-        _ = tokio::time::sleep(delay) => *stop.borrow(),
     }
 }

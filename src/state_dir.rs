@@ -13,9 +13,8 @@ pub struct StateDir {
 impl StateDir {
     /// The directory given, or the default.
     pub fn new(explicit: Option<PathBuf>) -> StateDir {
-        let root = explicit.unwrap_or_else(|| {
-            dirs::data_dir().unwrap_or_else(|| PathBuf::from(".riposte")).join("riposte")
-        });
+        let root =
+            explicit.unwrap_or_else(|| dirs::data_dir().unwrap_or_else(|| PathBuf::from(".riposte")).join("riposte"));
         StateDir { root }
     }
 
@@ -32,6 +31,11 @@ impl StateDir {
     /// Components built from playbooks, keyed by playbook and source digest.
     pub fn components(&self) -> PathBuf {
         self.root.join("components")
+    }
+
+    /// Component binaries fetched from the registry's artifact store, by digest.
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
     }
 
     /// Objects put by playbooks through the `object-store` capability.

@@ -2,9 +2,8 @@
 //! `function logs` and `function top`), and for an alert it gave up on, a dead letter on
 //! `riposte.deadletter.<function>` carrying the alert and the error. Neither ever holds setting values.
 
-use crate::execution::{Execution, Status};
-use crate::runtime::host::LogLine;
-use crate::streams::{err, StreamError, DEADLETTER_PREFIX, RESULTS_PREFIX, RESULTS_STREAM};
+use crate::execution::{Execution, LogLine, Status};
+use crate::streams::{Doing, StreamError, DEADLETTER_PREFIX, RESULTS_PREFIX, RESULTS_STREAM};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -126,26 +125,33 @@ pub fn deadletter_subject(function: &str) -> String {
 /// Publishes a result to JetStream and waits for it to be stored (the alert is acked only after that).
 pub async fn publish_result(js: &jetstream::Context, record: &ResultRecord) -> Result<(), StreamError> {
     let body = serde_json::to_vec(record).expect("a result serializes");
-    let ack = js.publish(results_subject(&record.function), body.into()).await.map_err(|e| err("publishing a result")(e.to_string()))?;
-    ack.await.map(|_| ()).map_err(|e| err("publishing a result")(e.to_string()))
+    let ack = js.publish(results_subject(&record.function), body.into()).await.doing("publishing a result")?;
+    ack.await.map(|_| ()).doing("publishing a result")
 }
 
 /// Publishes a dead letter and waits for it to be stored.
 pub async fn publish_deadletter(js: &jetstream::Context, letter: &DeadLetter) -> Result<(), StreamError> {
     let body = serde_json::to_vec(letter).expect("a dead letter serializes");
-    let ack = js.publish(deadletter_subject(&letter.function), body.into()).await.map_err(|e| err("publishing a dead letter")(e.to_string()))?;
-    ack.await.map(|_| ()).map_err(|e| err("publishing a dead letter")(e.to_string()))
+    let ack = js.publish(deadletter_subject(&letter.function), body.into()).await.doing("publishing a dead letter")?;
+    ack.await.map(|_| ()).doing("publishing a dead letter")
 }
 
 /// Reads a function's results (every function's with `None`), oldest first; keeps the last `last` if given.
-pub async fn read_results(js: &jetstream::Context, function: Option<&str>, last: Option<usize>) -> Result<Vec<ResultRecord>, StreamError> {
+pub async fn read_results(
+    js: &jetstream::Context,
+    function: Option<&str>,
+    last: Option<usize>,
+) -> Result<Vec<ResultRecord>, StreamError> {
     let filter = function.map(results_subject).unwrap_or_else(|| format!("{RESULTS_PREFIX}.>"));
     Ok(read_stream(js, RESULTS_STREAM, &filter, last, consumer::DeliverPolicy::All, None).await?.unwrap_or_default())
 }
 
 /// Every function's results stored since `since`, oldest first (JetStream starts the read at that time, so
 /// a short window over a long history reads only the window).
-pub async fn read_results_since(js: &jetstream::Context, since: time::OffsetDateTime) -> Result<Vec<ResultRecord>, StreamError> {
+pub async fn read_results_since(
+    js: &jetstream::Context,
+    since: time::OffsetDateTime,
+) -> Result<Vec<ResultRecord>, StreamError> {
     let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
     Ok(read_stream(js, RESULTS_STREAM, &format!("{RESULTS_PREFIX}.>"), None, policy, None).await?.unwrap_or_default())
 }
@@ -175,7 +181,9 @@ pub async fn already_handled(
 /// Reads a function's dead letters, oldest first.
 pub async fn read_deadletters(js: &jetstream::Context, function: &str) -> Result<Vec<DeadLetter>, StreamError> {
     let all = consumer::DeliverPolicy::All;
-    Ok(read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, all, None).await?.unwrap_or_default())
+    Ok(read_stream(js, crate::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, all, None)
+        .await?
+        .unwrap_or_default())
 }
 
 /// The records of `stream` on `filter` from `deliver_policy` on, oldest first (only the last `last` when given);
@@ -189,11 +197,15 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
     cap: Option<u64>,
 ) -> Result<Option<Vec<T>>, StreamError> {
     let what = format!("reading {stream}");
-    let stream = js.get_stream(stream).await.map_err(|e| err(what.clone())(e.to_string()))?;
+    let stream = js.get_stream(stream).await.doing(what.clone())?;
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.to_owned(), deliver_policy, ..Default::default() })
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            deliver_policy,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| err(what.clone())(e.to_string()))?;
+        .doing(what.clone())?;
     // What matched when the consumer was made: nothing to wait for when it is nothing.
     let matched = consumer.cached_info().num_pending;
     if cap.is_some_and(|cap| matched > cap) {
@@ -203,10 +215,10 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
     if matched == 0 {
         return Ok(Some(out.into()));
     }
-    let mut messages = consumer.messages().await.map_err(|e| err(what.clone())(e.to_string()))?;
+    let mut messages = consumer.messages().await.doing(what.clone())?;
     // The last message says nothing is pending; a silence also ends the read (messages may have expired).
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
-        let msg = msg.map_err(|e| err(what.clone())(e.to_string()))?;
+        let msg = msg.doing(what.clone())?;
         if let Ok(record) = serde_json::from_slice(&msg.payload) {
             out.push_back(record);
             if last.is_some_and(|n| out.len() > n) {

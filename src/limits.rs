@@ -27,7 +27,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 10_000, memory_mb: 256, reuse: 1000, concurrency: 16, max_deliver: 5, retry_backoff_ms: 1000 }
+        Limits {
+            timeout_ms: 10_000,
+            memory_mb: 256,
+            reuse: 1000,
+            concurrency: 16,
+            max_deliver: 5,
+            retry_backoff_ms: 1000,
+        }
     }
 }
 

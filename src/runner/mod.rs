@@ -3,23 +3,21 @@
 //! (every function, except those pinned with `runs-on` to another runner). A deploy, a new trigger or a
 //! delete is applied as soon as the watch delivers it, without a restart.
 
-pub mod dispatch;
-pub mod functions;
-pub mod results;
+mod dispatch;
 
 use crate::capability::Backends;
 use crate::function::Function;
+use crate::handlers::{ContainerSetup, HandlerCache, StartError};
 use crate::registry::{Change, Registry};
-use crate::runtime::{Runtime, RuntimeConfig};
-use crate::state::StateDir;
+use crate::shutdown::{Shutdown, Stopper};
+use crate::state_dir::StateDir;
 use crate::streams::StreamError;
 use crate::trigger::{Pattern, Trigger};
 use dispatch::Dispatcher;
-use functions::Handlers;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// How a runner runs.
@@ -36,7 +34,7 @@ pub struct RunnerConfig {
     /// Use the pooling allocator.
     pub pooling: bool,
     /// Where container functions run.
-    pub containers: functions::ContainerSetup,
+    pub containers: ContainerSetup,
 }
 
 /// Why a runner could not start.
@@ -45,49 +43,48 @@ pub enum RunnerError {
     #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Start(#[from] StartError),
 }
 
 /// What every dispatcher of a runner shares.
 pub(crate) struct RunnerContext {
     pub runner: String,
     pub js: async_nats::jetstream::Context,
-    pub handlers: Handlers,
+    pub handlers: HandlerCache,
     pub in_flight: Arc<Semaphore>,
 }
 
 /// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
 /// redelivered); [`Runner::stop`] stops gracefully.
 pub struct Runner {
-    stop: watch::Sender<bool>,
+    stopper: Stopper,
     task: tokio::task::JoinHandle<()>,
     active: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Runner {
     /// Ensures the streams and the registry, then starts watching and dispatching.
-    pub async fn start(client: async_nats::Client, config: RunnerConfig, backends: Backends) -> Result<Runner, RunnerError> {
+    pub async fn start(
+        client: async_nats::Client,
+        config: RunnerConfig,
+        backends: Backends,
+    ) -> Result<Runner, RunnerError> {
         let js = async_nats::jetstream::new(client);
         crate::streams::ensure(&js, Some(&config.alert_subjects)).await?;
         let registry = Registry::open(&js).await?;
-        let runtime = Arc::new(Runtime::new(&RuntimeConfig { cache_dir: config.state.compiled(), pooling: config.pooling })?);
+        let handlers =
+            HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, config.containers.clone())?;
         let ctx = Arc::new(RunnerContext {
             runner: config.name.clone(),
             js,
-            handlers: Handlers::new(
-                runtime,
-                registry.clone(),
-                backends,
-                config.state.root().join("artifacts"),
-                config.containers.clone(),
-            ),
+            handlers,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         });
         let changes = registry.watch().await?;
-        let (stop, stop_rx) = watch::channel(false);
+        let (stopper, shutdown) = Stopper::new();
         let active = Arc::new(Mutex::new(BTreeSet::new()));
-        let task = tokio::spawn(watch_loop(ctx, changes, stop_rx, active.clone()));
-        Ok(Runner { stop, task, active })
+        let task = tokio::spawn(watch_loop(ctx, changes, shutdown, active.clone()));
+        Ok(Runner { stopper, task, active })
     }
 
     /// Names of the triggers this runner is dispatching now.
@@ -97,7 +94,7 @@ impl Runner {
 
     /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), and returns.
     pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
+        self.stopper.stop();
         let _ = (&mut self.task).await;
     }
 
@@ -113,23 +110,24 @@ impl Drop for Runner {
     }
 }
 
-/// What a running dispatcher was started from: a change in any of it restarts the dispatcher.
+/// What a dispatcher is started from: a change in any of it restarts the dispatcher.
 #[derive(PartialEq)]
-struct Spec {
+struct Wanted {
     trigger: Trigger,
     function: Function,
     earlier: Vec<String>,
 }
 
+/// A dispatcher running, with what it was started from and how to stop it.
 struct Running {
-    spec: Spec,
-    stop: watch::Sender<bool>,
+    wanted: Wanted,
+    stopper: Stopper,
 }
 
 async fn watch_loop(
     ctx: Arc<RunnerContext>,
     changes: impl futures::Stream<Item = Result<Change, StreamError>>,
-    mut stop: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     active: Arc<Mutex<BTreeSet<String>>>,
 ) {
     tokio::pin!(changes);
@@ -139,7 +137,7 @@ async fn watch_loop(
     let mut dispatchers = JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = shutdown.wait() => break,
             Some(_) = dispatchers.join_next() => {}
             change = changes.next() => match change {
                 Some(Ok(Change::Function(name, f))) => match f {
@@ -158,7 +156,7 @@ async fn watch_loop(
         *active.lock().unwrap() = running.keys().cloned().collect();
     }
     for r in running.values() {
-        let _ = r.stop.send(true);
+        r.stopper.stop();
     }
     while dispatchers.join_next().await.is_some() {}
 }
@@ -171,7 +169,7 @@ fn reconcile(
     running: &mut HashMap<String, Running>,
     dispatchers: &mut JoinSet<()>,
 ) {
-    let mut wanted: HashMap<String, Spec> = HashMap::new();
+    let mut wanted: HashMap<String, Wanted> = HashMap::new();
     for (name, trigger) in triggers {
         let Some(function) = functions.get(&trigger.function) else { continue };
         if function.runs_on.as_ref().is_some_and(|r| *r != ctx.runner) {
@@ -182,38 +180,38 @@ fn reconcile(
             .filter(|(_, t)| t.function == trigger.function)
             .map(|(_, t)| t.topic.clone())
             .collect();
-        wanted.insert(name.clone(), Spec { trigger: trigger.clone(), function: function.clone(), earlier });
+        wanted.insert(name.clone(), Wanted { trigger: trigger.clone(), function: function.clone(), earlier });
     }
     running.retain(|name, r| {
-        let keep = wanted.get(name).is_some_and(|w| *w == r.spec);
+        let keep = wanted.get(name).is_some_and(|w| *w == r.wanted);
         if !keep {
             tracing::info!(trigger = %name, "trigger stopped");
-            let _ = r.stop.send(true);
+            r.stopper.stop();
         }
         keep
     });
-    for (name, spec) in wanted {
+    for (name, w) in wanted {
         if running.contains_key(&name) {
             continue;
         }
-        let pattern = match Pattern::parse(&spec.trigger.topic) {
+        let pattern = match Pattern::parse(&w.trigger.topic) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(trigger = %name, error = %e, "trigger ignored");
                 continue;
             }
         };
-        let earlier = spec.earlier.iter().filter_map(|t| Pattern::parse(t).ok()).collect();
-        tracing::info!(trigger = %name, topic = %spec.trigger.topic, function = %spec.function.name, "trigger started");
-        let (stop, stop_rx) = watch::channel(false);
+        let earlier = w.earlier.iter().filter_map(|t| Pattern::parse(t).ok()).collect();
+        tracing::info!(trigger = %name, topic = %w.trigger.topic, function = %w.function.name, "trigger started");
+        let (stopper, shutdown) = Stopper::new();
         let dispatcher = Dispatcher {
-            trigger: spec.trigger.clone(),
+            trigger: w.trigger.clone(),
             pattern,
             earlier,
-            function: Arc::new(spec.function.clone()),
+            function: Arc::new(w.function.clone()),
             ctx: ctx.clone(),
         };
-        dispatchers.spawn(dispatcher.run(stop_rx));
-        running.insert(name, Running { spec, stop });
+        dispatchers.spawn(dispatcher.run(shutdown));
+        running.insert(name, Running { wanted: w, stopper });
     }
 }

@@ -1,6 +1,7 @@
-//! Turns a deployed function into a [`Handler`]: the one place that knows each kind of function. Handlers
-//! are shared by every trigger of a function (one admission semaphore, one pool of warm instances) and
-//! rebuilt when the function is redeployed.
+//! Turns a deployed function into a [`Handler`]: the one place that knows each kind of function (a WASM
+//! component run by the [`runtime`](crate::runtime), or a container action). Handlers are shared by every
+//! trigger of a function (one admission semaphore, one pool of warm instances) and rebuilt when the function
+//! is redeployed. The runner and `riposte function call` get their handlers here.
 
 use crate::capability::Backends;
 use crate::container::engine::NetworkEnv;
@@ -9,7 +10,8 @@ use crate::execution::Handler;
 use crate::function::Function;
 use crate::manifest::Kind;
 use crate::registry::Registry;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use crate::state_dir::StateDir;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,11 @@ pub enum LoadError {
     Artifact { function: String, why: String },
 }
 
+/// Why no function can run at all: the WebAssembly runtime did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly runtime")]
+pub struct StartError(#[source] pub RuntimeError);
+
 /// Where a runner's container functions run.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSetup {
@@ -34,7 +41,7 @@ pub struct ContainerSetup {
 }
 
 /// Handlers of the functions a runner runs, loaded once per deployed version.
-pub struct Handlers {
+pub struct HandlerCache {
     runtime: Arc<Runtime>,
     registry: Registry,
     backends: Backends,
@@ -45,24 +52,26 @@ pub struct Handlers {
     loaded: Mutex<HashMap<String, (Function, Arc<OnceCell<Arc<dyn Handler>>>)>>,
 }
 
-impl Handlers {
-    /// Handlers backed by `runtime`, artifacts fetched from `registry` and cached in `artifacts_dir`.
+impl HandlerCache {
+    /// Handlers with their own WebAssembly runtime (compile cache in `state`; the pooling allocator when
+    /// `pooling`), artifacts fetched from `registry` and cached in `state`, capabilities from `backends`.
     pub fn new(
-        runtime: Arc<Runtime>,
+        state: &StateDir,
+        pooling: bool,
         registry: Registry,
         backends: Backends,
-        artifacts_dir: PathBuf,
         container_setup: ContainerSetup,
-    ) -> Handlers {
-        Handlers {
-            runtime,
+    ) -> Result<HandlerCache, StartError> {
+        let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling }).map_err(StartError)?;
+        Ok(HandlerCache {
+            runtime: Arc::new(runtime),
             registry,
             backends,
-            artifacts: artifacts_dir,
+            artifacts: state.artifacts(),
             container_setup,
             containers: tokio::sync::Mutex::new(None),
             loaded: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The handler of this version of the function, loading it on first use (off the alert path).
@@ -132,12 +141,12 @@ impl Handlers {
     async fn artifact(&self, function: &Function) -> Result<Vec<u8>, LoadError> {
         let bad = |why: String| LoadError::Artifact { function: function.name.clone(), why };
         let digest = &function.artifact;
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !crate::digest::is_digest(digest) {
             return Err(bad(format!("artifact {digest:?} is not a sha256 digest")));
         }
         let path = self.artifacts.join(format!("{digest}.wasm"));
         if let Ok(bytes) = std::fs::read(&path) {
-            if crate::runtime::cache::digest(&bytes) == *digest {
+            if crate::digest::digest(&bytes) == *digest {
                 return Ok(bytes);
             }
         }

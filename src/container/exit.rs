@@ -26,7 +26,7 @@ pub(crate) struct Exit {
 
 /// Reads a container's state from the engine.
 #[derive(Clone)]
-pub(crate) enum StateProbe {
+pub(crate) enum ExitProbe {
     /// Inspect answers read as plain JSON over the engine's plain-HTTP transport.
     Plain { client: reqwest::Client, base: String },
     /// bollard's typed inspect (TLS and SSH engines).
@@ -35,19 +35,19 @@ pub(crate) enum StateProbe {
 
 /// Why the state could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StateError {
-    #[error("{}", super::engine::short(.0))]
+pub(crate) enum ExitError {
+    #[error("{}", super::short(.0))]
     Engine(#[from] bollard::errors::Error),
     #[error("inspecting the container: {0}")]
     Plain(String),
 }
 
-impl StateProbe {
+impl ExitProbe {
     /// The probe for the engine at `host` (a `unix://`, `tcp://`, `http://`… address, as bollard takes it).
-    pub fn for_host(host: &str) -> StateProbe {
+    pub fn for_host(host: &str) -> ExitProbe {
         let plain = |builder: reqwest::ClientBuilder, base: String| match builder.build() {
-            Ok(client) => StateProbe::Plain { client, base },
-            Err(_) => StateProbe::Typed,
+            Ok(client) => ExitProbe::Plain { client, base },
+            Err(_) => ExitProbe::Typed,
         };
         let builder = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30));
         if let Some(path) = host.strip_prefix("unix://") {
@@ -57,12 +57,12 @@ impl StateProbe {
         let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some();
         match host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
             Some(addr) if !tls => plain(builder, format!("http://{}", addr.trim_end_matches('/'))),
-            _ => StateProbe::Typed,
+            _ => ExitProbe::Typed,
         }
     }
 
     /// Waits until the container has ended and says how (polling; the caller bounds the time).
-    pub async fn ended(&self, docker: &Docker, id: &str) -> Result<Exit, StateError> {
+    pub async fn ended(&self, docker: &Docker, id: &str) -> Result<Exit, ExitError> {
         let mut pause = POLL_FIRST;
         loop {
             if let Some(exit) = self.look(docker, id).await? {
@@ -74,26 +74,32 @@ impl StateProbe {
     }
 
     /// The exit, when the container has ended.
-    async fn look(&self, docker: &Docker, id: &str) -> Result<Option<Exit>, StateError> {
+    async fn look(&self, docker: &Docker, id: &str) -> Result<Option<Exit>, ExitError> {
         match self {
-            StateProbe::Plain { client, base } => {
+            ExitProbe::Plain { client, base } => {
                 let reply = client
                     .get(format!("{base}/containers/{id}/json"))
                     .send()
                     .await
-                    .map_err(|e| StateError::Plain(e.without_url().to_string()))?;
+                    .map_err(|e| ExitError::Plain(e.without_url().to_string()))?;
                 let status = reply.status();
-                let body: serde_json::Value = reply.json().await.map_err(|e| StateError::Plain(e.without_url().to_string()))?;
+                let body: serde_json::Value =
+                    reply.json().await.map_err(|e| ExitError::Plain(e.without_url().to_string()))?;
                 if !status.is_success() {
                     let message = body.get("message").and_then(|m| m.as_str()).unwrap_or_default();
-                    return Err(StateError::Plain(format!("{}: {message}", status.as_u16())));
+                    return Err(ExitError::Plain(format!("{}: {message}", status.as_u16())));
                 }
                 Ok(plain_exit(&body["State"]))
             }
-            StateProbe::Typed => {
-                let state = docker.inspect_container(id, None::<InspectContainerOptions>).await?.state.unwrap_or_default();
-                let ended = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
-                Ok(ended.then(|| Exit { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) }))
+            ExitProbe::Typed => {
+                let state =
+                    docker.inspect_container(id, None::<InspectContainerOptions>).await?.state.unwrap_or_default();
+                let ended =
+                    matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
+                Ok(ended.then(|| Exit {
+                    code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                }))
             }
         }
     }
@@ -116,8 +122,14 @@ mod tests {
 
     #[test]
     fn stopped_exited_and_dead_are_ends_running_is_not() {
-        assert_eq!(plain_exit(&json!({"Status": "stopped", "ExitCode": 65})), Some(Exit { code: 65, oom_killed: false }));
-        assert_eq!(plain_exit(&json!({"Status": "exited", "ExitCode": 137, "OOMKilled": true})), Some(Exit { code: 137, oom_killed: true }));
+        assert_eq!(
+            plain_exit(&json!({"Status": "stopped", "ExitCode": 65})),
+            Some(Exit { code: 65, oom_killed: false })
+        );
+        assert_eq!(
+            plain_exit(&json!({"Status": "exited", "ExitCode": 137, "OOMKilled": true})),
+            Some(Exit { code: 137, oom_killed: true })
+        );
         assert_eq!(plain_exit(&json!({"Status": "dead"})), Some(Exit { code: -1, oom_killed: false }));
         assert_eq!(plain_exit(&json!({"Status": "running", "ExitCode": 0})), None);
         assert_eq!(plain_exit(&json!({"Status": "created"})), None);
@@ -126,12 +138,12 @@ mod tests {
 
     #[test]
     fn plain_http_engines_are_read_as_json_others_through_bollard() {
-        assert!(matches!(StateProbe::for_host("unix:///run/podman/podman.sock"), StateProbe::Plain { .. }));
-        match StateProbe::for_host("tcp://10.0.0.1:2375/") {
-            StateProbe::Plain { base, .. } => assert_eq!(base, "http://10.0.0.1:2375"),
-            StateProbe::Typed => assert!(std::env::var_os("DOCKER_TLS_VERIFY").is_some()),
+        assert!(matches!(ExitProbe::for_host("unix:///run/podman/podman.sock"), ExitProbe::Plain { .. }));
+        match ExitProbe::for_host("tcp://10.0.0.1:2375/") {
+            ExitProbe::Plain { base, .. } => assert_eq!(base, "http://10.0.0.1:2375"),
+            ExitProbe::Typed => assert!(std::env::var_os("DOCKER_TLS_VERIFY").is_some()),
         }
-        assert!(matches!(StateProbe::for_host("https://10.0.0.1:2376"), StateProbe::Typed));
-        assert!(matches!(StateProbe::for_host("ssh://user@host"), StateProbe::Typed));
+        assert!(matches!(ExitProbe::for_host("https://10.0.0.1:2376"), ExitProbe::Typed));
+        assert!(matches!(ExitProbe::for_host("ssh://user@host"), ExitProbe::Typed));
     }
 }

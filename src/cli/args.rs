@@ -1,0 +1,111 @@
+//! Argument groups shared by several commands (`#[command(flatten)]`): how to reach NATS, the real capability
+//! backends, and the container engine.
+
+use anyhow::Result;
+use riposte::capability::Backends;
+use riposte::nats::NatsConfig;
+use riposte::registry::Registry;
+use riposte::state_dir::StateDir;
+use std::path::PathBuf;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated; user:password@ or token@ may be in it. Default: the local
+    /// nats-server `riposte run` started (recorded in the state directory).
+    #[arg(long = "nats", env = "RIPOSTE_NATS_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// NATS credentials file (.creds: JWT and NKey seed).
+    #[arg(long = "nats-creds", env = "RIPOSTE_NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// File holding an NKey seed.
+    #[arg(long = "nats-nkey", env = "RIPOSTE_NATS_NKEY", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the server's certificate; turns TLS on.
+    #[arg(long = "nats-ca", env = "RIPOSTE_NATS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "nats-cert", env = "RIPOSTE_NATS_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long = "nats-key", env = "RIPOSTE_NATS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The library's connection settings.
+    pub fn config(&self, name: &str) -> NatsConfig {
+        NatsConfig {
+            url: self.url.clone(),
+            creds: self.creds.clone(),
+            nkey: self.nkey.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Connects and opens the registry (creating the streams and buckets when this is a fresh server).
+    pub async fn registry(&self, state: &StateDir) -> Result<Registry> {
+        let config = self.config("riposte-cli");
+        let (url, local) = config.resolve_url(state)?;
+        let client = config.connect(&url, local).await?;
+        let js = async_nats::jetstream::new(client);
+        riposte::streams::ensure(&js, None).await?;
+        Ok(Registry::open(&js).await?)
+    }
+}
+
+/// Where container playbooks run, shared by every command that runs them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContainerArgs {
+    /// Docker Engine API of Docker or Podman for container playbooks, e.g. unix:///run/podman/podman.sock
+    /// (default: DOCKER_HOST, else Podman's or Docker's default socket).
+    #[arg(long, env = "RIPOSTE_CONTAINER_HOST", value_name = "URL")]
+    pub container_host: Option<String>,
+}
+
+impl ContainerArgs {
+    /// Connects to the engine; containers with network get the runner's proxy settings and `ca_bundle`.
+    pub async fn engine(&self, ca_bundle: Option<PathBuf>) -> Result<riposte::container::ContainerEngine> {
+        let network = riposte::container::engine::NetworkEnv::from_env(ca_bundle);
+        Ok(riposte::container::ContainerEngine::connect_with(self.container_host.as_deref(), network).await?)
+    }
+
+    /// Where a runner (or `function call`) runs container functions.
+    pub fn setup(&self, backends: &BackendArgs) -> riposte::handlers::ContainerSetup {
+        riposte::handlers::ContainerSetup { host: self.container_host.clone(), ca_bundle: backends.ca_bundle.clone() }
+    }
+}
+
+/// Options of the real capability backends, shared by every command that runs playbooks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Extra trusted CA certificates (PEM bundle) for playbook HTTPS calls; HTTPS_PROXY/NO_PROXY are honoured.
+    #[arg(long, env = "RIPOSTE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Proxy for playbook HTTP(S) calls, e.g. http://proxy.internal:3128 (default: HTTPS_PROXY/HTTP_PROXY).
+    #[arg(long, env = "RIPOSTE_PROXY")]
+    pub proxy: Option<String>,
+    /// Kubeconfig of the cluster playbooks act on; without it KUBECONFIG, ~/.kube/config or the in-cluster
+    /// service account are used when present, and Kubernetes verbs are refused when none is.
+    #[arg(long, env = "RIPOSTE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl BackendArgs {
+    /// The real backends: one pooled HTTP client, the Kubernetes cluster, the object store in the state dir.
+    pub fn backends(&self, state: &StateDir) -> Result<Backends> {
+        let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig {
+            ca_bundle: self.ca_bundle.clone(),
+            timeout: None,
+            proxy: self.proxy.clone(),
+        })?;
+        Ok(Backends {
+            http: std::sync::Arc::new(http),
+            kubernetes: riposte::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
+            object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
+        })
+    }
+}
