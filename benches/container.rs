@@ -2,6 +2,7 @@
 //! 1. riposte's container action (webhook-action through the Docker Engine API of `podman system service`),
 //! 2. a bare `podman run --rm -i` of the same image with the same sandbox flags, env and stdin,
 //! 3. the same reaction (POST the alert to a webhook) as a WASM playbook (slack), fresh and warm instances.
+//!
 //! Rounds alternate 1 and 2 so both see the same machine load. `RIPOSTE_BENCH_ALERTS` sets the count (20).
 //!
 //! cargo bench --bench container        (needs podman, busybox-static, and .venv's componentize-py for 3)

@@ -40,6 +40,9 @@ pub struct ContainerSetup {
     pub ca_bundle: Option<PathBuf>,
 }
 
+/// A handler being loaded (or loaded) once, shared by every caller that asks for it meanwhile.
+type HandlerCell = Arc<OnceCell<Arc<dyn Handler>>>;
+
 /// Handlers of the functions a runner runs, loaded once per deployed version.
 pub struct HandlerCache {
     runtime: Arc<Runtime>,
@@ -49,7 +52,7 @@ pub struct HandlerCache {
     container_setup: ContainerSetup,
     /// Connected on the first container function (a runner with only WASM functions needs no engine).
     containers: tokio::sync::Mutex<Option<ContainerEngine>>,
-    loaded: Mutex<HashMap<String, (Function, Arc<OnceCell<Arc<dyn Handler>>>)>>,
+    loaded: Mutex<HashMap<String, (Function, HandlerCell)>>,
 }
 
 impl HandlerCache {

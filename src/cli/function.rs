@@ -220,8 +220,8 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         let row = rows.entry(&r.function).or_default();
         row.runs += 1;
         row.failures += u64::from(r.status != Status::Ok);
-        row.retries += u64::from(r.disposition == riposte::results::Disposition::Retry);
-        row.dead += u64::from(r.disposition == riposte::results::Disposition::DeadLettered);
+        row.retries += u64::from(r.disposition == Disposition::Retry);
+        row.dead += u64::from(r.disposition == Disposition::DeadLettered);
         row.durations.push(r.duration_us);
     }
     let mut out = format!(
