@@ -11,10 +11,19 @@ use std::path::PathBuf;
 /// How to reach NATS.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL(s), comma-separated; user:password@ or token@ may be in it. Default: the local
-    /// nats-server `riposte run` started (recorded in the state directory).
+    /// NATS server URL(s), comma-separated (nats:// or tls://); user:password@ or token@ may be in any of them.
+    /// Default: the local nats-server `riposte run` started (recorded in the state directory, with its key).
     #[arg(long = "nats", env = "RIPOSTE_NATS_URL", value_name = "URL")]
     pub url: Option<String>,
+    /// NATS user name; the password is read from --nats-password-file.
+    #[arg(long = "nats-user", env = "RIPOSTE_NATS_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// File holding the password of --nats-user (so it is not in the process list).
+    #[arg(long = "nats-password-file", env = "RIPOSTE_NATS_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// File holding a NATS token.
+    #[arg(long = "nats-token-file", env = "RIPOSTE_NATS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// NATS credentials file (.creds: JWT and NKey seed).
     #[arg(long = "nats-creds", env = "RIPOSTE_NATS_CREDS", value_name = "FILE")]
     pub creds: Option<PathBuf>,
@@ -27,7 +36,7 @@ pub struct NatsArgs {
     /// Client certificate (PEM) for mutual TLS.
     #[arg(long = "nats-cert", env = "RIPOSTE_NATS_CERT", value_name = "FILE")]
     pub cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
+    /// Client key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) for mutual TLS.
     #[arg(long = "nats-key", env = "RIPOSTE_NATS_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
 }
@@ -37,6 +46,9 @@ impl NatsArgs {
     pub fn config(&self, name: &str) -> NatsConfig {
         NatsConfig {
             url: self.url.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            token_file: self.token_file.clone(),
             creds: self.creds.clone(),
             nkey: self.nkey.clone(),
             ca: self.ca.clone(),
@@ -50,7 +62,7 @@ impl NatsArgs {
     pub async fn registry(&self, state: &StateDir) -> Result<Registry> {
         let config = self.config("riposte-cli");
         let (url, local) = config.resolve_url(state)?;
-        let client = config.connect(&url, local).await?;
+        let client = config.connect(&url, local.then_some(state)).await?;
         let js = async_nats::jetstream::new(client);
         riposte::streams::ensure(&js, None).await?;
         Ok(Registry::open(&js).await?)

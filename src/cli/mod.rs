@@ -91,10 +91,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The log levels without RUST_LOG. async-nats' own connection errors are off: riposte reports a failed connect
+/// once in its error, and losing or regaining a connection itself (riposte::nats).
+const DEFAULT_LOG_FILTER: &str = "info,wasmtime=warn,cranelift=warn,async_nats=warn,async_nats::connector=off";
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

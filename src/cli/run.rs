@@ -45,9 +45,10 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             eprintln!("riposte: no --nats given: using the local nats-server at {url} (started earlier)")
         }
         LocalServer::Started(_) => eprintln!(
-            "riposte: no --nats given: started a local nats-server at {url} with JetStream (data in {}); \
-             other riposte commands on this machine find it through the state directory",
-            state.root().join("nats").display()
+            "riposte: no --nats given: started a local nats-server at {url} with JetStream (data in {}); it \
+             accepts only the key in {} (other riposte commands run by this user with this state directory find both)",
+            state.root().join("nats").display(),
+            riposte::embedded::local_seed(state).display()
         ),
     }
     let backends = args.backends.backends(state)?;

@@ -8,6 +8,7 @@ pub struct TestNats {
     server: Option<NatsServer>,
     pub dir: tempfile::TempDir,
     port: u16,
+    config: Option<std::path::PathBuf>,
 }
 
 impl TestNats {
@@ -16,7 +17,31 @@ impl TestNats {
         let dir = tempfile::tempdir().unwrap();
         let server = NatsServer::start(dir.path(), 0).expect("nats-server starts (apt-get install nats-server)");
         let port = server.port();
-        TestNats { server: Some(server), dir, port }
+        TestNats { server: Some(server), dir, port, config: None }
+    }
+
+    /// Starts a fresh server with a configuration (nats-server syntax: authorization, TLS, accounts), written to
+    /// `server.conf` in its store directory; JetStream, 127.0.0.1 and the port still come from the command line.
+    pub fn start_with_config(config: &str) -> TestNats {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config).unwrap();
+        let server = NatsServer::start_with_config(dir.path(), 0, Some(&path)).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(dir.path().join("nats-server.log")).unwrap_or_default();
+            panic!("nats-server starts with {config}: {e}\n{log}")
+        });
+        let port = server.port();
+        TestNats { server: Some(server), dir, port, config: Some(path) }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What the server logged (permission violations, refused connections).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -27,7 +52,9 @@ impl TestNats {
     /// Kills the server (SIGKILL) and starts it again on the same port and store.
     pub fn restart(&mut self) {
         self.server.take().unwrap().kill();
-        self.server = Some(NatsServer::start(self.dir.path(), self.port).expect("nats-server restarts"));
+        self.server = Some(
+            NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref()).expect("nats-server restarts"),
+        );
     }
 
     /// A client connected to it.
