@@ -379,9 +379,8 @@ fn is_tls(why: &str) -> bool {
 }
 
 fn tls_hint(why: &str, ca: bool, cert: bool) -> &'static str {
-    if why.contains("NotValidForName") {
-        ": the server's certificate is not valid for the host name in the URL: connect with a name its \
-         certificate lists"
+    if why.contains("NotValidForName") || why.contains("not valid for name") {
+        ": the server's certificate is not valid for the host name in the URL: connect with a name it lists"
     } else if why.contains("UnknownIssuer") && !ca {
         ": the server's certificate is signed by a CA this machine does not trust: give it with --nats-ca"
     } else if why.contains("UnknownIssuer") || why.contains("BadSignature") {
