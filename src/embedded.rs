@@ -45,7 +45,8 @@ impl NatsServer {
     /// [`NatsServer::start`] with a nats-server configuration file (`-c`) for what the command line cannot say
     /// (authorization, TLS, accounts); the command line's JetStream, address, port and store still apply.
     pub fn start_with_config(store_dir: &Path, port: u16, config: Option<&Path>) -> Result<NatsServer, EmbeddedError> {
-        std::fs::create_dir_all(store_dir).map_err(|e| EmbeddedError::Start(format!("{}: {e}", store_dir.display())))?;
+        std::fs::create_dir_all(store_dir)
+            .map_err(|e| EmbeddedError::Start(format!("{}: {e}", store_dir.display())))?;
         let log = store_dir.join("nats-server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -55,7 +56,8 @@ impl NatsServer {
         // A fresh folder for this start's ports file: the one file in it is this server's.
         let ports_dir = store_dir.join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
-        std::fs::create_dir_all(&ports_dir).map_err(|e| EmbeddedError::Start(format!("{}: {e}", ports_dir.display())))?;
+        std::fs::create_dir_all(&ports_dir)
+            .map_err(|e| EmbeddedError::Start(format!("{}: {e}", ports_dir.display())))?;
         let binary = std::env::var_os("RIPOSTE_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| "nats-server".into());
         let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
         let mut command = Command::new(&binary);
@@ -80,7 +82,9 @@ impl NatsServer {
         // The server writes its ports file once it listens; a connection there confirms it is this server.
         loop {
             if let Some(p) = reported_port(&ports_dir) {
-                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200)).is_ok() {
+                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200))
+                    .is_ok()
+                {
                     server.port = p;
                     break;
                 }
@@ -100,7 +104,8 @@ impl NatsServer {
         let config = prepare_credentials(state)?;
         let mut server = NatsServer::start_with_config(&dir, 0, Some(&config))?;
         let url_file = dir.join("url");
-        std::fs::write(&url_file, server.url()).map_err(|e| EmbeddedError::Start(format!("{}: {e}", url_file.display())))?;
+        std::fs::write(&url_file, server.url())
+            .map_err(|e| EmbeddedError::Start(format!("{}: {e}", url_file.display())))?;
         server.url_file = Some(url_file);
         Ok(server)
     }
@@ -207,7 +212,10 @@ pub fn recorded_url(state: &StateDir) -> Option<String> {
 
 /// The client port in the one ports file nats-server wrote in `dir` (`{"nats":["nats://127.0.0.1:PORT"]}`).
 fn reported_port(dir: &Path) -> Option<u16> {
-    let entry = std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
     let url = ports.get("nats")?.as_array()?.first()?.as_str()?;

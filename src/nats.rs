@@ -59,8 +59,13 @@ pub enum NatsError {
     Tls { url: String, why: String, hint: &'static str },
     #[error("cannot connect to NATS at {url}: {why}{hint}")]
     Connect { url: String, why: String, hint: &'static str },
-    #[error("cannot read {what} {path}: {why}")]
-    File { what: &'static str, path: PathBuf, why: String },
+    #[error("cannot read {what} {path}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {path} is empty")]
     EmptyFile { what: &'static str, path: PathBuf },
     #[error("{path} does not hold an NKey user seed (a line starting with SU): {why}")]
@@ -307,7 +312,7 @@ impl NatsConfig {
             return Ok((opts.token(token), Credential::TokenFile(file.clone())));
         }
         if let Some(path) = &self.nkey {
-            let (seed, public) = read_seed(path)?;
+            let (seed, public) = read_seed("NKey seed (--nats-nkey)", path)?;
             return Ok((opts.nkey(seed), Credential::Nkey { public, path: path.clone() }));
         }
         if let Some(path) = &self.creds {
@@ -315,14 +320,14 @@ impl NatsConfig {
             let opts = opts.credentials_file(path).await.map_err(|e| NatsError::File {
                 what: "NATS credentials (--nats-creds)",
                 path: path.clone(),
-                why: e.to_string(),
+                source: e,
             })?;
             return Ok((opts, Credential::Creds(path.clone())));
         }
         if let Some(state) = local {
             let path = crate::embedded::local_seed(state);
             if path.exists() {
-                let (seed, _) = read_seed(&path)?;
+                let (seed, _) = read_seed("the local server's key", &path)?;
                 return Ok((opts.nkey(seed), Credential::Local(path)));
             }
         }
@@ -415,13 +420,12 @@ fn log_event(event: &async_nats::Event, lost: &AtomicBool) {
 }
 
 fn readable(what: &'static str, path: &Path) -> Result<(), NatsError> {
-    std::fs::File::open(path).map(|_| ()).map_err(|e| NatsError::File { what, path: path.into(), why: e.to_string() })
+    std::fs::File::open(path).map(|_| ()).map_err(|e| NatsError::File { what, path: path.into(), source: e })
 }
 
 /// A password or token file: its content without the trailing newline.
 fn secret_file(what: &'static str, path: &Path) -> Result<String, NatsError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| NatsError::File { what, path: path.into(), why: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| NatsError::File { what, path: path.into(), source: e })?;
     let secret = text.trim_end_matches(['\n', '\r']).to_owned();
     if secret.is_empty() {
         return Err(NatsError::EmptyFile { what, path: path.into() });
@@ -430,16 +434,13 @@ fn secret_file(what: &'static str, path: &Path) -> Result<String, NatsError> {
 }
 
 /// An NKey user seed file (the seed alone, or among other lines as `nsc` writes it): the seed and its public key.
-fn read_seed(path: &Path) -> Result<(String, String), NatsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| NatsError::File {
-        what: "NKey seed (--nats-nkey)",
-        path: path.into(),
-        why: e.to_string(),
-    })?;
-    let seed = text.lines().map(str::trim).find(|l| l.starts_with("SU")).ok_or_else(|| NatsError::BadSeed {
-        path: path.into(),
-        why: "no such line".into(),
-    })?;
+fn read_seed(what: &'static str, path: &Path) -> Result<(String, String), NatsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| NatsError::File { what, path: path.into(), source: e })?;
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU"))
+        .ok_or_else(|| NatsError::BadSeed { path: path.into(), why: "no such line".into() })?;
     let pair =
         nkeys::KeyPair::from_seed(seed).map_err(|e| NatsError::BadSeed { path: path.into(), why: e.to_string() })?;
     Ok((seed.to_owned(), pair.public_key()))

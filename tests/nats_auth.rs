@@ -11,13 +11,13 @@ mod support;
 use async_nats::jetstream;
 use riposte::capability::recording::Recorder;
 use riposte::capability::Backends;
-use riposte::results::read_results;
-use riposte::runner::{Runner, RunnerConfig};
 use riposte::execution::Status;
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::nats::NatsConfig;
 use riposte::registry::Registry;
+use riposte::results::read_results;
+use riposte::runner::{Runner, RunnerConfig};
 use riposte::state_dir::StateDir;
 use riposte::trigger::Trigger;
 use std::os::unix::fs::PermissionsExt;
@@ -148,19 +148,38 @@ async fn user_and_password_in_the_url_or_from_flags_and_env() {
     let in_url = format!("nats://runner:{PASSWORD}@127.0.0.1:{}", nats.port());
     works(riposte(&["trigger", "list", "--nats", &in_url], &[]));
     works(riposte(&["function", "list"], &[("RIPOSTE_NATS_URL", &in_url)]));
-    works(riposte(&["trigger", "list", "--nats", &url, "--nats-user", "runner", "--nats-password-file", &password], &[]));
-    let env = [("RIPOSTE_NATS_URL", url.as_str()), ("RIPOSTE_NATS_USER", "runner"), ("RIPOSTE_NATS_PASSWORD_FILE", &password)];
+    works(riposte(
+        &["trigger", "list", "--nats", &url, "--nats-user", "runner", "--nats-password-file", &password],
+        &[],
+    ));
+    let env = [
+        ("RIPOSTE_NATS_URL", url.as_str()),
+        ("RIPOSTE_NATS_USER", "runner"),
+        ("RIPOSTE_NATS_PASSWORD_FILE", &password),
+    ];
     works(riposte(&["function", "list"], &env));
 
     let bad_url = format!("nats://runner:wr0ng-pw-123@127.0.0.1:{}", nats.port());
-    refused(riposte(&["trigger", "list", "--nats", &bad_url], &[]), &["refused user \"runner\" with the password in the URL"], "wr0ng-pw-123");
+    refused(
+        riposte(&["trigger", "list", "--nats", &bad_url], &[]),
+        &["refused user \"runner\" with the password in the URL"],
+        "wr0ng-pw-123",
+    );
     refused(
         riposte(&["function", "list", "--nats", &url, "--nats-user", "runner", "--nats-password-file", &wrong], &[]),
         &["refused user \"runner\" with the password in", &wrong],
         "wr0ng-pw-456",
     );
-    refused(riposte(&["trigger", "list", "--nats", &url], &[]), &["refused a connection without credentials", "--nats-user"], PASSWORD);
-    refused(riposte(&["trigger", "list", "--nats", &url, "--nats-user", "runner"], &[]), &["--nats-password-file"], PASSWORD);
+    refused(
+        riposte(&["trigger", "list", "--nats", &url], &[]),
+        &["refused a connection without credentials", "--nats-user"],
+        PASSWORD,
+    );
+    refused(
+        riposte(&["trigger", "list", "--nats", &url, "--nats-user", "runner"], &[]),
+        &["--nats-password-file"],
+        PASSWORD,
+    );
 
     let mut c = config(&url);
     c.user = Some("runner".into());
@@ -183,7 +202,11 @@ async fn a_token_in_the_url_or_from_a_file() {
     let bad = format!("nats://not-the-t0ken@127.0.0.1:{}", nats.port());
     refused(riposte(&["trigger", "list", "--nats", &bad], &[]), &["refused the token in the URL"], "not-the-t0ken");
     let wrong = file(dir.path(), "wrong", "not-the-t0ken\n");
-    refused(riposte(&["trigger", "list", "--nats", &url, "--nats-token-file", &wrong], &[]), &["refused the token in", &wrong], "not-the-t0ken");
+    refused(
+        riposte(&["trigger", "list", "--nats", &url, "--nats-token-file", &wrong], &[]),
+        &["refused the token in", &wrong],
+        "not-the-t0ken",
+    );
     let two = riposte(&["trigger", "list", "--nats", &in_url, "--nats-token-file", &token], &[]);
     refused(two, &["credentials in the URL and --nats-token-file: give one credential"], TOKEN);
 
@@ -197,7 +220,10 @@ async fn a_token_in_the_url_or_from_a_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_nkey_seed_file() {
     let user = nkeys::KeyPair::new_user();
-    let nats = TestNats::start_with_config(&format!("authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n", user.public_key()));
+    let nats = TestNats::start_with_config(&format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    ));
     let dir = tempfile::tempdir().unwrap();
     let seed = file(dir.path(), "user.nk", &format!("{}\n", user.seed().unwrap()));
     let url = nats.url();
@@ -212,7 +238,11 @@ async fn an_nkey_seed_file() {
         &other_seed,
     );
     let garbage = file(dir.path(), "garbage.nk", "SUnot-a-seed\n");
-    refused(riposte(&["trigger", "list", "--nats", &url, "--nats-nkey", &garbage], &[]), &["does not hold an NKey user seed"], "SUnot-a-seed");
+    refused(
+        riposte(&["trigger", "list", "--nats", &url, "--nats-nkey", &garbage], &[]),
+        &["does not hold an NKey user seed"],
+        "SUnot-a-seed",
+    );
 
     let mut c = config(&url);
     c.nkey = Some(seed.into());
@@ -232,7 +262,8 @@ async fn a_creds_file_of_an_operator_account_and_the_binary_runner_with_it() {
     works(riposte(&["function", "list"], &[("RIPOSTE_NATS_URL", &url), ("RIPOSTE_NATS_CREDS", &creds_s)]));
     let stranger = dir.path().join("stranger.creds");
     Operator::creds(&nkeys::KeyPair::new_account(), &stranger);
-    let stranger_seed = std::fs::read_to_string(&stranger).unwrap().lines().find(|l| l.starts_with("SU")).unwrap().to_owned();
+    let stranger_seed =
+        std::fs::read_to_string(&stranger).unwrap().lines().find(|l| l.starts_with("SU")).unwrap().to_owned();
     let stranger_s = stranger.display().to_string();
     refused(
         riposte(&["trigger", "list", "--nats", &url, "--nats-creds", &stranger_s], &[]),
@@ -258,7 +289,11 @@ async fn a_creds_file_of_an_operator_account_and_the_binary_runner_with_it() {
     let reg = Registry::open(&jetstream::new(client.clone())).await.unwrap();
     let uuid = uuid::Uuid::new_v4().to_string();
     let mine = || async {
-        read_results(reg.jetstream(), Some("secured"), None).await.unwrap().into_iter().any(|r| r.runner == "creds-runner" && r.status == Status::Ok)
+        read_results(reg.jetstream(), Some("secured"), None)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|r| r.runner == "creds-runner" && r.status == Status::Ok)
     };
     wait_until("the binary runner to handle an alert", LONG, || async {
         // Published again until the runner (connecting meanwhile) has taken one.
@@ -284,7 +319,10 @@ async fn tls_with_a_private_ca_and_server_name_verification() {
     let ca = pki.ca();
     let tls = format!("tls://127.0.0.1:{port}");
     works(riposte(&["trigger", "list", "--nats", &tls, "--nats-ca", &ca], &[]));
-    works(riposte(&["function", "list"], &[("RIPOSTE_NATS_URL", &format!("nats://localhost:{port}")), ("RIPOSTE_NATS_CA", &ca)]));
+    works(riposte(
+        &["function", "list"],
+        &[("RIPOSTE_NATS_URL", &format!("nats://localhost:{port}")), ("RIPOSTE_NATS_CA", &ca)],
+    ));
     refused(riposte(&["trigger", "list", "--nats", &tls], &[]), &["TLS with tls://127.0.0.1", "--nats-ca"], "BEGIN");
     let other = Pki::new(&pki.dir.join("other"));
     refused(
@@ -314,11 +352,23 @@ async fn mutual_tls_with_pkcs8_pkcs1_and_sec1_client_keys() {
     let ca = pki.ca();
     for kind in KEY_KINDS {
         let (cert, key) = (pki.cert(kind), pki.key(kind));
-        works(riposte(&["trigger", "list", "--nats", &tls, "--nats-ca", &ca, "--nats-cert", &cert, "--nats-key", &key], &[]));
-        let env = [("RIPOSTE_NATS_URL", tls.as_str()), ("RIPOSTE_NATS_CA", &ca), ("RIPOSTE_NATS_CERT", &cert), ("RIPOSTE_NATS_KEY", &key)];
+        works(riposte(
+            &["trigger", "list", "--nats", &tls, "--nats-ca", &ca, "--nats-cert", &cert, "--nats-key", &key],
+            &[],
+        ));
+        let env = [
+            ("RIPOSTE_NATS_URL", tls.as_str()),
+            ("RIPOSTE_NATS_CA", &ca),
+            ("RIPOSTE_NATS_CERT", &cert),
+            ("RIPOSTE_NATS_KEY", &key),
+        ];
         works(riposte(&["function", "list"], &env));
     }
-    refused(riposte(&["trigger", "list", "--nats", &tls, "--nats-ca", &ca], &[]), &["client certificate", "--nats-cert"], "BEGIN");
+    refused(
+        riposte(&["trigger", "list", "--nats", &tls, "--nats-ca", &ca], &[]),
+        &["client certificate", "--nats-cert"],
+        "BEGIN",
+    );
     let (cert, key) = (pki.cert("sec1"), pki.key("pkcs1"));
     refused(
         riposte(&["trigger", "list", "--nats", &tls, "--nats-ca", &ca, "--nats-cert", &cert, "--nats-key", &key], &[]),
@@ -343,7 +393,11 @@ async fn a_comma_separated_server_list_with_credentials_in_one_url() {
     works(riposte(&["trigger", "list", "--nats", &list], &[]));
     works(riposte(&["function", "list"], &[("RIPOSTE_NATS_URL", &list)]));
     let bad = format!("nats://runner:{PASSWORD}@a:4222,nats://b:99999");
-    refused(riposte(&["trigger", "list", "--nats", &bad], &[]), &["--nats: \"nats://b:99999\" is not a NATS server URL"], PASSWORD);
+    refused(
+        riposte(&["trigger", "list", "--nats", &bad], &[]),
+        &["--nats: \"nats://b:99999\" is not a NATS server URL"],
+        PASSWORD,
+    );
     runs_an_alert(&config(&list)).await;
 }
 
@@ -383,7 +437,11 @@ async fn the_local_server_accepts_only_the_key_riposte_run_generated() {
     let stranger = state.path().join("stranger");
     std::fs::create_dir_all(stranger.join("nats")).unwrap();
     std::fs::copy(&url_file, stranger.join("nats/url")).unwrap();
-    refused(riposte_in(&stranger, &["trigger", "list"], &[]), &["refused a connection without credentials", "requires the key"], "SU");
+    refused(
+        riposte_in(&stranger, &["trigger", "list"], &[]),
+        &["refused a connection without credentials", "requires the key"],
+        "SU",
+    );
 
     let key = std::fs::read_to_string(&seed).unwrap();
     stop(run);

@@ -53,7 +53,8 @@ impl TestNats {
     pub fn restart(&mut self) {
         self.server.take().unwrap().kill();
         self.server = Some(
-            NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref()).expect("nats-server restarts"),
+            NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref())
+                .expect("nats-server restarts"),
         );
     }
 

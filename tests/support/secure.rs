@@ -19,7 +19,8 @@ pub struct Pki {
 pub const KEY_KINDS: [&str; 3] = ["pkcs8", "pkcs1", "sec1"];
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs (apt-get install openssl)");
+    let out =
+        Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs (apt-get install openssl)");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -30,16 +31,45 @@ impl Pki {
     pub fn new(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=riposte test CA", "-keyout", "ca.key", "-out", "ca.pem"];
+        let mut ca =
+            vec!["req", "-x509", "-days", "2", "-subj", "/CN=riposte test CA", "-keyout", "ca.key", "-out", "ca.pem"];
         ca.extend(ec);
         openssl(dir, &ca);
         let sign = |name: &str, ext: &str| {
             std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            openssl(dir, &["req", "-new", "-key", &format!("{name}.key"), "-subj", &format!("/CN={name}"), "-out", &format!("{name}.csr")]);
-            openssl(dir, &[
-                "x509", "-req", "-days", "2", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.pem"),
-            ]);
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    &format!("{name}.key"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-days",
+                    "2",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                    "-out",
+                    &format!("{name}.pem"),
+                ],
+            );
         };
         let server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n";
         openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"]);
@@ -121,8 +151,12 @@ impl Operator {
     pub fn new() -> Operator {
         let operator = KeyPair::new_operator();
         let account = KeyPair::new_account();
-        let operator_jwt =
-            jwt(&operator, &operator.public_key(), "riposte-test", serde_json::json!({"type": "operator", "version": 2}));
+        let operator_jwt = jwt(
+            &operator,
+            &operator.public_key(),
+            "riposte-test",
+            serde_json::json!({"type": "operator", "version": 2}),
+        );
         let account_jwt = jwt(
             &operator,
             &account.public_key(),
