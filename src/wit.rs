@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use riposte::playbook::http::{Request as HttpRequest, Response as HttpResponse};
-pub use riposte::playbook::kubernetes::{CaptureJob, Taint};
-pub use riposte::playbook::log::Level as LogLevel;
-pub use riposte::playbook::types::{Alert as WitAlert, ApiError, Error as CallError};
+pub use self::riposte::playbook::http::{Request as HttpRequest, Response as HttpResponse};
+pub use self::riposte::playbook::kubernetes::{CaptureJob, Taint};
+pub use self::riposte::playbook::log::Level as LogLevel;
+pub use self::riposte::playbook::types::{Alert as WitAlert, ApiError, Error as CallError};
