@@ -44,7 +44,8 @@ pub enum Priority {
 }
 
 impl Priority {
-    const ALL: [Priority; 8] = [
+    /// Every priority, most severe first.
+    pub const ALL: [Priority; 8] = [
         Priority::Emergency,
         Priority::Alert,
         Priority::Critical,

@@ -17,7 +17,8 @@ use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::state_dir::StateDir;
 use crate::streams::StreamError;
-use crate::trigger::{PatternError, Trigger};
+use crate::topic_check::{check_topic, TopicError};
+use crate::trigger::{Pattern, Trigger};
 use std::path::{Path, PathBuf};
 
 /// Where a function's code comes from.
@@ -76,7 +77,7 @@ pub enum DeployError {
     #[error(transparent)]
     Image(#[from] ContainerError),
     #[error(transparent)]
-    Topic(#[from] PatternError),
+    Topic(#[from] TopicError),
     #[error(transparent)]
     Nats(#[from] StreamError),
 }
@@ -214,17 +215,19 @@ pub async fn delete_trigger(registry: &Registry, trigger: &Trigger) -> Result<()
 }
 
 /// Checks a trigger against the registry (its function exists, its topic is inside the alert stream's
-/// subjects), then writes it.
-pub async fn create_trigger(registry: &Registry, trigger: &Trigger) -> Result<(), DeployError> {
+/// subjects and, unless `force`, one falcosidekick can publish on: [`check_topic`]), then writes it; returns
+/// its pattern.
+pub async fn create_trigger(registry: &Registry, trigger: &Trigger, force: bool) -> Result<Pattern, DeployError> {
     if !valid_name(&trigger.name) {
         return Err(DeployError::TriggerName(trigger.name.clone()));
     }
-    crate::trigger::Pattern::parse(&trigger.topic)?;
+    check_topic(&trigger.topic, None, force)?;
     let function =
         registry.function(&trigger.function).await?.ok_or_else(|| DeployError::NoFunction(trigger.function.clone()))?;
     let subjects = crate::streams::alert_subjects(registry.jetstream()).await?;
-    crate::streams::check_topic(&trigger.topic, &subjects)?;
-    write_trigger(registry, trigger, &function).await
+    let pattern = check_topic(&trigger.topic, Some(&subjects), force)?;
+    write_trigger(registry, trigger, &function).await?;
+    Ok(pattern)
 }
 
 /// What [`deploy_with_triggers`] wrote.
@@ -249,19 +252,20 @@ pub fn numbered_triggers(function: &str, topics: &[String]) -> Vec<Trigger> {
 }
 
 /// Deploys a prepared function with exactly these triggers (the `deploy_playbook` workflow): every topic is
-/// checked against the alert stream first, then the function and its triggers are written, and the function's
-/// other triggers removed.
+/// checked ([`check_topic`]; `force` keeps topics falcosidekick never publishes on) first, then the function
+/// and its triggers are written, and the function's other triggers removed.
 pub async fn deploy_with_triggers(
     registry: &Registry,
     prepared: &PreparedFunction,
     triggers: Vec<Trigger>,
+    force: bool,
 ) -> Result<Deployed, DeployError> {
     if triggers.is_empty() {
         return Err(DeployError::NoTopics);
     }
     let subjects = crate::streams::alert_subjects(registry.jetstream()).await?;
     for t in &triggers {
-        crate::streams::check_topic(&t.topic, &subjects)?;
+        check_topic(&t.topic, Some(&subjects), force)?;
     }
     write_function(registry, prepared).await?;
     for t in &triggers {

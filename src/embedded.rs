@@ -39,12 +39,21 @@ impl NatsServer {
     /// Starts nats-server with JetStream storing in `store_dir`, on `port` (0: a port the server picks itself and
     /// reports in a ports file, so two servers started at once can never race for the same free port), 127.0.0.1 only.
     pub fn start(store_dir: &Path, port: u16) -> Result<NatsServer, EmbeddedError> {
-        NatsServer::start_with_config(store_dir, port, None)
+        NatsServer::launch(store_dir, port, None, &["-js"])
     }
 
     /// [`NatsServer::start`] with a nats-server configuration file (`-c`) for what the command line cannot say
     /// (authorization, TLS, accounts); the command line's JetStream, address, port and store still apply.
     pub fn start_with_config(store_dir: &Path, port: u16, config: Option<&Path>) -> Result<NatsServer, EmbeddedError> {
+        NatsServer::launch(store_dir, port, config, &["-js"])
+    }
+
+    /// [`start`](Self::start) with other nats-server options than `-js` (none: JetStream off; `--user`...).
+    pub fn start_with_args(store_dir: &Path, port: u16, args: &[&str]) -> Result<NatsServer, EmbeddedError> {
+        NatsServer::launch(store_dir, port, None, args)
+    }
+
+    fn launch(store_dir: &Path, port: u16, config: Option<&Path>, args: &[&str]) -> Result<NatsServer, EmbeddedError> {
         std::fs::create_dir_all(store_dir)
             .map_err(|e| EmbeddedError::Start(format!("{}: {e}", store_dir.display())))?;
         let log = store_dir.join("nats-server.log");
@@ -65,7 +74,8 @@ impl NatsServer {
             command.arg("-c").arg(config);
         }
         let child = command
-            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+            .args(args)
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-sd"])
             .arg(store_dir)
             .arg("--ports_file_dir")
             .arg(&ports_dir)

@@ -30,13 +30,16 @@ pub mod function;
 pub mod limits;
 pub mod manifest;
 pub mod name;
+pub mod rules;
 pub mod shutdown;
 pub mod state_dir;
+pub mod topic_check;
 pub mod trigger;
 pub mod wit;
 
 // NATS: where definitions, alerts and records live.
 pub mod embedded;
+pub mod fleet;
 pub mod nats;
 pub mod registry;
 pub mod results;
@@ -50,6 +53,7 @@ pub mod runtime;
 // Library operations.
 pub mod builder;
 pub mod deploy;
+pub mod doctor;
 pub mod handlers;
 pub mod spec;
 

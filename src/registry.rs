@@ -66,6 +66,16 @@ impl Registry {
         Ok(Registry { js: js.clone(), kv, objects })
     }
 
+    /// Opens the registry only when it exists (nothing is created): for read-only checks.
+    pub async fn existing(js: &jetstream::Context) -> Result<Option<Registry>, StreamError> {
+        if js.get_stream(format!("KV_{REGISTRY_BUCKET}")).await.is_err() {
+            return Ok(None);
+        }
+        let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
+        let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;
+        Ok(Some(Registry { js: js.clone(), kv, objects }))
+    }
+
     /// The JetStream context it uses.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js

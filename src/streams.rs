@@ -139,22 +139,6 @@ pub async fn alert_subjects(js: &jetstream::Context) -> Result<Vec<String>, Stre
     Ok(s.info().await.doing("reading the alert stream")?.config.subjects.clone())
 }
 
-/// Checks a trigger's topic is a valid pattern inside the alert stream's subjects.
-pub fn check_topic(topic: &str, alert_subjects: &[String]) -> Result<Pattern, StreamError> {
-    let pattern = Pattern::parse(topic).doing("trigger")?;
-    if !alert_subjects.iter().any(|s| crate::trigger::nats_subset(pattern.nats_filter(), s)) {
-        return Err(StreamError::new(
-            format!("topic {topic:?}"),
-            format!(
-                "it is outside the subjects the alert stream captures ({}); alerts on it would never be stored \
-                 (start the runner with --stream-subjects to widen them)",
-                alert_subjects.join(", ")
-            ),
-        ));
-    }
-    Ok(pattern)
-}
-
 /// The durable consumer of one trigger: created when the trigger is created (so alerts are kept for it even
 /// while no runner is up), opened by runners. Delivery starts with alerts published after its creation.
 pub async fn ensure_consumer(

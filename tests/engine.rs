@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use support::nats::TestNats;
-use support::{guests, wait_until};
+use support::{guests, riposte_bin, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -132,14 +132,6 @@ async fn publish_stored(nats: &TestNats, reg: &Registry, prefix: &str, n: usize)
     }
     drop(client);
     uuids
-}
-
-fn riposte_bin(state: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_riposte"));
-    c.env("RIPOSTE_STATE_DIR", state)
-        .env("RIPOSTE_PLAYBOOKS", support::root().join("playbooks"))
-        .env("RUST_LOG", "warn");
-    c
 }
 
 fn spawn_runner(nats: &TestNats, name: &str) -> Child {
@@ -591,4 +583,86 @@ async fn the_redelivery_check_finds_an_earlier_ok_result_and_gives_up_on_a_crowd
         store("busy", format!("other-{i}"), Status::Failed).await;
     }
     assert!(already_handled(js, "busy", "wanted", since).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_falcosidekick_never_publishes_is_refused_and_rules_show_what_a_topic_matches() {
+    let nats = TestNats::start();
+    let reg = registry(&nats).await;
+    deploy(&reg, "topics", &guests::ok(), "timeout_ms = 1000", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("falco_rules.yaml");
+    std::fs::write(
+        &rules,
+        "- macro: container\n  condition: container.id != host\n\
+         - rule: Terminal shell in container\n  condition: container\n  output: shell\n  priority: NOTICE\n\
+         - rule: Write below binary dir\n  condition: open_write\n  output: write\n  priority: ERROR\n\
+         - rule: Contact K8S API Server From Container\n  condition: outbound\n  output: k8s\n  priority: INFO\n",
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = riposte_bin(&support::shared_state()).args(args).args(["--nats", &nats.url()]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // What the Kubeless response engine's README deployed: refused with the fix, nothing written.
+    let (ok, _, stderr) = cli(&["trigger", "create", "old", "--function", "topics", "--topic", "falco.info.*"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "falcosidekick publishes Informational alerts as falco.informational.<rule>, use falco.informational.*"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let (ok, _, stderr) = cli(&[
+        "deploy-playbook",
+        "-p",
+        "slack",
+        "-e",
+        "SLACK_WEBHOOK_URL=http://x",
+        "-t",
+        "falco.error.*",
+        "-t",
+        "falco.error.Write-Below-Binary-Dir",
+    ]);
+    assert!(!ok && stderr.contains("use falco.error.write_below_binary_dir"), "{stderr}");
+    assert!(reg.triggers().await.unwrap().is_empty(), "nothing written");
+
+    // --force keeps it, for another publisher; --rules shows the rules a topic matches.
+    let (ok, stdout, stderr) =
+        cli(&["trigger", "create", "forced", "--function", "topics", "--topic", "falco.info.*", "--force"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("trigger forced -> topics on falco.info.*"), "{stdout}");
+    let rules_arg = rules.to_str().unwrap();
+    let (ok, stdout, stderr) = cli(&[
+        "trigger",
+        "create",
+        "shells",
+        "--function",
+        "topics",
+        "--topic",
+        "falco.*.*{shell,k8s}*",
+        "--rules",
+        rules_arg,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("matches 2 of the 3 rules"), "{stdout}");
+    assert!(
+        stdout.contains("falco.notice.terminal_shell_in_container") && stdout.contains("Terminal shell in container"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("falco.informational.contact_k8s_api_server_from_container"), "{stdout}");
+    assert!(!stdout.contains("Write below binary dir"), "{stdout}");
+    let (ok, stdout, _) = cli(&["trigger", "list", "--rules", rules_arg]);
+    assert!(ok);
+    let forced = stdout.lines().skip_while(|l| !l.starts_with("forced ")).nth(1).unwrap_or_default();
+    assert!(forced.contains("matches none of the 3 rules"), "{stdout}");
+    assert!(stdout.contains("matches 2 of the 3 rules"), "{stdout}");
+    let (ok, _, stderr) = cli(&["trigger", "list", "--rules", "/nonexistent/falco_rules.yaml"]);
+    assert!(!ok && stderr.contains("cannot read Falco rules file /nonexistent/falco_rules.yaml"), "{stderr}");
 }

@@ -14,14 +14,16 @@ const LAYERS: &[&[&str]] = &[
         "manifest",
         "name",
         "shutdown",
+        "rules",
         "state_dir",
+        "topic_check",
         "trigger",
         "wit",
     ],
-    &["embedded", "nats", "registry", "results", "streams"],
+    &["embedded", "fleet", "nats", "registry", "results", "streams"],
     &["capability"],
     &["container", "runtime"],
-    &["builder", "deploy", "handlers", "spec"],
+    &["builder", "deploy", "doctor", "handlers", "spec"],
     &["runner"],
 ];
 

@@ -30,6 +30,10 @@ pub trait Http: Send + Sync {
 /// Typed Kubernetes verbs.
 #[async_trait::async_trait]
 pub trait Kubernetes: Send + Sync {
+    /// Whether a cluster is configured (false only for the backend that refuses every verb).
+    fn available(&self) -> bool {
+        true
+    }
     /// Deletes a pod; returns its node. Refuses DaemonSet pods unless `allow_daemonset`.
     async fn delete_pod(
         &self,

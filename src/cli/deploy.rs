@@ -6,7 +6,7 @@ use anyhow::Result;
 use riposte::deploy::{self, ImageNote, PreparedFunction, Source};
 use riposte::digest::short;
 use riposte::state_dir::StateDir;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `riposte deploy-playbook` / `./deploy_playbook`.
@@ -24,6 +24,13 @@ pub struct PlaybookArgs {
     /// Run it only on the runner of this name.
     #[arg(long)]
     runs_on: Option<String>,
+    /// Keep topics falcosidekick's subjects (falco.<priority>.<rule slug>) can never match: for another
+    /// publisher or a custom nats.subjecttemplate.
+    #[arg(long)]
+    force: bool,
+    /// Falco rules files (repeatable): show which of their rules each topic matches.
+    #[arg(long, value_name = "FALCO_RULES_YAML")]
+    rules: Vec<PathBuf>,
     #[command(flatten)]
     nats: super::args::NatsArgs,
 }
@@ -32,9 +39,11 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     if args.topics.is_empty() {
         return Err(deploy::DeployError::NoTopics.into());
     }
+    // Checked before the (slow) build: a refused topic costs nothing.
     for topic in &args.topics {
-        riposte::trigger::Pattern::parse(topic)?;
+        riposte::topic_check::check_topic(topic, None, args.force)?;
     }
+    let rules = super::trigger::load_rules(&args.rules)?;
     let base = Path::new(&args.playbook).file_name().and_then(|n| n.to_str()).unwrap_or(&args.playbook).to_owned();
     let name = format!("falco-{base}");
     let source = Source::Playbook(args.playbook.clone());
@@ -42,10 +51,14 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     print_image_note(&prepared);
     let registry = args.nats.registry(state).await?;
     let deployed =
-        deploy::deploy_with_triggers(&registry, &prepared, deploy::numbered_triggers(&name, &args.topics)).await?;
+        deploy::deploy_with_triggers(&registry, &prepared, deploy::numbered_triggers(&name, &args.topics), args.force)
+            .await?;
     print_deployed(&prepared);
     for t in &deployed.triggers {
         println!("trigger {} -> {} on {}", t.name, name, t.topic);
+        if let (Some(rules), Ok(pattern)) = (&rules, riposte::trigger::Pattern::parse(&t.topic)) {
+            super::trigger::print_matches(rules, &pattern);
+        }
     }
     for t in &deployed.removed {
         println!("trigger {} removed (no longer asked for)", t.name);

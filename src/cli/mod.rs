@@ -4,10 +4,12 @@ mod args;
 mod build;
 mod call;
 mod deploy;
+mod doctor;
 mod function;
 mod playbook;
 mod print;
 mod run;
+mod runner;
 mod spec;
 mod trigger;
 
@@ -59,6 +61,12 @@ enum Command {
     /// Triggers: subject patterns bound to functions.
     #[command(subcommand)]
     Trigger(trigger::Command),
+    /// Runners on this NATS, from their heartbeats.
+    #[command(subcommand)]
+    Runner(runner::Command),
+    /// Check this machine and its NATS before going live: each check ok, warning or failure with the fix;
+    /// exits 1 when any check fails.
+    Doctor(doctor::Args),
     /// Build and deploy a catalog playbook as falco-<playbook> with triggers falco-<playbook>-trigger-<i>
     /// (what ./deploy_playbook runs).
     DeployPlaybook(deploy::PlaybookArgs),
@@ -79,6 +87,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args, &state).await,
             Command::Function(cmd) => function::run(cmd, &cli.playbooks, &state).await,
             Command::Trigger(cmd) => trigger::run(cmd, &state).await,
+            Command::Runner(cmd) => runner::run(cmd, &state).await,
+            Command::Doctor(args) => doctor::run(args, &state).await,
             Command::DeployPlaybook(args) => deploy::deploy_playbook(args, &cli.playbooks, &state).await,
         }
     });

@@ -2,8 +2,11 @@
 
 use anyhow::{Context, Result};
 use riposte::deploy;
+use riposte::rules::RuleSet;
 use riposte::state_dir::StateDir;
+use riposte::topic_check::check_topic;
 use riposte::trigger::{Pattern, Trigger};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -17,11 +20,21 @@ pub enum Command {
         /// A NATS subject with * and > wildcards, or a glob: 'falco.{critical,error}.*', 'falco.*.*shell*'.
         #[arg(long)]
         topic: String,
+        /// Keep a topic falcosidekick's subjects (falco.<priority>.<rule slug>) can never match: for another
+        /// publisher or a custom nats.subjecttemplate.
+        #[arg(long)]
+        force: bool,
+        /// Falco rules files (repeatable): show which of their rules the topic matches.
+        #[arg(long, value_name = "FALCO_RULES_YAML")]
+        rules: Vec<PathBuf>,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
     /// Every trigger: its function, topic and the NATS filter of its consumer.
     List {
+        /// Falco rules files (repeatable): show which of their rules each trigger matches.
+        #[arg(long, value_name = "FALCO_RULES_YAML")]
+        rules: Vec<PathBuf>,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
@@ -35,24 +48,32 @@ pub enum Command {
 
 pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Create { name, function, topic, nats } => {
+        Command::Create { name, function, topic, force, rules, nats } => {
             let trigger = Trigger { name: name.clone(), function: function.clone(), topic: topic.clone() };
             if !riposte::name::valid_name(&name) {
                 return Err(deploy::DeployError::TriggerName(name).into());
             }
-            Pattern::parse(&topic)?;
+            check_topic(&topic, None, force)?;
+            let rules = load_rules(&rules)?;
             let registry = nats.registry(state).await?;
-            deploy::create_trigger(&registry, &trigger).await?;
+            let pattern = deploy::create_trigger(&registry, &trigger, force).await?;
             println!("trigger {name} -> {function} on {topic}");
+            if let Some(rules) = &rules {
+                print_matches(rules, &pattern);
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { nats } => {
+        Command::List { rules, nats } => {
+            let rules = load_rules(&rules)?;
             let registry = nats.registry(state).await?;
             println!("{:<32} {:<24} {:<32} NATS-FILTER", "NAME", "FUNCTION", "TOPIC");
             for (name, t) in registry.triggers().await? {
-                let filter =
-                    Pattern::parse(&t.topic).map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
+                let pattern = Pattern::parse(&t.topic);
+                let filter = pattern.as_ref().map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
                 println!("{:<32} {:<24} {:<32} {}", name, t.function, t.topic, filter);
+                if let (Some(rules), Ok(pattern)) = (&rules, &pattern) {
+                    print_matches(rules, pattern);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -66,5 +87,28 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
             println!("trigger {name} deleted");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Reads `--rules` files; `None` when none were given.
+pub(crate) fn load_rules(paths: &[PathBuf]) -> Result<Option<RuleSet>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RuleSet::load(paths)?))
+}
+
+/// Prints, indented under a trigger, the Falco rules its pattern matches and the subjects they arrive on.
+pub(crate) fn print_matches(rules: &RuleSet, pattern: &Pattern) {
+    let matched = rules.matching(pattern);
+    let files = rules.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+    if matched.is_empty() {
+        println!("  matches none of the {} rules in {files}: no alert of theirs would run it", rules.rules.len());
+        return;
+    }
+    println!("  matches {} of the {} rules in {files}:", matched.len(), rules.rules.len());
+    for rule in matched {
+        let disabled = if rule.enabled { "" } else { " (disabled: never fires)" };
+        println!("    {:<56} {}{disabled}", rule.shown_subject(), rule.name);
     }
 }

@@ -207,6 +207,7 @@ impl Dispatcher {
                 Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),
                 _ => tracing::warn!(status = exec.status.as_str(), disposition = ?disposition, error = %exec.message, "reaction did not succeed"),
             }
+            self.ctx.counters.record(exec.status == Status::Ok);
             let record = ResultRecord::new(&delivery, &exec, disposition);
             if let Err(e) = results::publish_result(&self.ctx.js, &record).await {
                 // Without its result stored the alert is not settled: JetStream redelivers it.

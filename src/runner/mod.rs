@@ -4,6 +4,7 @@
 //! delete is applied as soon as the watch delivers it, without a restart.
 
 mod dispatch;
+mod heartbeat;
 
 use crate::capability::Backends;
 use crate::function::Function;
@@ -52,6 +53,8 @@ pub(crate) struct RunnerContext {
     pub js: async_nats::jetstream::Context,
     pub handlers: HandlerCache,
     pub in_flight: Arc<Semaphore>,
+    /// Executions since start, for the heartbeat.
+    pub counters: Arc<heartbeat::Counters>,
 }
 
 /// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
@@ -59,7 +62,9 @@ pub(crate) struct RunnerContext {
 pub struct Runner {
     stopper: Stopper,
     task: tokio::task::JoinHandle<()>,
-    active: Arc<Mutex<BTreeSet<String>>>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    /// Running triggers: trigger → (function, pinned to this runner).
+    active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
 }
 
 impl Runner {
@@ -72,30 +77,55 @@ impl Runner {
         let js = async_nats::jetstream::new(client);
         crate::streams::ensure(&js, Some(&config.alert_subjects)).await?;
         let registry = Registry::open(&js).await?;
+        let kubernetes = if backends.kubernetes.available() {
+            crate::fleet::Access { available: true, detail: "cluster configured".into() }
+        } else {
+            crate::fleet::Access { available: false, detail: "no cluster configured".into() }
+        };
         let handlers =
             HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, config.containers.clone())?;
+        let runners = crate::fleet::open(&js).await?;
+        let started_at =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let ctx = Arc::new(RunnerContext {
             runner: config.name.clone(),
             js,
             handlers,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            counters: Arc::default(),
         });
         let changes = registry.watch().await?;
         let (stopper, shutdown) = Stopper::new();
-        let active = Arc::new(Mutex::new(BTreeSet::new()));
+        let active = Arc::new(Mutex::new(BTreeMap::new()));
+        let heartbeat = tokio::spawn(heartbeat::run(
+            heartbeat::Sources {
+                store: runners,
+                name: config.name.clone(),
+                started_at,
+                active: active.clone(),
+                counters: ctx.counters.clone(),
+                in_flight: ctx.in_flight.clone(),
+                max_in_flight: config.max_in_flight.max(1),
+                container_host: config.containers.host.clone(),
+                kubernetes,
+            },
+            stopper.subscribe(),
+        ));
         let task = tokio::spawn(watch_loop(ctx, changes, shutdown, active.clone()));
-        Ok(Runner { stopper, task, active })
+        Ok(Runner { stopper, task, heartbeat, active })
     }
 
     /// Names of the triggers this runner is dispatching now.
     pub fn active_triggers(&self) -> BTreeSet<String> {
-        self.active.lock().unwrap().clone()
+        self.active.lock().unwrap().keys().cloned().collect()
     }
 
-    /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), and returns.
+    /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), removes its heartbeat, and
+    /// returns.
     pub async fn stop(mut self) {
         self.stopper.stop();
         let _ = (&mut self.task).await;
+        let _ = (&mut self.heartbeat).await;
     }
 
     /// Waits until the runner stops on its own (it only does when its registry watch ends for good).
@@ -107,6 +137,7 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         self.task.abort();
+        self.heartbeat.abort();
     }
 }
 
@@ -128,7 +159,7 @@ async fn watch_loop(
     ctx: Arc<RunnerContext>,
     changes: impl futures::Stream<Item = Result<Change, StreamError>>,
     mut shutdown: Shutdown,
-    active: Arc<Mutex<BTreeSet<String>>>,
+    active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
 ) {
     tokio::pin!(changes);
     let mut functions: BTreeMap<String, Function> = BTreeMap::new();
@@ -153,7 +184,10 @@ async fn watch_loop(
             }
         }
         reconcile(&ctx, &functions, &triggers, &mut running, &mut dispatchers);
-        *active.lock().unwrap() = running.keys().cloned().collect();
+        *active.lock().unwrap() = running
+            .iter()
+            .map(|(name, r)| (name.clone(), (r.wanted.function.name.clone(), r.wanted.function.runs_on.is_some())))
+            .collect();
     }
     for r in running.values() {
         r.stopper.stop();

@@ -43,10 +43,16 @@ fn python() -> PathBuf {
 impl KubeEmulator {
     /// Starts an emulator and waits until it serves.
     pub async fn start() -> KubeEmulator {
+        Self::start_denying(&[]).await
+    }
+
+    /// Starts an emulator whose SelfSubjectAccessReviews deny these "verb resource" pairs ("delete pods").
+    pub async fn start_denying(denied: &[&str]) -> KubeEmulator {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
         let mut child = Command::new(python())
             .arg(super::root().join("tests/support/kube_emulator.py"))
+            .env("KUBE_EMULATOR_DENY", denied.join(","))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 import datetime
 import itertools
+import os
 import signal
 import sys
 import uuid
@@ -121,6 +122,8 @@ class Emulator(kmock.KubernetesEmulator):
             )
 
     async def _handle(self, request):
+        if request.resource is not None and request.resource.plural == "selfsubjectaccessreviews":
+            return self._review(request)
         if request.resource is not None:
             if request.action == kmock.action.UPDATE:
                 ctype = (request.headers or {}).get("Content-Type", "").split(";")[0].strip()
@@ -134,6 +137,18 @@ class Emulator(kmock.KubernetesEmulator):
             if request.action == kmock.action.UPDATE and isinstance(request.data, dict):
                 self._bump(request)
         return await super()._handle(request)
+
+    def _review(self, request):
+        """A SelfSubjectAccessReview answered as a real server does: allowed unless KUBE_EMULATOR_DENY lists the
+        request's "verb resource" (comma-separated, e.g. "delete pods,patch nodes")."""
+        review = request.data if isinstance(request.data, dict) else {}
+        attrs = (review.get("spec") or {}).get("resourceAttributes") or {}
+        denied = {d.strip() for d in os.environ.get("KUBE_EMULATOR_DENY", "").split(",") if d.strip()}
+        allowed = f"{attrs.get('verb', '')} {attrs.get('resource', '')}" not in denied
+        review.setdefault("apiVersion", "authorization.k8s.io/v1")
+        review.setdefault("kind", "SelfSubjectAccessReview")
+        review["status"] = {"allowed": allowed} if allowed else {"allowed": False, "reason": "denied by the emulator"}
+        return aiohttp.web.json_response(review, status=201)
 
     def _bump(self, request):
         """Optimistic concurrency as a real server does it: a patch that names a resourceVersion other than the

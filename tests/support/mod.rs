@@ -22,6 +22,13 @@ pub fn shared_state() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("riposte-state")
 }
 
+/// The `riposte` binary of this build, with a state directory and the catalog.
+pub fn riposte_bin(state: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
+    c.env("RIPOSTE_STATE_DIR", state).env("RIPOSTE_PLAYBOOKS", root().join("playbooks")).env("RUST_LOG", "warn");
+    c
+}
+
 /// A sample alert from `specs/alerts`.
 pub fn alert_json(name: &str) -> String {
     std::fs::read_to_string(root().join("specs/alerts").join(format!("{name}.json"))).unwrap()

@@ -44,6 +44,16 @@ impl TestNats {
         std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
     }
 
+    /// Starts a fresh server with other options than `-js`: `&[]` for one without JetStream,
+    /// `&["-js", "--user", "u", "--pass", "p"]` for one that wants credentials.
+    pub fn start_with(args: &[&str]) -> TestNats {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            NatsServer::start_with_args(dir.path(), 0, args).expect("nats-server starts (apt-get install nats-server)");
+        let port = server.port();
+        TestNats { server: Some(server), dir, port }
+    }
+
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -4,6 +4,7 @@
 pub mod objects;
 
 use super::{rejected, CallResult, CaptureJob, Kubernetes, Taint};
+use crate::manifest::KubernetesVerb;
 use crate::wit::CallError;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -24,6 +25,9 @@ fn no_cluster<T>() -> CallResult<T> {
 
 #[async_trait::async_trait]
 impl Kubernetes for NoCluster {
+    fn available(&self) -> bool {
+        false
+    }
     async fn delete_pod(&self, _: &str, _: &str, _: Option<u32>, _: bool) -> CallResult<String> {
         no_cluster()
     }
@@ -79,6 +83,34 @@ impl ClusterConfig {
             }
             ClusterConfig::Infer => kube::Config::infer().await.map_err(|e| e.to_string()),
         }
+    }
+}
+
+impl ClusterConfig {
+    /// A client for this configuration (nothing is sent yet).
+    pub async fn client(&self) -> Result<Client, String> {
+        Client::try_from(self.load().await?).map_err(|e| e.to_string())
+    }
+}
+
+/// What a verb needs the API server to allow (RBAC), as (API group, resource, verb): what `riposte doctor`
+/// asks with a SelfSubjectAccessReview each, and what the catalog's RBAC column lists.
+pub fn rbac(verb: KubernetesVerb) -> &'static [(&'static str, &'static str, &'static str)] {
+    const POD: (&str, &str, &str) = ("", "pods", "get");
+    match verb {
+        KubernetesVerb::DeletePod => &[POD, ("", "pods", "delete")],
+        KubernetesVerb::LabelPod => &[POD, ("", "pods", "patch")],
+        KubernetesVerb::TaintNodeOfPod | KubernetesVerb::CordonNodeOfPod => {
+            &[POD, ("", "nodes", "get"), ("", "nodes", "patch")]
+        }
+        KubernetesVerb::IsolatePod => &[
+            POD,
+            ("", "pods", "patch"),
+            ("networking.k8s.io", "networkpolicies", "get"),
+            ("networking.k8s.io", "networkpolicies", "create"),
+            ("networking.k8s.io", "networkpolicies", "patch"),
+        ],
+        KubernetesVerb::CreateCaptureJob => &[POD, ("batch", "jobs", "create")],
     }
 }
 

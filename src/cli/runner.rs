@@ -1,0 +1,90 @@
+//! `riposte runner list`: the runners on this NATS, from their heartbeats, and functions pinned to a runner no
+//! one is running.
+
+use anyhow::Result;
+use riposte::fleet::{self, RunnerStatus, UnservedPin};
+use riposte::state_dir::StateDir;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Runners that sent a heartbeat (every 5 s; gone after 15 s without one, forgotten after 10 min):
+    /// host, version, start, functions served (* = pinned here), alerts in flight, handled and failed since
+    /// start, container engine and Kubernetes access. Warns about functions pinned (--runs-on) to a runner that
+    /// no one is running.
+    List {
+        /// One JSON object: {"runners": [...], "unserved_pins": [...]}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        nats: super::args::NatsArgs,
+    },
+}
+
+pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
+    match cmd {
+        Command::List { json, nats } => {
+            let registry = nats.registry(state).await?;
+            let store = fleet::open(registry.jetstream()).await?;
+            let runners = fleet::runners(&store).await?;
+            let pins = fleet::unserved_pins(&registry.functions().await?, &runners);
+            if json {
+                println!("{}", serde_json::json!({ "runners": runners, "unserved_pins": pins }));
+            } else {
+                print_table(&runners);
+                for pin in &pins {
+                    eprintln!("riposte: warning: {}", warning(pin));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_table(runners: &[RunnerStatus]) {
+    println!(
+        "{:<20} {:<6} {:<20} {:<8} {:<20} {:>9} {:>9} {:>8} {:>6} {:<10} {:<10} FUNCTIONS",
+        "NAME",
+        "STATUS",
+        "HOST",
+        "VERSION",
+        "STARTED",
+        "LAST-SEEN",
+        "IN-FLIGHT",
+        "HANDLED",
+        "FAILED",
+        "CONTAINERS",
+        "KUBERNETES"
+    );
+    for r in runners {
+        let h = &r.heartbeat;
+        let functions: Vec<String> =
+            h.functions.iter().map(|f| if f.pinned { format!("{}*", f.name) } else { f.name.clone() }).collect();
+        let seen = format!("{}s ago", r.seconds_since);
+        let functions = if functions.is_empty() { "-".to_owned() } else { functions.join(",") };
+        println!(
+            "{:<20} {:<6} {:<20} {:<8} {:<20} {:>9} {:>9} {:>8} {:>6} {:<10} {:<10} {}",
+            h.name,
+            if r.gone { "gone" } else { "alive" },
+            h.host,
+            h.version,
+            h.started_at.get(..19).unwrap_or(&h.started_at),
+            seen,
+            h.in_flight,
+            h.handled,
+            h.failed,
+            if h.container_engine.available { "yes" } else { "no" },
+            if h.kubernetes.available { "yes" } else { "no" },
+            functions
+        );
+    }
+}
+
+fn warning(pin: &UnservedPin) -> String {
+    let why = if pin.gone { "is gone (no heartbeat)" } else { "is not running (never seen)" };
+    format!(
+        "function {} is pinned (--runs-on) to runner {}, which {why}: its alerts wait in JetStream until \
+         `riposte run --name {}` starts (or redeploy it without --runs-on)",
+        pin.function, pin.runs_on, pin.runs_on
+    )
+}

@@ -1,0 +1,468 @@
+//! `riposte doctor`: checks a machine and its NATS before it goes live, each check ok, warning or failure with
+//! what to do. It only reads (the one write is the clock probe, a key put and purged in the runners bucket), so
+//! it is safe against a production NATS.
+//!
+//! Checks, in order: NATS reachable with the credentials given; JetStream enabled; riposte's streams and
+//! buckets present (and replicated when the server is clustered); this clock against the server's; the
+//! container engine (when a container function is deployed or `--container-host` is given); Kubernetes
+//! configured and allowing, per SelfSubjectAccessReview, every verb the deployed functions need; the compile cache writable; the proxy and CA bundle usable.
+//! A failure of NATS or JetStream skips the checks that need them.
+
+use crate::capability::http::{HttpClient, HttpConfig};
+use crate::function::Function;
+use crate::nats::{redact_url, NatsConfig, NatsError};
+use crate::state_dir::StateDir;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Failure,
+}
+
+impl Level {
+    /// "ok", "warning" or "failure".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Failure => "failure",
+        }
+    }
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked: "nats", "jetstream", "stream FALCO", "clock", "container engine", ...
+    pub name: String,
+    pub level: Level,
+    /// What was found.
+    pub detail: String,
+    /// What to do about a warning or failure.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &str, detail: impl Into<String>) -> Check {
+        Check { name: name.into(), level: Level::Ok, detail: detail.into(), fix: None }
+    }
+    fn warning(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { name: name.into(), level: Level::Warning, detail: detail.into(), fix: Some(fix.into()) }
+    }
+    fn failure(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { name: name.into(), level: Level::Failure, detail: detail.into(), fix: Some(fix.into()) }
+    }
+}
+
+/// What to check with: the same options a runner on this machine would be given.
+#[derive(Debug, Clone)]
+pub struct DoctorConfig {
+    pub nats: NatsConfig,
+    pub state: StateDir,
+    /// `--container-host`: check the engine even when no container function is deployed.
+    pub container_host: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub ca_bundle: Option<PathBuf>,
+    pub proxy: Option<String>,
+}
+
+/// Clock skew beyond this is a warning, beyond [`SKEW_FAILURE`] a failure.
+pub const SKEW_WARNING: Duration = Duration::from_secs(2);
+pub const SKEW_FAILURE: Duration = Duration::from_secs(60);
+/// How long a NATS request of the doctor may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs every check.
+pub async fn run(config: &DoctorConfig) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let functions = nats_checks(config, &mut checks).await.unwrap_or_default();
+    checks.push(container_engine(config, &functions).await);
+    checks.push(kubernetes(config, &functions).await);
+    checks.push(compile_cache(&config.state));
+    checks.push(http(config));
+    checks
+}
+
+/// NATS, JetStream, streams, clock; the deployed functions when the registry can be read.
+async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<BTreeMap<String, Function>> {
+    let (url, local) = match config.nats.resolve_url(&config.state) {
+        Ok(u) => u,
+        Err(e) => {
+            checks.push(Check::failure(
+                "nats",
+                e.to_string(),
+                "start `riposte run` (it starts a local nats-server) or pass --nats URL",
+            ));
+            return None;
+        }
+    };
+    let client = match config.nats.connect(&url, local).await {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(Check::failure("nats", e.to_string(), connect_fix(&e)));
+            return None;
+        }
+    };
+    let info = client.server_info();
+    let cluster = info.cluster.clone().filter(|c| !c.is_empty());
+    checks.push(Check::ok(
+        "nats",
+        format!(
+            "connected to {} (nats-server {}{})",
+            redact_url(&url),
+            info.version,
+            cluster.as_deref().map(|c| format!(", cluster {c}")).unwrap_or_default()
+        ),
+    ));
+    let js_fix = "enable JetStream: start nats-server with -js (or a `jetstream {}` block in its configuration), \
+                  and for an account, `jetstream: enabled`";
+    match tokio::time::timeout(REQUEST_TIMEOUT, client.request("$JS.API.INFO", bytes::Bytes::new())).await {
+        Err(_) => {
+            checks.push(Check::failure("jetstream", "no answer from the JetStream API within 5 s", js_fix));
+            return None;
+        }
+        Ok(Err(e)) => {
+            let detail = match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    "JetStream is not enabled on this server (no responders)".to_owned()
+                }
+                _ => format!("the JetStream API did not answer: {e}"),
+            };
+            checks.push(Check::failure("jetstream", detail, js_fix));
+            return None;
+        }
+        Ok(Ok(reply)) => {
+            let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+            if let Some(error) = v.get("error") {
+                let why = error.get("description").and_then(|d| d.as_str()).unwrap_or("an error").to_owned();
+                checks.push(Check::failure("jetstream", format!("the JetStream API answered: {why}"), js_fix));
+                return None;
+            }
+            checks.push(Check::ok(
+                "jetstream",
+                format!("enabled ({} streams in this account)", v["streams"].as_u64().unwrap_or(0)),
+            ));
+        }
+    }
+    let js = async_nats::jetstream::new(client);
+    let streams = [
+        crate::streams::ALERT_STREAM.to_owned(),
+        crate::streams::RESULTS_STREAM.to_owned(),
+        crate::streams::DEADLETTER_STREAM.to_owned(),
+        format!("KV_{}", crate::registry::REGISTRY_BUCKET),
+        format!("OBJ_{}", crate::registry::ARTIFACT_BUCKET),
+        format!("KV_{}", crate::fleet::RUNNERS_BUCKET),
+    ];
+    for name in &streams {
+        checks.push(stream(&js, name, cluster.is_some()).await);
+    }
+    checks.push(clock(&js).await);
+    match crate::registry::Registry::existing(&js).await {
+        Ok(Some(registry)) => registry.functions().await.ok(),
+        _ => None,
+    }
+}
+
+fn connect_fix(e: &NatsError) -> String {
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("authorization") || text.contains("authentication") || text.contains("credentials") {
+        "the server wants credentials: put user:password@ or a token in --nats, or pass --nats-creds FILE or \
+         --nats-nkey FILE (the same as the runners)"
+            .into()
+    } else if text.contains("tls") || text.contains("certificate") {
+        "check --nats-ca (the CA that signs the server's certificate) and --nats-cert/--nats-key".into()
+    } else {
+        "check the URL and that nats-server runs and is reachable from this machine (firewall, DNS)".into()
+    }
+}
+
+async fn stream(js: &async_nats::jetstream::Context, name: &str, clustered: bool) -> Check {
+    let check = format!("stream {name}");
+    let mut s = match js.get_stream(name).await {
+        Ok(s) => s,
+        Err(e) if e.to_string().contains("not found") => {
+            return Check::warning(
+                &check,
+                "missing",
+                "`riposte run` creates it when it starts (any riposte command that connects does too)",
+            )
+        }
+        Err(e) => {
+            return Check::failure(
+                &check,
+                format!("cannot read it: {e}"),
+                "give this user the JetStream API ($JS.API.>) in its permissions",
+            )
+        }
+    };
+    match s.info().await {
+        Ok(info) => {
+            let replicas = info.config.num_replicas;
+            let detail = format!(
+                "present, {} messages, {replicas} replica{}",
+                info.state.messages,
+                if replicas == 1 { "" } else { "s" }
+            );
+            if clustered && replicas < 3 {
+                Check::warning(
+                    &check,
+                    detail,
+                    format!("a node loss can lose data: `nats stream edit {name} --replicas 3`"),
+                )
+            } else {
+                Check::ok(&check, detail)
+            }
+        }
+        Err(e) => Check::failure(
+            &check,
+            format!("cannot read it: {e}"),
+            "give this user the JetStream API ($JS.API.>) in its permissions",
+        ),
+    }
+}
+
+/// The server's time stamp of a probe put in the runners bucket against this machine's clock.
+async fn clock(js: &async_nats::jetstream::Context) -> Check {
+    let Ok(store) = js.get_key_value(crate::fleet::RUNNERS_BUCKET).await else {
+        return Check::warning(
+            "clock",
+            "not checked: the runners bucket is missing",
+            "start `riposte run` once, then run doctor again",
+        );
+    };
+    let key =
+        format!("doctor.{}", crate::fleet::host_name().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+    let before = time::OffsetDateTime::now_utc();
+    let put = store.put(&key, bytes::Bytes::from_static(b"clock probe")).await;
+    let after = time::OffsetDateTime::now_utc();
+    let entry = match put {
+        Ok(_) => store.entry(&key).await,
+        Err(e) => {
+            return Check::warning(
+                "clock",
+                format!("not checked: cannot write the probe: {e}"),
+                "allow this user to publish to $KV.riposte-runners.>",
+            )
+        }
+    };
+    let _ = store.purge(key).await;
+    let server = match entry {
+        Ok(Some(entry)) => entry.created,
+        _ => return Check::warning("clock", "not checked: the probe could not be read back", "run doctor again"),
+    };
+    let slack: time::Duration = (after - before) / 2;
+    let middle: time::OffsetDateTime = before + slack;
+    let skew: time::Duration = (server - middle).abs();
+    let off = (skew - slack).max(time::Duration::ZERO);
+    let detail = format!(
+        "this clock is {:.1} s {} the server's",
+        skew.as_seconds_f64(),
+        if server > middle { "behind" } else { "ahead of" }
+    );
+    let fix = "synchronise the clock (chrony, systemd-timesyncd): `runner list` ages and `function top --since` windows depend on it";
+    if off > SKEW_FAILURE {
+        Check::failure("clock", detail, fix)
+    } else if off > SKEW_WARNING {
+        Check::warning("clock", detail, fix)
+    } else {
+        Check::ok("clock", detail)
+    }
+}
+
+async fn container_engine(config: &DoctorConfig, functions: &BTreeMap<String, Function>) -> Check {
+    let name = "container engine";
+    let needed: Vec<&Function> =
+        functions.values().filter(|f| f.manifest.kind == crate::manifest::Kind::Container).collect();
+    if needed.is_empty() && config.container_host.is_none() {
+        return Check::ok(
+            name,
+            "not needed: no container function is deployed (give --container-host to check one anyway)",
+        );
+    }
+    let engine = match crate::container::ContainerEngine::connect(config.container_host.as_deref()).await {
+        Ok(e) => e,
+        Err(e) => {
+            let fix = "start one with `podman system service --time=0 unix:///run/podman/podman.sock`, or point \
+                       --container-host / DOCKER_HOST at Docker's socket";
+            let found = match e {
+                crate::container::ContainerError::Unreachable { host, why } => {
+                    format!("nothing answers at {host} ({why})")
+                }
+                other => other.to_string(),
+            };
+            let why = if needed.is_empty() { String::new() } else { format!("; needed by {}", names(&needed)) };
+            return Check::failure(name, format!("{found}{why}"), fix);
+        }
+    };
+    let mut missing = Vec::new();
+    for f in &needed {
+        let image = &f.artifact;
+        if engine.docker().inspect_image(image).await.is_err() {
+            missing.push(format!("{image} ({})", f.name));
+        }
+    }
+    if missing.is_empty() {
+        Check::ok(name, format!("{} answers; every deployed container function's image is there", engine.host()))
+    } else {
+        Check::warning(
+            name,
+            format!("{} answers but lacks image {}", engine.host(), missing.join(", ")),
+            "deploy the function from this machine (it builds the image) or pull the image here",
+        )
+    }
+}
+
+async fn kubernetes(config: &DoctorConfig, functions: &BTreeMap<String, Function>) -> Check {
+    let name = "kubernetes";
+    // What the deployed functions need, and who needs it.
+    let mut needs: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
+    for f in functions.values() {
+        let grants = crate::capability::Grants::from_capabilities(&f.manifest.capabilities);
+        for verb in grants.kubernetes {
+            for need in crate::capability::kubernetes::rbac(verb) {
+                needs.entry(*need).or_default().push(&f.name);
+            }
+        }
+    }
+    let needing: Vec<&str> = {
+        let mut all: Vec<&str> = needs.values().flatten().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    let config = match crate::capability::kubernetes::ClusterConfig::detect(config.kubeconfig.as_deref()) {
+        Err(e) => return Check::failure(name, e.to_string(), "fix the kubeconfig or drop --kubeconfig"),
+        Ok(None) if needing.is_empty() => {
+            return Check::ok(name, "no cluster configured; no deployed function needs one")
+        }
+        Ok(None) => {
+            return Check::warning(
+                name,
+                format!(
+                    "no cluster configured, but {} use Kubernetes verbs: they would be refused",
+                    needing.join(", ")
+                ),
+                "pass --kubeconfig FILE, set KUBECONFIG, or run the runner in the cluster with a service account",
+            )
+        }
+        Ok(Some(c)) => c,
+    };
+    if needs.is_empty() {
+        return Check::ok(name, "a cluster is configured; no deployed function uses Kubernetes verbs");
+    }
+    let client = match config.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::failure(
+                name,
+                format!("the Kubernetes configuration cannot be used: {e}"),
+                "fix the kubeconfig",
+            )
+        }
+    };
+    let reviews: kube::Api<SelfSubjectAccessReview> = kube::Api::all(client);
+    let mut denied = Vec::new();
+    for ((group, resource, verb), by) in &needs {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some((*group).to_owned()),
+                    resource: Some((*resource).to_owned()),
+                    verb: Some((*verb).to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, reviews.create(&kube::api::PostParams::default(), &review)).await {
+            Ok(Ok(answer)) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
+            Ok(Ok(_)) => denied.push(format!("{verb} {resource} (for {})", by.join(", "))),
+            Ok(Err(e)) => {
+                return Check::failure(
+                    name,
+                    format!("the API server did not answer a SelfSubjectAccessReview: {e}"),
+                    "check the kubeconfig's server and credentials",
+                )
+            }
+            Err(_) => {
+                return Check::failure(
+                    name,
+                    "the API server did not answer within 5 s",
+                    "check the kubeconfig's server and the network",
+                )
+            }
+        }
+    }
+    if denied.is_empty() {
+        Check::ok(name, format!("every verb the deployed functions need is allowed ({} checked)", needs.len()))
+    } else {
+        Check::failure(
+            name,
+            format!("not allowed: {}", denied.join("; ")),
+            "grant them to the runner's Kubernetes user or service account (a Role or ClusterRole and its binding; \
+             the catalog's RBAC column lists each playbook's)",
+        )
+    }
+}
+
+fn compile_cache(state: &StateDir) -> Check {
+    let name = "compile cache";
+    let dir = state.compiled();
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    let result = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&probe, b"probe"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => Check::ok(name, format!("{} is writable", dir.display())),
+        Err(e) => Check::failure(
+            name,
+            format!("cannot write in {}: {e}", dir.display()),
+            "make it writable by this user, or pass --state-dir (RIPOSTE_STATE_DIR) elsewhere",
+        ),
+    }
+}
+
+fn http(config: &DoctorConfig) -> Check {
+    let name = "proxy and CA bundle";
+    let proxy = config.proxy.clone().or_else(|| {
+        ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    });
+    match HttpClient::new(&HttpConfig {
+        ca_bundle: config.ca_bundle.clone(),
+        timeout: None,
+        proxy: config.proxy.clone(),
+    }) {
+        Ok(_) => Check::ok(
+            name,
+            format!(
+                "{}; {}",
+                proxy.map(|p| format!("proxy {}", redact_url(&p))).unwrap_or_else(|| "no proxy".into()),
+                config
+                    .ca_bundle
+                    .as_ref()
+                    .map(|c| format!("CA bundle {} loaded", c.display()))
+                    .unwrap_or_else(|| "system roots".into())
+            ),
+        ),
+        Err(e) => Check::failure(
+            name,
+            e.to_string(),
+            "fix --proxy (a URL such as http://proxy:3128) or --ca-bundle (a PEM file)",
+        ),
+    }
+}
+
+fn names(functions: &[&Function]) -> String {
+    functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+}

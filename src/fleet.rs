@@ -1,0 +1,216 @@
+//! The fleet: which runners are alive and what they serve. Every runner puts a [`Heartbeat`] in the KV bucket
+//! `riposte-runners` (key `runners.<name>`) when it starts and every [`HEARTBEAT_EVERY`], and deletes it when it
+//! stops gracefully. A runner killed outright leaves its last heartbeat: `riposte runner list` marks it gone
+//! once that is older than [`GONE_AFTER`], and the bucket's stream forgets it after [`FORGOTTEN_AFTER`]
+//! (`max_age`: nats-server 2.9 has no per-message TTL, an entry expires with the stream's age limit). Ages are
+//! the server's time stamp of the last put against this machine's clock (`riposte doctor` checks the skew).
+
+use crate::function::Function;
+use crate::streams::{Doing, StreamError};
+use async_nats::jetstream::{self, kv, stream};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The KV bucket of heartbeats.
+pub const RUNNERS_BUCKET: &str = "riposte-runners";
+/// How often a runner puts its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A runner whose last heartbeat is older than this is shown as gone (three missed beats).
+pub const GONE_AFTER: Duration = Duration::from_secs(15);
+/// A heartbeat older than this is dropped from the bucket altogether.
+pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
+/// What a runner announces about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Its name (`--name`).
+    pub name: String,
+    /// The host it runs on.
+    pub host: String,
+    /// riposte's version.
+    pub version: String,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// Functions it dispatches now.
+    pub functions: Vec<Served>,
+    /// Alerts being handled at this moment.
+    pub in_flight: u64,
+    /// Executions since start that succeeded.
+    pub handled: u64,
+    /// Executions since start that did not (each retry counts).
+    pub failed: u64,
+    /// Whether its container engine answers.
+    pub container_engine: Access,
+    /// Whether it has a Kubernetes cluster configured.
+    pub kubernetes: Access,
+}
+
+/// A function a runner dispatches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    pub name: String,
+    /// Pinned to this runner (`--runs-on`).
+    pub pinned: bool,
+}
+
+/// Whether something a runner may need is available, and what (an address, or why not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Access {
+    pub available: bool,
+    pub detail: String,
+}
+
+/// A runner as seen in the bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunnerStatus {
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+    /// When its last heartbeat was stored (server time), RFC 3339.
+    pub last_seen: String,
+    /// Seconds since then, by this machine's clock.
+    pub seconds_since: u64,
+    /// No heartbeat for longer than [`GONE_AFTER`].
+    pub gone: bool,
+}
+
+/// A function pinned to a runner that no one is running: its alerts wait in JetStream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnservedPin {
+    pub function: String,
+    pub runs_on: String,
+    /// The runner is listed but gone (else no runner of that name has been seen).
+    pub gone: bool,
+}
+
+/// Creates the bucket when missing and opens it. (The stream is made here: async-nats' `create_key_value`
+/// fails on nats-server 2.9, see [`crate::registry`].)
+pub async fn open(js: &jetstream::Context) -> Result<kv::Store, StreamError> {
+    let config = stream::Config {
+        name: format!("KV_{RUNNERS_BUCKET}"),
+        description: Some("riposte runner heartbeats".into()),
+        subjects: vec![format!("$KV.{RUNNERS_BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_age: FORGOTTEN_AFTER,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.doing("creating the runners bucket")?;
+    js.get_key_value(RUNNERS_BUCKET).await.doing("opening the runners bucket")
+}
+
+/// The key of a runner's heartbeat.
+pub fn key(runner: &str) -> String {
+    format!("runners.{runner}")
+}
+
+/// Every runner with a heartbeat in the bucket, by name.
+pub async fn runners(store: &kv::Store) -> Result<Vec<RunnerStatus>, StreamError> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut keys = store.keys().await.doing("listing the runners bucket")?;
+    let mut out = Vec::new();
+    while let Some(k) = keys.next().await {
+        let k = k.doing("listing the runners bucket")?;
+        if !k.starts_with("runners.") {
+            continue;
+        }
+        let Some(entry) = store.entry(&k).await.doing(format!("reading {k}"))? else { continue };
+        if !matches!(entry.operation, kv::Operation::Put) {
+            continue;
+        }
+        let heartbeat: Heartbeat = match serde_json::from_slice(&entry.value) {
+            Ok(h) => h,
+            Err(e) => return Err(StreamError::new(format!("runners bucket entry {k}"), e)),
+        };
+        let age = (now - entry.created).max(time::Duration::ZERO);
+        let seconds_since = age.whole_seconds().max(0) as u64;
+        out.push(RunnerStatus {
+            heartbeat,
+            last_seen: entry.created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            seconds_since,
+            gone: age > GONE_AFTER,
+        });
+    }
+    out.sort_by(|a, b| a.heartbeat.name.cmp(&b.heartbeat.name));
+    Ok(out)
+}
+
+/// Functions pinned (`runs-on`) to a runner that is not alive.
+pub fn unserved_pins(functions: &BTreeMap<String, Function>, runners: &[RunnerStatus]) -> Vec<UnservedPin> {
+    functions
+        .values()
+        .filter_map(|f| {
+            let runs_on = f.runs_on.as_ref()?;
+            let seen = runners.iter().find(|r| &r.heartbeat.name == runs_on);
+            match seen {
+                Some(r) if !r.gone => None,
+                _ => Some(UnservedPin { function: f.name.clone(), runs_on: runs_on.clone(), gone: seen.is_some() }),
+            }
+        })
+        .collect()
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::function::Settings;
+    use crate::manifest::Manifest;
+
+    fn status(name: &str, gone: bool) -> RunnerStatus {
+        let access = Access { available: false, detail: String::new() };
+        RunnerStatus {
+            heartbeat: Heartbeat {
+                name: name.into(),
+                host: "h".into(),
+                version: "0".into(),
+                started_at: String::new(),
+                functions: vec![],
+                in_flight: 0,
+                handled: 0,
+                failed: 0,
+                container_engine: access.clone(),
+                kubernetes: access,
+            },
+            last_seen: String::new(),
+            seconds_since: 0,
+            gone,
+        }
+    }
+
+    #[test]
+    fn pins_to_absent_or_gone_runners_are_reported() {
+        let f = |name: &str, runs_on: Option<&str>| Function {
+            name: name.into(),
+            manifest: Manifest::parse(&format!("name = \"{name}\"\nkind = \"wasm\"\n")).unwrap(),
+            artifact: String::new(),
+            settings: Settings::default(),
+            runs_on: runs_on.map(Into::into),
+        };
+        let functions: BTreeMap<String, Function> =
+            [f("anywhere", None), f("on-a", Some("a")), f("on-b", Some("b")), f("on-c", Some("c"))]
+                .into_iter()
+                .map(|f| (f.name.clone(), f))
+                .collect();
+        let pins = unserved_pins(&functions, &[status("a", false), status("b", true)]);
+        assert_eq!(
+            pins,
+            [
+                UnservedPin { function: "on-b".into(), runs_on: "b".into(), gone: true },
+                UnservedPin { function: "on-c".into(), runs_on: "c".into(), gone: false },
+            ]
+        );
+    }
+}
