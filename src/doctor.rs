@@ -104,7 +104,7 @@ async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<B
             return None;
         }
     };
-    let client = match config.nats.connect(&url, local).await {
+    let client = match config.nats.connect(&url, local.then_some(&config.state)).await {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::failure("nats", e.to_string(), connect_fix(&e)));

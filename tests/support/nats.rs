@@ -51,7 +51,7 @@ impl TestNats {
         let server =
             NatsServer::start_with_args(dir.path(), 0, args).expect("nats-server starts (apt-get install nats-server)");
         let port = server.port();
-        TestNats { server: Some(server), dir, port }
+        TestNats { server: Some(server), dir, port, config: None }
     }
 
     /// `nats://127.0.0.1:<port>`.
