@@ -1,5 +1,7 @@
 //! `riposte build`: Python playbooks → WebAssembly components with the pinned componentize-py, cached by a
 //! digest of everything that goes in (the playbook's files, `playbooks/_lib`, `wit/`, the tool's version).
+//! An installed catalog (the Debian package, the container image) ships its components built, in
+//! `components/` beside `playbooks/`, under the same digest names: found there, nothing is built.
 
 use crate::manifest::{Kind, Manifest, ManifestError};
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
@@ -42,6 +44,7 @@ pub struct Builder {
     playbooks: PathBuf,
     wit: PathBuf,
     out: PathBuf,
+    shipped: PathBuf,
 }
 
 /// A built (or cached) component.
@@ -56,8 +59,8 @@ pub struct Built {
 impl Builder {
     /// A builder for the catalog in `playbooks` (its `../wit` is the contract).
     pub fn new(playbooks: PathBuf, state: &StateDir) -> Builder {
-        let wit = playbooks.parent().map(|p| p.join("wit")).unwrap_or_else(|| PathBuf::from("wit"));
-        Builder { playbooks, wit, out: state.components() }
+        let root = playbooks.parent().map(Path::to_path_buf).unwrap_or_default();
+        Builder { wit: root.join("wit"), shipped: root.join("components"), playbooks, out: state.components() }
     }
 
     /// The catalog directory.
@@ -110,10 +113,11 @@ impl Builder {
             return Err(BuildError::NotWasm(name.to_owned()));
         }
         let digest = self.source_digest(&dir)?;
-        let path = self.out.join(format!("{name}-{}.wasm", &digest[..16]));
-        if path.is_file() {
+        let file = format!("{name}-{}.wasm", &digest[..16]);
+        if let Some(path) = [self.out.join(&file), self.shipped.join(&file)].into_iter().find(|p| p.is_file()) {
             return Ok(Built { name: name.to_owned(), path, rebuilt: false });
         }
+        let path = self.out.join(file);
         let tool = find_componentize_py(&self.playbooks)?;
         std::fs::create_dir_all(&self.out)?;
         let tmp = self.out.join(format!(".{name}-{}.wasm.tmp", std::process::id()));
