@@ -6,8 +6,12 @@
 //!   with core NATS and posts the same message (benches/python_baseline.py), twice: with the original
 //!   playbook's `requests.post` per alert, and tuned (one kept-alive connection).
 //!
+//! - the trivial and slack runs again on a runner without metrics and on one with them (`--metrics-addr`, the
+//!   endpoint scraped every second), alternating, so the cost of metrics is read side by side.
+//!
 //! `cargo bench --profile dev --bench engine` (env BENCH_N, BENCH_SLACK_N, BENCH_CONC, BENCH_SLACK_CONC to size
-//! the runs, BENCH_SKIP_TRIVIAL=1 to measure only the slack rows).
+//! the runs, BENCH_SKIP_TRIVIAL=1 to measure only the slack rows, BENCH_SKIP_METRICS=1 to skip the metrics rows,
+//! BENCH_ONLY_METRICS=1 for those alone).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -127,8 +131,11 @@ async fn main() {
         state: state.clone(),
         pooling: true,
         containers: Default::default(),
+        metrics: None,
+        streams: Default::default(),
     };
-    let runner = Runner::start(nats.client().await, config, backends).await.unwrap();
+    let runner = Runner::start(nats.client().await, config.clone(), backends.clone()).await.unwrap();
+    let only_metrics = std::env::var_os("BENCH_ONLY_METRICS").is_some();
 
     // Trivial guest.
     let manifest = Manifest::parse(&format!(
@@ -138,7 +145,7 @@ async fn main() {
     .unwrap();
     deploy(&reg, "trivial", manifest, Settings::default(), &support::guests::ok(), "falco.trivial.*").await;
     let n = env_n("BENCH_N", 20_000);
-    if std::env::var_os("BENCH_SKIP_TRIVIAL").is_none() {
+    if std::env::var_os("BENCH_SKIP_TRIVIAL").is_none() && !only_metrics {
         let _ = run(&client, "trivial", "falco.trivial.warmup", 500, None).await;
         let (rate, lat) = run(&client, "trivial", "falco.trivial.x", n, None).await;
         println!("trivial guest, {n} alerts as fast as possible: {rate:.0} alerts/s (first publish -> last result); latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
@@ -163,11 +170,19 @@ async fn main() {
     deploy(&reg, "slack-bench", manifest, settings, &std::fs::read(&built.path).unwrap(), "falco.slack.*").await;
     let sn = env_n("BENCH_SLACK_N", 5_000);
     let _ = run(&client, "slack-bench", "falco.slack.warmup", 200, None).await;
+    if only_metrics {
+        runner.stop().await;
+        metrics_rows(&nats, &client, &config, &backends, n, sn).await;
+        return;
+    }
     let (slack_rate, lat) = run(&client, "slack-bench", "falco.slack.x", sn, None).await;
     println!("slack playbook, {sn} alerts (JetStream, ack after the post): {slack_rate:.0} alerts/s; latency p50 {:.2} ms p99 {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99));
     runner.stop().await;
 
     // The same message from a warm Python process: the original playbook's way, then a tuned one.
+    if std::env::var_os("BENCH_SKIP_METRICS").is_none() {
+        metrics_rows(&nats, &client, &config, &backends, n, sn).await;
+    }
     for (mode, what) in [
         ("requests", "the original playbook's code: requests.post per alert, a new connection each"),
         ("keepalive", "tuned: http.client over one kept-alive connection"),
@@ -216,4 +231,59 @@ async fn python_baseline(
     let rate = n as f64 / started.elapsed().as_secs_f64();
     py.wait().unwrap();
     Some(rate)
+}
+
+/// The trivial and slack runs on a runner without metrics and on one with them (endpoint up, scraped every
+/// second), alternating off/on twice; prints the best of each side by side.
+async fn metrics_rows(
+    nats: &TestNats,
+    client: &async_nats::Client,
+    config: &RunnerConfig,
+    backends: &riposte::capability::Backends,
+    n: usize,
+    sn: usize,
+) {
+    let mut rows: Vec<(&str, bool, f64)> = Vec::new();
+    for round in 0..2 {
+        for on in [false, true] {
+            let metrics = on.then(riposte::metrics::Metrics::new);
+            let config = RunnerConfig { metrics: metrics.clone(), ..config.clone() };
+            let runner = Runner::start(nats.client().await, config, backends.clone()).await.unwrap();
+            let (stopper, shutdown) = riposte::shutdown::Stopper::new();
+            let mut scraper = None;
+            if let Some(m) = &metrics {
+                let slot: riposte::health::ProbeSlot = Default::default();
+                let _ = slot.set(runner.probe());
+                let endpoint = riposte::health::Endpoint::start("127.0.0.1:0", m.clone(), slot, shutdown).await.unwrap();
+                let url = format!("http://{}/metrics", endpoint.addr());
+                let task = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = reqwest::get(&url).await;
+                    }
+                });
+                scraper = Some((endpoint, task));
+            }
+            let _ = run(client, "trivial", "falco.trivial.warmup", 500, None).await;
+            let _ = run(client, "slack-bench", "falco.slack.warmup", 200, None).await;
+            let (t, _) = run(client, "trivial", &format!("falco.trivial.m{round}"), n, None).await;
+            let (s, _) = run(client, "slack-bench", &format!("falco.slack.m{round}"), sn, None).await;
+            rows.push(("trivial", on, t));
+            rows.push(("slack", on, s));
+            runner.stop().await;
+            stopper.stop();
+            if let Some((endpoint, task)) = scraper {
+                task.abort();
+                endpoint.stopped().await;
+            }
+        }
+    }
+    for what in ["trivial", "slack"] {
+        let best = |on: bool| rows.iter().filter(|r| r.0 == what && r.1 == on).map(|r| r.2).fold(0.0, f64::max);
+        let (off, on) = (best(false), best(true));
+        println!(
+            "{what}, metrics off / on (--metrics-addr, scraped every second; best of 2 alternating runs): {off:.0} / {on:.0} alerts/s ({:+.1}%)",
+            (on / off - 1.0) * 100.0
+        );
+    }
 }

@@ -62,6 +62,22 @@ impl Status {
 pub trait Handler: Send + Sync {
     /// Runs the reaction; every failure is an `Execution` with a status, never a panic.
     async fn handle(&self, alert: &crate::alert::Alert) -> Execution;
+
+    /// Its warm-instance counters, for handlers that keep instances (WASM functions).
+    fn instances(&self) -> Option<InstanceCounts> {
+        None
+    }
+}
+
+/// How a handler's instances were used since it was loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceCounts {
+    /// Instances created.
+    pub created: u64,
+    /// Alerts served by an already-warm instance.
+    pub reused: u64,
+    /// Instances retired (after a trap, a timeout, an error or their reuse limit).
+    pub retired: u64,
 }
 
 /// One function run on one alert.

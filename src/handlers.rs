@@ -93,6 +93,25 @@ impl HandlerCache {
         cell.get_or_try_init(|| self.load(function)).await.cloned()
     }
 
+    /// Whether the handler of the function's current version is loaded.
+    pub fn is_loaded(&self, function: &str) -> bool {
+        self.loaded.lock().unwrap().get(function).is_some_and(|(_, cell)| cell.initialized())
+    }
+
+    /// The instance counters of each loaded function that keeps instances.
+    pub fn instance_counts(&self) -> Vec<(String, crate::execution::InstanceCounts)> {
+        let loaded = self.loaded.lock().unwrap();
+        loaded
+            .iter()
+            .filter_map(|(name, (_, cell))| Some((name.clone(), cell.get()?.instances()?)))
+            .collect()
+    }
+
+    /// Components loaded from the compile cache, and compiled, since this runner started.
+    pub fn compile_counts(&self) -> (u64, u64) {
+        (self.runtime.cache().hits(), self.runtime.cache().compiles())
+    }
+
     /// Forgets a deleted function.
     pub fn forget(&self, name: &str) {
         self.loaded.lock().unwrap().remove(name);

@@ -29,6 +29,7 @@ pub mod execution;
 pub mod function;
 pub mod limits;
 pub mod manifest;
+pub mod metrics;
 pub mod name;
 pub mod rules;
 pub mod shutdown;
@@ -51,11 +52,13 @@ pub mod container;
 pub mod runtime;
 
 // Library operations.
+pub mod apply;
 pub mod builder;
 pub mod deploy;
 pub mod doctor;
 pub mod handlers;
 pub mod spec;
 
-// The trigger runner.
+// The trigger runner, and its metrics and probes endpoint.
+pub mod health;
 pub mod runner;

@@ -7,7 +7,7 @@
 //! `OBJ_<bucket>`) are created here with the same settings and opened with `get_key_value` / `get_object_store`.
 
 use crate::function::Function;
-use crate::streams::{Doing, StreamError};
+use crate::streams::{Doing, StreamError, StreamSettings};
 use crate::trigger::Trigger;
 use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
 use futures::{Stream, StreamExt};
@@ -35,8 +35,14 @@ pub enum Change {
 }
 
 impl Registry {
-    /// Opens the registry, creating its bucket and object store when missing.
+    /// Opens the registry, creating its bucket and object store (one replica) when missing.
     pub async fn open(js: &jetstream::Context) -> Result<Registry, StreamError> {
+        Registry::open_with(js, &StreamSettings::default()).await
+    }
+
+    /// Opens the registry, creating its bucket and object store when missing, replicated as `settings` asks
+    /// (existing ones are checked as [`crate::streams::ensure_with`] checks the streams).
+    pub async fn open_with(js: &jetstream::Context, settings: &StreamSettings) -> Result<Registry, StreamError> {
         let kv_stream = stream::Config {
             name: format!("KV_{REGISTRY_BUCKET}"),
             description: Some("riposte functions and triggers".into()),
@@ -49,7 +55,7 @@ impl Registry {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        js.get_or_create_stream(kv_stream).await.doing("creating the registry bucket")?;
+        crate::streams::ensure_stream(js, false, kv_stream, settings).await?;
         let obj_stream = stream::Config {
             name: format!("OBJ_{ARTIFACT_BUCKET}"),
             description: Some("riposte component binaries by sha256".into()),
@@ -60,7 +66,7 @@ impl Registry {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        js.get_or_create_stream(obj_stream).await.doing("creating the artifact store")?;
+        crate::streams::ensure_stream(js, false, obj_stream, settings).await?;
         let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
         let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;
         Ok(Registry { js: js.clone(), kv, objects })

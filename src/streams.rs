@@ -2,6 +2,10 @@
 //! the alert stream (captures `falco.>` so alerts published with core NATS are kept while no runner is up),
 //! the results stream (`riposte.results.<function>`, history for `function logs` / `top`), the dead-letter
 //! stream (`riposte.deadletter.<function>`), and one durable pull consumer per trigger.
+//!
+//! Replicas: a stream is created with the replicas asked for (`--replicas`, default 1). An existing stream
+//! is never changed silently: when it has other replicas than asked for, riposte says so and changes it only
+//! when told to (`--update-streams`); without `--replicas`, whatever an operator set is left alone.
 
 use crate::limits::{Limits, FLEET_ACK_PENDING_FACTOR};
 use crate::trigger::{Pattern, Trigger};
@@ -61,10 +65,28 @@ impl<T, E: Into<BoxError>> Doing<T> for Result<T, E> {
     }
 }
 
-/// Creates the alert, results and dead-letter streams when missing. With `alert_subjects` (a runner's
-/// `--stream-subjects`) the alert stream is made to capture exactly those; without (other commands), an
-/// existing alert stream is left as it is and a new one captures `falco.>`.
+/// How the streams and buckets riposte creates are replicated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Replicas asked for (`--replicas`); `None`: 1 for new streams, existing ones left as they are.
+    pub replicas: Option<usize>,
+    /// Change existing streams whose replicas differ (`--update-streams`) instead of refusing to start.
+    pub update: bool,
+}
+
+/// Creates the alert, results and dead-letter streams when missing, with one replica; see [`ensure_with`].
 pub async fn ensure(js: &jetstream::Context, alert_subjects: Option<&[String]>) -> Result<(), StreamError> {
+    ensure_with(js, alert_subjects, &StreamSettings::default()).await
+}
+
+/// Creates the alert, results and dead-letter streams when missing, replicated as `settings` asks. With
+/// `alert_subjects` (a runner's `--stream-subjects`) the alert stream is made to capture exactly those;
+/// without (other commands), an existing alert stream is left as it is and a new one captures `falco.>`.
+pub async fn ensure_with(
+    js: &jetstream::Context,
+    alert_subjects: Option<&[String]>,
+    settings: &StreamSettings,
+) -> Result<(), StreamError> {
     let subjects = alert_subjects.map(<[String]>::to_vec).unwrap_or_else(|| vec![DEFAULT_ALERT_SUBJECTS.to_owned()]);
     ensure_stream(
         js,
@@ -77,6 +99,7 @@ pub async fn ensure(js: &jetstream::Context, alert_subjects: Option<&[String]>) 
             storage: stream::StorageType::File,
             ..Default::default()
         },
+        settings,
     )
     .await?;
     ensure_stream(
@@ -92,6 +115,7 @@ pub async fn ensure(js: &jetstream::Context, alert_subjects: Option<&[String]>) 
             storage: stream::StorageType::File,
             ..Default::default()
         },
+        settings,
     )
     .await?;
     ensure_stream(
@@ -105,15 +129,42 @@ pub async fn ensure(js: &jetstream::Context, alert_subjects: Option<&[String]>) 
             storage: stream::StorageType::File,
             ..Default::default()
         },
+        settings,
     )
     .await
 }
 
-async fn ensure_stream(js: &jetstream::Context, fix_subjects: bool, config: stream::Config) -> Result<(), StreamError> {
+/// Creates a stream when missing (with the replicas `settings` asks for); checks an existing one's replicas
+/// (changing them only with `settings.update`) and, with `fix_subjects`, makes it capture `config.subjects`.
+pub(crate) async fn ensure_stream(
+    js: &jetstream::Context,
+    fix_subjects: bool,
+    mut config: stream::Config,
+    settings: &StreamSettings,
+) -> Result<(), StreamError> {
     let name = config.name.clone();
+    config.num_replicas = settings.replicas.unwrap_or(1);
     match js.get_stream(&name).await {
         Ok(mut existing) => {
             let info = existing.info().await.doing(format!("reading stream {name}"))?;
+            let has = info.config.num_replicas.max(1);
+            if let Some(wanted) = settings.replicas.filter(|w| *w != has) {
+                if !settings.update {
+                    return Err(StreamError::new(
+                        format!("stream {name}"),
+                        format!(
+                            "it has {has} replica(s) and --replicas asks for {wanted}: add --update-streams to change \
+                             it (or `nats stream edit {name} --replicas {wanted}`), or drop --replicas to keep it"
+                        ),
+                    ));
+                }
+                let mut updated = info.config.clone();
+                updated.num_replicas = wanted;
+                js.update_stream(updated)
+                    .await
+                    .doing(format!("changing stream {name} from {has} to {wanted} replicas"))?;
+                tracing::info!(stream = %name, from = has, to = wanted, "stream replicas changed");
+            }
             if fix_subjects && info.config.subjects != config.subjects {
                 let mut updated = info.config.clone();
                 updated.subjects = config.subjects.clone();
@@ -124,7 +175,12 @@ async fn ensure_stream(js: &jetstream::Context, fix_subjects: bool, config: stre
             Ok(())
         }
         Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
-            js.create_stream(config).await.map(|_| ()).doing(format!("creating stream {name}"))
+            let replicas = config.num_replicas;
+            let hint = if replicas > 1 { " (replicas need a NATS cluster with JetStream on that many servers)" } else { "" };
+            js.create_stream(config)
+                .await
+                .map(|_| ())
+                .doing(format!("creating stream {name} with {replicas} replica(s){hint}"))
         }
         Err(e) => Err(StreamError::new(
             format!("looking up stream {name} (is JetStream enabled on the server? nats-server -js)"),

@@ -228,6 +228,8 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
         state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
         pooling: false,
         containers: ContainerSetup { host: Some(podman.host()), ca_bundle: None },
+        metrics: None,
+        streams: Default::default(),
     };
     let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
     let client = nats.client().await;

@@ -63,6 +63,8 @@ async fn runner(nats: &TestNats, name: &str) -> Runner {
         state: StateDir::new(Some(support::shared_state())),
         pooling: false,
         containers: Default::default(),
+        metrics: None,
+        streams: Default::default(),
     };
     Runner::start(nats.client().await, config, backends).await.unwrap()
 }

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
         "function",
         "limits",
         "manifest",
+        "metrics",
         "name",
         "shutdown",
         "rules",
@@ -23,8 +24,8 @@ const LAYERS: &[&[&str]] = &[
     &["embedded", "fleet", "nats", "registry", "results", "streams"],
     &["capability"],
     &["container", "runtime"],
-    &["builder", "deploy", "doctor", "handlers", "spec"],
-    &["runner"],
+    &["apply", "builder", "deploy", "doctor", "handlers", "spec"],
+    &["health", "runner"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -6,6 +6,7 @@ use riposte::capability::Backends;
 use riposte::nats::NatsConfig;
 use riposte::registry::Registry;
 use riposte::state_dir::StateDir;
+use riposte::streams::StreamSettings;
 use std::path::PathBuf;
 
 /// How to reach NATS.
@@ -39,6 +40,13 @@ pub struct NatsArgs {
     /// Client key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) for mutual TLS.
     #[arg(long = "nats-key", env = "RIPOSTE_NATS_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Replicas of the streams and buckets riposte creates (alerts, results, dead letters, registry,
+    /// artifacts); 3 on a 3-node cluster. Without it new streams get 1 and existing ones are left alone.
+    #[arg(long, env = "RIPOSTE_REPLICAS", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
+    /// Change existing streams whose replicas differ from --replicas (otherwise riposte stops and says so).
+    #[arg(long, env = "RIPOSTE_UPDATE_STREAMS")]
+    pub update_streams: bool,
 }
 
 impl NatsArgs {
@@ -58,14 +66,19 @@ impl NatsArgs {
         }
     }
 
+    /// How the streams and buckets are replicated (`--replicas`, `--update-streams`).
+    pub fn streams(&self) -> StreamSettings {
+        StreamSettings { replicas: self.replicas.map(usize::from), update: self.update_streams }
+    }
+
     /// Connects and opens the registry (creating the streams and buckets when this is a fresh server).
     pub async fn registry(&self, state: &StateDir) -> Result<Registry> {
         let config = self.config("riposte-cli");
         let (url, local) = config.resolve_url(state)?;
         let client = config.connect(&url, local.then_some(state)).await?;
         let js = async_nats::jetstream::new(client);
-        riposte::streams::ensure(&js, None).await?;
-        Ok(Registry::open(&js).await?)
+        riposte::streams::ensure_with(&js, None, &self.streams()).await?;
+        Ok(Registry::open_with(&js, &self.streams()).await?)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line: clap definitions and dispatch. Errors end here as one line that says what to do.
 
+mod apply;
 mod args;
 mod build;
 mod call;
@@ -70,6 +71,12 @@ enum Command {
     /// Build and deploy a catalog playbook as falco-<playbook> with triggers falco-<playbook>-trigger-<i>
     /// (what ./deploy_playbook runs).
     DeployPlaybook(deploy::PlaybookArgs),
+    /// Make the registry match a file declaring functions and triggers (YAML, or TOML): prints the plan
+    /// (create / update / unchanged / delete), then writes; a second apply changes nothing.
+    Apply(apply::ApplyArgs),
+    /// Print the deployed functions and triggers as a file `riposte apply` takes (secret settings as
+    /// env: references to fill in).
+    Export(apply::ExportArgs),
 }
 
 /// Parses arguments, runs the command, and turns an error into one line and exit code 1.
@@ -90,6 +97,8 @@ pub fn main() -> ExitCode {
             Command::Runner(cmd) => runner::run(cmd, &state).await,
             Command::Doctor(args) => doctor::run(args, &state).await,
             Command::DeployPlaybook(args) => deploy::deploy_playbook(args, &cli.playbooks, &state).await,
+            Command::Apply(args) => apply::apply(args, &cli.playbooks, &state).await,
+            Command::Export(args) => apply::export(args, &cli.playbooks, &state).await,
         }
     });
     match result {

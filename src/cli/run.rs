@@ -1,5 +1,6 @@
 //! `riposte run`: the runner. Connects to NATS (or starts a local nats-server), then dispatches alerts to
-//! the deployed functions until SIGINT/SIGTERM, finishing the reactions in flight before it exits.
+//! the deployed functions until SIGINT/SIGTERM, finishing the reactions in flight before it exits. With
+//! `--metrics-addr` it also serves Prometheus metrics and health probes ([`riposte::health`]).
 
 use anyhow::{Context, Result};
 use riposte::nats::LocalServer;
@@ -25,6 +26,10 @@ pub struct Args {
     backends: super::args::BackendArgs,
     #[command(flatten)]
     container: super::args::ContainerArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics and probes at /healthz and /readyz, e.g.
+    /// 127.0.0.1:9464 (port 0 picks one; the address is printed).
+    #[arg(long, env = "RIPOSTE_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
@@ -36,6 +41,17 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     for s in &args.stream_subjects {
         riposte::trigger::Pattern::parse(s).with_context(|| "--stream-subjects")?;
     }
+    // The endpoint comes first: a bad address stops the runner at once, and /healthz answers while it connects.
+    let metrics = args.metrics_addr.as_ref().map(|_| riposte::metrics::Metrics::new());
+    let probe: riposte::health::ProbeSlot = Default::default();
+    let endpoint = match (&args.metrics_addr, &metrics) {
+        (Some(addr), Some(m)) => {
+            let e = riposte::health::Endpoint::start(addr, m.clone(), probe.clone(), shutdown.clone()).await?;
+            eprintln!("riposte: metrics and probes on http://{}/metrics (/healthz, /readyz)", e.addr());
+            Some(e)
+        }
+        _ => None,
+    };
     let config = args.nats.config(&format!("riposte-run-{name}"));
     let connection = config.connect_runner(state).await?;
     let (client, url) = (connection.client, connection.url);
@@ -59,8 +75,11 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         state: state.clone(),
         pooling: true,
         containers: args.container.setup(&args.backends),
+        metrics,
+        streams: args.nats.streams(),
     };
     let runner = Runner::start(client, runner_config, backends).await?;
+    let _ = probe.set(runner.probe());
     eprintln!(
         "riposte: runner {name} connected to {} (alerts on {}); watching the registry",
         riposte::nats::redact_url(&url),
@@ -69,6 +88,9 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     shutdown.wait().await;
     eprintln!("riposte: stopping: finishing the reactions in flight");
     runner.stop().await;
+    if let Some(e) = endpoint {
+        e.stopped().await;
+    }
     drop(connection.local);
     Ok(ExitCode::SUCCESS)
 }

@@ -22,6 +22,7 @@ use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
 use crate::limits::{DRAIN_TIMEOUT, REDELIVERY_SLACK};
+use crate::metrics::TriggerMetrics;
 use crate::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
 use crate::shutdown::Shutdown;
 use crate::trigger::{Pattern, Trigger};
@@ -43,6 +44,8 @@ pub(crate) struct Dispatcher {
     pub earlier: Vec<Pattern>,
     pub function: Arc<Function>,
     pub ctx: Arc<RunnerContext>,
+    /// This trigger's series: each decision below is counted where it is taken.
+    pub metrics: TriggerMetrics,
 }
 
 impl Dispatcher {
@@ -174,6 +177,8 @@ impl Dispatcher {
             ack(&msg, AckKind::Ack).await;
             return;
         }
+        self.metrics.received(attempt);
+        let _in_flight = self.metrics.in_flight();
         let limits = &self.function.manifest.limits;
         let parsed = Alert::parse(&msg.payload);
         let uuid = parsed.as_ref().map(|a| a.uuid.clone()).unwrap_or_default();
@@ -189,6 +194,7 @@ impl Dispatcher {
         let span = tracing::info_span!("alert", %subject, uuid = %uuid, function = %self.function.name, trigger = %self.trigger.name, attempt);
         async {
             if attempt > 1 && !uuid.is_empty() && self.handled_before(&uuid, published).await {
+                self.metrics.settled("already-handled");
                 ack(&msg, AckKind::Ack).await;
                 return;
             }
@@ -196,6 +202,7 @@ impl Dispatcher {
                 Ok(alert) => self.run_with_progress(&msg, handler, alert).await,
                 Err(e) => Execution::refused(Status::InvalidAlert, format!("malformed alert: {e}")),
             };
+            self.metrics.handled(exec.status, exec.duration_us);
             let last = attempt >= limits.max_deliver;
             let disposition = match (exec.status, exec.status.retryable()) {
                 (Status::Ok, _) => Disposition::Acked,
@@ -212,6 +219,7 @@ impl Dispatcher {
             if let Err(e) = results::publish_result(&self.ctx.js, &record).await {
                 // Without its result stored the alert is not settled: JetStream redelivers it.
                 tracing::error!(error = %e, "result not stored; the alert will be delivered again");
+                self.metrics.settled("not-stored");
                 ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 return;
             }
@@ -233,7 +241,10 @@ impl Dispatcher {
                         time: record.time.clone(),
                     };
                     match results::publish_deadletter(&self.ctx.js, &letter).await {
-                        Ok(()) => AckKind::Term,
+                        Ok(()) => {
+                            self.metrics.dead_lettered();
+                            AckKind::Term
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "dead letter not stored; the alert will be delivered again");
                             AckKind::Nak(Some(Duration::from_secs(1)))
@@ -241,6 +252,8 @@ impl Dispatcher {
                     }
                 }
             };
+            let stored = !matches!(kind, AckKind::Nak(_)) || disposition == Disposition::Retry;
+            self.metrics.settled(if stored { disposition.as_str() } else { "not-stored" });
             ack(&msg, kind).await;
         }
         .instrument(span)

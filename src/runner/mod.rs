@@ -1,7 +1,8 @@
 //! The runner: connects the registry to dispatchers. It ensures the streams and the registry exist, watches
 //! the registry, and keeps one [`dispatch::Dispatcher`] running per trigger whose function this runner takes
 //! (every function, except those pinned with `runs-on` to another runner). A deploy, a new trigger or a
-//! delete is applied as soon as the watch delivers it, without a restart.
+//! delete is applied as soon as the watch delivers it, without a restart. With metrics on, each dispatcher
+//! counts its decisions, and [`Runner::probe`] samples the rest and says whether the runner is ready.
 
 mod dispatch;
 mod heartbeat;
@@ -9,14 +10,17 @@ mod heartbeat;
 use crate::capability::Backends;
 use crate::function::Function;
 use crate::handlers::{ContainerSetup, HandlerCache, StartError};
+use crate::health::Probe;
+use crate::metrics::{ConsumerSample, InstanceSample, Metrics, Sample, TriggerMetrics};
 use crate::registry::{Change, Registry};
 use crate::shutdown::{Shutdown, Stopper};
 use crate::state_dir::StateDir;
-use crate::streams::StreamError;
+use crate::streams::{StreamError, StreamSettings};
 use crate::trigger::{Pattern, Trigger};
 use dispatch::Dispatcher;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -36,6 +40,10 @@ pub struct RunnerConfig {
     pub pooling: bool,
     /// Where container functions run.
     pub containers: ContainerSetup,
+    /// Where dispatchers count their decisions (`--metrics-addr`); `None`: not counted.
+    pub metrics: Option<Metrics>,
+    /// Replicas of the streams and buckets it creates, and whether it may change existing ones.
+    pub streams: StreamSettings,
 }
 
 /// Why a runner could not start.
@@ -55,6 +63,7 @@ pub(crate) struct RunnerContext {
     pub in_flight: Arc<Semaphore>,
     /// Executions since start, for the heartbeat.
     pub counters: Arc<heartbeat::Counters>,
+    pub metrics: Option<Metrics>,
 }
 
 /// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
@@ -65,6 +74,16 @@ pub struct Runner {
     heartbeat: tokio::task::JoinHandle<()>,
     /// Running triggers: trigger → (function, pinned to this runner).
     active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
+    observed: Arc<Observed>,
+    client: async_nats::Client,
+    ctx: Arc<RunnerContext>,
+}
+
+/// What the watch loop lets others see: the triggers dispatched now, and whether the registry is watched.
+#[derive(Default)]
+struct Observed {
+    active: Mutex<BTreeMap<String, Trigger>>,
+    watching: AtomicBool,
 }
 
 impl Runner {
@@ -74,9 +93,9 @@ impl Runner {
         config: RunnerConfig,
         backends: Backends,
     ) -> Result<Runner, RunnerError> {
-        let js = async_nats::jetstream::new(client);
-        crate::streams::ensure(&js, Some(&config.alert_subjects)).await?;
-        let registry = Registry::open(&js).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        crate::streams::ensure_with(&js, Some(&config.alert_subjects), &config.streams).await?;
+        let registry = Registry::open_with(&js, &config.streams).await?;
         let kubernetes = if backends.kubernetes.available() {
             crate::fleet::Access { available: true, detail: "cluster configured".into() }
         } else {
@@ -93,6 +112,7 @@ impl Runner {
             handlers,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             counters: Arc::default(),
+            metrics: config.metrics.clone(),
         });
         let changes = registry.watch().await?;
         let (stopper, shutdown) = Stopper::new();
@@ -111,13 +131,19 @@ impl Runner {
             },
             stopper.subscribe(),
         ));
-        let task = tokio::spawn(watch_loop(ctx, changes, shutdown, active.clone()));
-        Ok(Runner { stopper, task, heartbeat, active })
+        let observed = Arc::new(Observed { watching: AtomicBool::new(true), ..Default::default() });
+        let task = tokio::spawn(watch_loop(ctx.clone(), changes, shutdown, active.clone(), observed.clone()));
+        Ok(Runner { stopper, task, heartbeat, active, observed, client, ctx })
     }
 
     /// Names of the triggers this runner is dispatching now.
     pub fn active_triggers(&self) -> BTreeSet<String> {
-        self.active.lock().unwrap().keys().cloned().collect()
+        self.observed.active.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// What the metrics endpoint asks: scrape-time samples and readiness.
+    pub fn probe(&self) -> Arc<dyn Probe> {
+        Arc::new(RunnerProbe { client: self.client.clone(), ctx: self.ctx.clone(), observed: self.observed.clone() })
     }
 
     /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), removes its heartbeat, and
@@ -160,6 +186,7 @@ async fn watch_loop(
     changes: impl futures::Stream<Item = Result<Change, StreamError>>,
     mut shutdown: Shutdown,
     active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
+    observed: Arc<Observed>,
 ) {
     tokio::pin!(changes);
     let mut functions: BTreeMap<String, Function> = BTreeMap::new();
@@ -188,7 +215,10 @@ async fn watch_loop(
             .iter()
             .map(|(name, r)| (name.clone(), (r.wanted.function.name.clone(), r.wanted.function.runs_on.is_some())))
             .collect();
+        *observed.active.lock().unwrap() =
+            running.iter().map(|(name, r)| (name.clone(), r.wanted.trigger.clone())).collect();
     }
+    observed.watching.store(false, Ordering::Relaxed);
     for r in running.values() {
         r.stopper.stop();
     }
@@ -238,7 +268,12 @@ fn reconcile(
         let earlier = w.earlier.iter().filter_map(|t| Pattern::parse(t).ok()).collect();
         tracing::info!(trigger = %name, topic = %w.trigger.topic, function = %w.function.name, "trigger started");
         let (stopper, shutdown) = Stopper::new();
+        let metrics = match &ctx.metrics {
+            Some(m) => m.trigger(&w.function.name, &name),
+            None => TriggerMetrics::off(),
+        };
         let dispatcher = Dispatcher {
+            metrics,
             trigger: w.trigger.clone(),
             pattern,
             earlier,
@@ -247,5 +282,66 @@ fn reconcile(
         };
         dispatchers.spawn(dispatcher.run(shutdown));
         running.insert(name, Running { wanted: w, stopper });
+    }
+}
+
+/// The runner as the metrics endpoint sees it.
+struct RunnerProbe {
+    client: async_nats::Client,
+    ctx: Arc<RunnerContext>,
+    observed: Arc<Observed>,
+}
+
+#[async_trait::async_trait]
+impl Probe for RunnerProbe {
+    async fn sample(&self, metrics: &Metrics) {
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        let triggers: Vec<Trigger> = self.observed.active.lock().unwrap().values().cloned().collect();
+        let mut consumers = Vec::new();
+        if connected {
+            let reads = triggers.iter().map(|t| async move {
+                let c: async_nats::jetstream::consumer::PullConsumer = self
+                    .ctx
+                    .js
+                    .get_consumer_from_stream(t.consumer_name(), crate::streams::ALERT_STREAM)
+                    .await
+                    .ok()?;
+                let info = c.cached_info();
+                Some(ConsumerSample {
+                    function: t.function.clone(),
+                    trigger: t.name.clone(),
+                    pending: info.num_pending,
+                    ack_pending: info.num_ack_pending as u64,
+                })
+            });
+            consumers = futures::future::join_all(reads).await.into_iter().flatten().collect();
+        }
+        let instances = self
+            .ctx
+            .handlers
+            .instance_counts()
+            .into_iter()
+            .map(|(function, c)| InstanceSample { function, created: c.created, reused: c.reused, retired: c.retired })
+            .collect();
+        let (compile_hits, compile_misses) = self.ctx.handlers.compile_counts();
+        let nats_connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        metrics.set_sample(Sample { consumers, instances, compile_hits, compile_misses, nats_connected: connected, nats_connects });
+    }
+
+    fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        let state = self.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            why.push(format!("NATS: not connected ({state:?}), reconnecting"));
+        }
+        if !self.observed.watching.load(Ordering::Relaxed) {
+            why.push("registry: not watched (the watch ended)".to_owned());
+        }
+        for t in self.observed.active.lock().unwrap().values() {
+            if !self.ctx.handlers.is_loaded(&t.function) {
+                why.push(format!("function {} (trigger {}): handler not loaded yet", t.function, t.name));
+            }
+        }
+        why
     }
 }

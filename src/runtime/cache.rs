@@ -12,6 +12,7 @@ pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
     compiles: AtomicU64,
+    hits: AtomicU64,
 }
 
 impl CompileCache {
@@ -20,12 +21,22 @@ impl CompileCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        CompileCache { dir, engine_key: format!("{:016x}", hasher.finish()), compiles: AtomicU64::new(0) }
+        CompileCache {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+            compiles: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
     }
 
     /// How many components this cache compiled (rather than loaded) since it was made.
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// How many components this cache loaded from disk (rather than compiled) since it was made.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// Where the compiled form of a component with this digest lives.
@@ -41,7 +52,10 @@ impl CompileCache {
             // SAFETY: files in the cache directory are written only by `store` below, from
             // `Engine::precompile_component`, and keyed by this engine's compatibility hash.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, false)),
+                Ok(component) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok((component, false));
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "compiled component unusable; recompiling")
                 }

@@ -327,6 +327,14 @@ impl crate::execution::Handler for WasmFunction {
     async fn handle(&self, alert: &Alert) -> Execution {
         WasmFunction::handle(self, alert).await
     }
+
+    fn instances(&self) -> Option<crate::execution::InstanceCounts> {
+        Some(crate::execution::InstanceCounts {
+            created: self.stats.instantiated.load(Ordering::Relaxed),
+            reused: self.stats.reused.load(Ordering::Relaxed),
+            retired: self.stats.retired.load(Ordering::Relaxed),
+        })
+    }
 }
 
 fn ok_execution(outcome: Outcome) -> Execution {

@@ -4,10 +4,12 @@
 //! alerts, and waiting on a condition with a deadline.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod guests;
 pub mod kube;
 pub mod nats;
 pub mod podman;
+pub mod runner;
 pub mod secure;
 
 use std::path::PathBuf;

@@ -61,11 +61,20 @@ impl TestNats {
 
     /// Kills the server (SIGKILL) and starts it again on the same port and store.
     pub fn restart(&mut self) {
-        self.server.take().unwrap().kill();
-        self.server = Some(
-            NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref())
-                .expect("nats-server restarts"),
-        );
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL); [`TestNats::start_again`] brings it back.
+    pub fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill();
+        }
+    }
+
+    /// Starts the stopped server again on the same port and store.
+    pub fn start_again(&mut self) {
+        self.server = Some(NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref()).expect("nats-server restarts"));
     }
 
     /// A client connected to it.

@@ -1,0 +1,155 @@
+//! riposte on a real 3-node nats-server cluster (three processes on 127.0.0.1, routed, JetStream on each):
+//! every stream and bucket at R3, and no acknowledged alert lost when the node leading the alert stream is
+//! killed with SIGKILL while alerts are being published; the runner connected to that node carries on
+//! through the others.
+
+mod support;
+
+use async_nats::jetstream;
+use riposte::execution::Status;
+use riposte::registry::Registry;
+use riposte::streams::StreamSettings;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::cluster::TestCluster;
+use support::runner::{alert, deploy, handled, results, runner};
+use support::{guests, wait_until};
+
+const LONG: Duration = Duration::from_secs(90);
+
+async fn connect(urls: &[String]) -> async_nats::Client {
+    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    async_nats::ConnectOptions::new().max_reconnects(None).connect(addrs).await.unwrap()
+}
+
+/// The registry at R3, once the cluster has elected its JetStream meta leader (creating streams fails until then).
+async fn registry_r3(client: &async_nats::Client) -> Registry {
+    let js = jetstream::new(client.clone());
+    let settings = StreamSettings { replicas: Some(3), update: false };
+    let deadline = Instant::now() + LONG;
+    loop {
+        let attempt = async {
+            riposte::streams::ensure_with(&js, None, &settings).await?;
+            Registry::open_with(&js, &settings).await
+        };
+        match attempt.await {
+            Ok(reg) => return reg,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("cluster not ready yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the streams were not created on the cluster: {e}"),
+        }
+    }
+}
+
+async fn stream_info(js: &jetstream::Context, name: &str) -> jetstream::stream::Info {
+    js.get_stream(name).await.unwrap().info().await.unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
+    let mut cluster = TestCluster::start(3);
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    let admin = connect(&all).await;
+    let reg = registry_r3(&admin).await;
+    let js = reg.jetstream().clone();
+    for stream in ["FALCO", "RIPOSTE_RESULTS", "RIPOSTE_DEADLETTER", "KV_riposte-registry", "OBJ_riposte-artifacts"] {
+        assert_eq!(stream_info(&js, stream).await.config.num_replicas, 3, "stream {stream}");
+    }
+    let concurrency = 8;
+    deploy(&reg, "survivor", &guests::ok(), &format!("timeout_ms = 2000\nconcurrency = {concurrency}"), "falco.error.*")
+        .await;
+
+    let leader = wait_leader(&js).await;
+    let leader_url = cluster.node(&leader).url();
+    let others: Vec<String> = cluster.nodes.iter().filter(|n| n.name != leader).map(|n| n.url()).collect();
+    // Runner a on the leader's node alone (it learns the other nodes from the server); b on another node.
+    let a = runner(connect(std::slice::from_ref(&leader_url)).await, "on-leader", None).await;
+    let b = runner(connect(&others[..1]).await, "elsewhere", None).await;
+    let publisher = connect(&others).await;
+    let pjs = jetstream::new(publisher.clone());
+
+    let n = 1500;
+    let kill_at = 400;
+    let mut acked = Vec::new();
+    let mut retries = 0;
+    for i in 0..n {
+        if i == kill_at {
+            cluster.node(&leader).kill();
+        }
+        let uuid = format!("c-{i}");
+        let deadline = Instant::now() + LONG;
+        loop {
+            let sent = async { pjs.publish("falco.error.x", alert(&uuid).into()).await?.await.map_err(Into::into) };
+            let r: Result<_, Box<dyn std::error::Error + Send + Sync>> = match tokio::time::timeout(Duration::from_secs(10), sent).await {
+                Ok(r) => r,
+                Err(_) => Err("no ack within 10 s".into()),
+            };
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "alert {uuid} never acknowledged: {e}");
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        acked.push(uuid);
+    }
+    let new_leader = wait_leader(&pjs).await;
+    assert_ne!(new_leader, leader, "another node leads the alert stream");
+
+    let results_reg = Registry::open(&pjs).await.unwrap();
+    let want: std::collections::HashSet<String> = acked.iter().cloned().collect();
+    wait_until(&format!("{} acknowledged alerts handled", want.len()), LONG, || async {
+        want.is_subset(&handled(&results_reg, "survivor").await)
+    })
+    .await;
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    for r in results(&results_reg, "survivor").await.into_iter().filter(|r| r.status == Status::Ok) {
+        *runs.entry(r.alert_uuid).or_default() += 1;
+    }
+    let duplicates: usize = runs.values().map(|c| c - 1).sum();
+    // At least once: an alert runs twice only when its ack was lost with the node (at most what was
+    // delivered and unacked at once) or when its publish was retried after the server had stored it.
+    let bound = 2 * concurrency * riposte::limits::FLEET_ACK_PENDING_FACTOR as usize + retries;
+    eprintln!("{n} alerts acknowledged, {retries} publish retries, {duplicates} handled twice (bound {bound})");
+    assert!(duplicates <= bound, "{duplicates} duplicates, more than at-least-once allows ({bound})");
+
+    // The runner whose node died carries on: with the other runner stopped, new alerts still get handled.
+    b.stop().await;
+    let mut more = Vec::new();
+    for i in 0..50 {
+        let uuid = format!("after-{i}");
+        pjs.publish("falco.error.x", alert(&uuid).into()).await.unwrap().await.unwrap();
+        more.push(uuid);
+    }
+    let want: std::collections::HashSet<String> = more.iter().cloned().collect();
+    wait_until("alerts handled by the runner whose node died", LONG, || async {
+        want.is_subset(&handled(&results_reg, "survivor").await)
+    })
+    .await;
+    let by_a = results(&results_reg, "survivor").await.into_iter().filter(|r| r.alert_uuid.starts_with("after-")).all(|r| r.runner == "on-leader");
+    assert!(by_a, "only the runner on the dead node was left");
+    a.stop().await;
+}
+
+/// The server leading the alert stream, once there is one.
+async fn wait_leader(js: &jetstream::Context) -> String {
+    let mut leader = None;
+    wait_until("a leader for the alert stream", LONG, || {
+        let js = js.clone();
+        let found = &mut leader;
+        async move {
+            let info = match js.get_stream("FALCO").await {
+                Ok(mut s) => s.info().await.ok().cloned(),
+                Err(_) => None,
+            };
+            *found = info.and_then(|i| i.cluster).and_then(|c| c.leader);
+            found.is_some()
+        }
+    })
+    .await;
+    leader.unwrap()
+}

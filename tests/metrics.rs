@@ -1,0 +1,158 @@
+//! A runner's metrics and probes against a real nats-server: the exposition scraped after alerts counts each
+//! one per status and disposition (and agrees with the results stream), and `/readyz` follows NATS going
+//! away and coming back, through the `riposte run --metrics-addr` binary.
+
+mod support;
+
+use riposte::execution::Status;
+use riposte::health::{Endpoint, ProbeSlot};
+use riposte::metrics::Metrics;
+use riposte::streams::StreamSettings;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::nats::TestNats;
+use support::runner::{deploy, get, publish, registry, results, runner, scrape};
+use support::{guests, wait_until};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scrape_after_alerts_counts_each_one_per_status_and_disposition() {
+    let nats = TestNats::start();
+    let reg = registry(nats.client().await, &StreamSettings::default()).await;
+    deploy(&reg, "good", &guests::ok(), "timeout_ms = 1000", "falco.good.*").await;
+    deploy(&reg, "bad", &guests::fails(), "timeout_ms = 1000\nmax_deliver = 2\nretry_backoff_ms = 10", "falco.bad.*")
+        .await;
+    let metrics = Metrics::new();
+    let runner = runner(nats.client().await, "metrics", Some(metrics.clone())).await;
+    let slot: ProbeSlot = Default::default();
+    let (stopper, shutdown) = riposte::shutdown::Stopper::new();
+    let endpoint = Endpoint::start("127.0.0.1:0", metrics, slot.clone(), shutdown).await.unwrap();
+    let _ = slot.set(runner.probe());
+    let addr = endpoint.addr().to_string();
+
+    let client = nats.client().await;
+    publish(&client, "falco.good.x", "good", 20).await;
+    publish(&client, "falco.bad.x", "bad", 3).await;
+    client.publish("falco.good.x", "{not json".into()).await.unwrap();
+    client.publish("falco.good.x", r#"{"uuid":"no-rule"}"#.into()).await.unwrap();
+    client.flush().await.unwrap();
+
+    let settled = r#"riposte_alerts_settled_total"#;
+    wait_until("every alert settled", LONG, || async {
+        let e = scrape(&addr).await;
+        e.sum(settled, &[r#"function="good""#]) == 22.0 && e.sum(settled, &[r#"function="bad""#]) == 6.0
+    })
+    .await;
+    let e = scrape(&addr).await;
+    let good = r#"function="good",trigger="good-t""#;
+    let bad = r#"function="bad",trigger="bad-t""#;
+    let v = |series: String| e.get(&series);
+    assert_eq!(v(format!("riposte_alerts_received_total{{{good}}}")), 22.0);
+    assert_eq!(v(format!("riposte_alerts_handled_total{{{good},status=\"ok\"}}")), 20.0);
+    assert_eq!(v(format!("riposte_alerts_handled_total{{{good},status=\"invalid-alert\"}}")), 2.0);
+    assert_eq!(v(format!("riposte_alerts_settled_total{{{good},disposition=\"acked\"}}")), 20.0);
+    assert_eq!(v(format!("riposte_alerts_settled_total{{{good},disposition=\"terminated\"}}")), 2.0);
+    assert_eq!(v(format!("riposte_alerts_received_total{{{bad}}}")), 6.0);
+    assert_eq!(v(format!("riposte_alerts_redelivered_total{{{bad}}}")), 3.0);
+    assert_eq!(v(format!("riposte_alerts_handled_total{{{bad},status=\"failed\"}}")), 6.0);
+    assert_eq!(v(format!("riposte_alerts_settled_total{{{bad},disposition=\"retry\"}}")), 3.0);
+    assert_eq!(v(format!("riposte_alerts_settled_total{{{bad},disposition=\"dead-lettered\"}}")), 3.0);
+    assert_eq!(v(format!("riposte_dead_letters_total{{{bad}}}")), 3.0);
+    assert_eq!(v("riposte_execution_duration_seconds_count{function=\"good\"}".into()), 22.0);
+    assert_eq!(v("riposte_alerts_in_flight{function=\"good\"}".into()), 0.0);
+    assert_eq!(v(format!("riposte_consumer_pending{{{good}}}")), 0.0);
+    assert!(e.0.contains_key(&format!("riposte_consumer_ack_pending{{{good}}}")), "the consumer is sampled");
+    let instances = v("riposte_instances_created_total{function=\"good\"}".into())
+        + v("riposte_instances_reused_total{function=\"good\"}".into());
+    assert_eq!(instances, 20.0, "every ok alert ran on a new or a warm instance");
+    assert_eq!(v("riposte_nats_connected".into()), 1.0);
+    assert!(e.0.keys().any(|k| k.starts_with("riposte_build_info{version=")));
+
+    // Per status, the counters agree with what the results stream recorded.
+    for function in ["good", "bad"] {
+        let mut by_status: BTreeMap<&str, f64> = BTreeMap::new();
+        for r in results(&reg, function).await {
+            *by_status.entry(r.status.as_str()).or_default() += 1.0;
+        }
+        for (status, n) in by_status {
+            let series = format!("riposte_alerts_handled_total{{function=\"{function}\",trigger=\"{function}-t\",status=\"{status}\"}}");
+            assert_eq!(e.get(&series), n, "{series}");
+        }
+    }
+    // Labels are names and fixed words, never alert data.
+    let text = get(&addr, "/metrics").await.1;
+    assert!(!text.contains("no-rule") && !text.contains("Write below"), "{text}");
+    assert_eq!(Status::Ok.as_str(), "ok");
+
+    runner.stop().await;
+    stopper.stop();
+    endpoint.stopped().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_is_503_while_nats_is_down_and_200_after_it_returns() {
+    let mut nats = TestNats::start();
+    let reg = registry(nats.client().await, &StreamSettings::default()).await;
+    deploy(&reg, "probed", &guests::ok(), "timeout_ms = 1000", "falco.error.*").await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .env("RUST_LOG", "info")
+        .args(["run", "--nats", &nats.url(), "--name", "probed", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (out, pipe) = (stderr.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        })
+    };
+    let addr = {
+        let mut found = None;
+        wait_until("the metrics address on stderr", LONG, || {
+            found = stderr.lock().unwrap().lines().find_map(|l| {
+                l.split("metrics and probes on http://").nth(1).map(|rest| rest.split([' ', '/']).next().unwrap().to_owned())
+            });
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.unwrap()
+    };
+    assert_eq!(get(&addr, "/healthz").await.0, 200);
+    wait_until("ready", LONG, || async { get(&addr, "/readyz").await.0 == 200 }).await;
+
+    nats.stop();
+    wait_until("not ready while NATS is down", LONG, || async { get(&addr, "/readyz").await.0 == 503 }).await;
+    let (_, why) = get(&addr, "/readyz").await;
+    assert!(why.contains("NATS"), "{why}");
+    assert_eq!(get(&addr, "/healthz").await.0, 200, "the process still serves");
+    let e = scrape(&addr).await;
+    assert_eq!(e.get("riposte_nats_connected"), 0.0);
+
+    nats.start_again();
+    wait_until("ready again once NATS is back", LONG, || async { get(&addr, "/readyz").await.0 == 200 }).await;
+    wait_until("the reconnect counted", LONG, || async { scrape(&addr).await.get("riposte_nats_reconnects_total") >= 1.0 }).await;
+
+    terminate(&child);
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let log = stderr.lock().unwrap().clone();
+    assert!(log.contains("trigger started"), "info logs were written: {log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {log}");
+}
+
+/// SIGTERM: the runner stops gracefully.
+fn terminate(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
