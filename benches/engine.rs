@@ -254,7 +254,8 @@ async fn metrics_rows(
             if let Some(m) = &metrics {
                 let slot: riposte::health::ProbeSlot = Default::default();
                 let _ = slot.set(runner.probe());
-                let endpoint = riposte::health::Endpoint::start("127.0.0.1:0", m.clone(), slot, shutdown).await.unwrap();
+                let endpoint =
+                    riposte::health::Endpoint::start("127.0.0.1:0", m.clone(), slot, shutdown).await.unwrap();
                 let url = format!("http://{}/metrics", endpoint.addr());
                 let task = tokio::spawn(async move {
                     loop {

@@ -64,6 +64,10 @@ pub struct FunctionSpec {
 pub struct TriggerSpec {
     pub function: String,
     pub topic: String,
+    /// Keep a topic falcosidekick never publishes on (another publisher, a custom subject template), as
+    /// `trigger create --force` does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// A setting's value: a literal (only for settings the playbook declares `secret = false`), or where to read
@@ -71,12 +75,8 @@ pub struct TriggerSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SettingValue {
-    Env {
-        env: String,
-    },
-    File {
-        file: PathBuf,
-    },
+    Env { env: String },
+    File { file: PathBuf },
     Literal(Literal),
 }
 
@@ -120,12 +120,18 @@ pub enum ApplyError {
         line: Option<usize>,
         what: String,
         #[source]
-        source: DeployError,
+        source: Box<DeployError>,
     },
     #[error(transparent)]
-    Write(#[from] DeployError),
+    Write(Box<DeployError>),
     #[error(transparent)]
     Nats(#[from] StreamError),
+}
+
+impl From<DeployError> for ApplyError {
+    fn from(e: DeployError) -> ApplyError {
+        ApplyError::Write(Box::new(e))
+    }
 }
 
 fn at(path: &Path, line: Option<usize>) -> String {
@@ -212,7 +218,10 @@ fn line_of(text: &str, section: &str, name: &str) -> Option<usize> {
             continue;
         }
         let key = trimmed.trim_start_matches(['"', '\'']);
-        if inside && key.starts_with(name) && key[name.len()..].trim_start_matches(['"', '\'']).starts_with([':', ' ', '=']) {
+        if inside
+            && key.starts_with(name)
+            && key[name.len()..].trim_start_matches(['"', '\'']).starts_with([':', ' ', '='])
+        {
             return Some(i + 1);
         }
     }
@@ -240,7 +249,12 @@ pub async fn plan(
     let mut functions = Vec::new();
     for (name, spec) in &declared.functions {
         let line = fline(name);
-        let deploy_err = |source| ApplyError::Deploy { path: path.to_owned(), line, what: format!("function {name}"), source };
+        let deploy_err = |source| ApplyError::Deploy {
+            path: path.to_owned(),
+            line,
+            what: format!("function {name}"),
+            source: Box::new(source),
+        };
         let mut given = Vec::new();
         for (setting, value) in &spec.settings {
             let text = match value {
@@ -298,7 +312,7 @@ pub async fn plan(
                 path: path.to_owned(),
                 line,
                 what: format!("trigger {name}"),
-                source: DeployError::TriggerName(name.clone()),
+                source: Box::new(DeployError::TriggerName(name.clone())),
             });
         }
         let known = declared.functions.contains_key(&spec.function)
@@ -306,10 +320,13 @@ pub async fn plan(
         if !known {
             return Err(invalid(
                 line,
-                format!("trigger {name}: function {} is not declared in the file: declare it under functions", spec.function),
+                format!(
+                    "trigger {name}: function {} is not declared in the file: declare it under functions",
+                    spec.function
+                ),
             ));
         }
-        crate::streams::check_topic(&spec.topic, &subjects)
+        crate::topic_check::check_topic(&spec.topic, Some(&subjects), spec.force)
             .map_err(|e| invalid(line, format!("trigger {name}: {e}")))?;
         let t = Trigger { name: name.clone(), function: spec.function.clone(), topic: spec.topic.clone() };
         let action = match current_triggers.get(name) {
@@ -326,7 +343,12 @@ pub async fn plan(
                 Action::Update(what)
             }
         };
-        steps.push(Step { kind: "trigger", name: name.clone(), action, detail: format!("{} -> {}", t.topic, t.function) });
+        steps.push(Step {
+            kind: "trigger",
+            name: name.clone(),
+            action,
+            detail: format!("{} -> {}", t.topic, t.function),
+        });
         triggers.push(t);
     }
     if prune {
@@ -342,7 +364,12 @@ pub async fn plan(
         }
         for (name, f) in &current_functions {
             if !declared.functions.contains_key(name) {
-                steps.push(Step { kind: "function", name: name.clone(), action: Action::Delete, detail: describe_function(&f.manifest.name, f) });
+                steps.push(Step {
+                    kind: "function",
+                    name: name.clone(),
+                    action: Action::Delete,
+                    detail: describe_function(&f.manifest.name, f),
+                });
             }
         }
     }
@@ -412,9 +439,8 @@ fn override_limits(limits: &Limits, overrides: &serde_json::Map<String, serde_js
 /// Writes the plan: functions first (each artifact, then definition), then triggers (consumer, then
 /// definition), then, with prune, triggers and functions no longer declared.
 pub async fn execute(registry: &Registry, plan: &Plan) -> Result<(), ApplyError> {
-    let action = |kind: &str, name: &str| {
-        plan.steps.iter().find(|s| s.kind == kind && s.name == name).map(|s| s.action.clone())
-    };
+    let action =
+        |kind: &str, name: &str| plan.steps.iter().find(|s| s.kind == kind && s.name == name).map(|s| s.action.clone());
     for p in &plan.functions {
         if action("function", &p.function.name) != Some(Action::Unchanged) {
             deploy::write_function(registry, p).await?;
@@ -424,7 +450,9 @@ pub async fn execute(registry: &Registry, plan: &Plan) -> Result<(), ApplyError>
         if action("trigger", &t.name) != Some(Action::Unchanged) {
             let function = match plan.functions.iter().find(|p| p.function.name == t.function) {
                 Some(p) => p.function.clone(),
-                None => registry.function(&t.function).await?.ok_or_else(|| DeployError::NoFunction(t.function.clone()))?,
+                None => {
+                    registry.function(&t.function).await?.ok_or_else(|| DeployError::NoFunction(t.function.clone()))?
+                }
             };
             deploy::write_trigger(registry, t, &function).await?;
         }
@@ -467,7 +495,9 @@ pub async fn export(registry: &Registry, playbooks: &Path, state: &StateDir) -> 
         declared.functions.insert(name, FunctionSpec { playbook, settings, runs_on: f.runs_on.clone(), limits });
     }
     for (name, t) in registry.triggers().await? {
-        declared.triggers.insert(name, TriggerSpec { function: t.function, topic: t.topic });
+        // A trigger deployed with --force exports with `force: true`, so the file applies again.
+        let force = crate::topic_check::check_topic(&t.topic, None, false).is_err();
+        declared.triggers.insert(name, TriggerSpec { function: t.function, topic: t.topic, force });
     }
     let body = serde_norway::to_string(&declared).expect("a declaration serializes");
     Ok(format!(
@@ -520,7 +550,8 @@ mod tests {
 
     #[test]
     fn lines_of_declarations_are_found() {
-        let text = "functions:\n  a:\n    playbook: x\n  b:\n    playbook: y\ntriggers:\n  a: {function: a, topic: t}\n";
+        let text =
+            "functions:\n  a:\n    playbook: x\n  b:\n    playbook: y\ntriggers:\n  a: {function: a, topic: t}\n";
         assert_eq!(line_of(text, "functions", "b"), Some(4));
         assert_eq!(line_of(text, "triggers", "a"), Some(7));
     }

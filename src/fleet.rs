@@ -6,7 +6,7 @@
 //! the server's time stamp of the last put against this machine's clock (`riposte doctor` checks the skew).
 
 use crate::function::Function;
-use crate::streams::{Doing, StreamError};
+use crate::streams::{Doing, StreamError, StreamSettings};
 use async_nats::jetstream::{self, kv, stream};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,12 @@ pub struct UnservedPin {
 /// Creates the bucket when missing and opens it. (The stream is made here: async-nats' `create_key_value`
 /// fails on nats-server 2.9, see [`crate::registry`].)
 pub async fn open(js: &jetstream::Context) -> Result<kv::Store, StreamError> {
+    open_with(js, &StreamSettings::default()).await
+}
+
+/// [`open`], replicated as `settings` asks. [`crate::registry::Registry::open_with`] calls it too, so every
+/// deployer command creates the bucket and a least-privilege runner only reads its stream's info.
+pub async fn open_with(js: &jetstream::Context, settings: &StreamSettings) -> Result<kv::Store, StreamError> {
     let config = stream::Config {
         name: format!("KV_{RUNNERS_BUCKET}"),
         description: Some("riposte runner heartbeats".into()),
@@ -100,7 +106,7 @@ pub async fn open(js: &jetstream::Context) -> Result<kv::Store, StreamError> {
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    js.get_or_create_stream(config).await.doing("creating the runners bucket")?;
+    crate::streams::ensure_stream(js, false, config, settings).await?;
     js.get_key_value(RUNNERS_BUCKET).await.doing("opening the runners bucket")
 }
 

@@ -101,10 +101,7 @@ impl HandlerCache {
     /// The instance counters of each loaded function that keeps instances.
     pub fn instance_counts(&self) -> Vec<(String, crate::execution::InstanceCounts)> {
         let loaded = self.loaded.lock().unwrap();
-        loaded
-            .iter()
-            .filter_map(|(name, (_, cell))| Some((name.clone(), cell.get()?.instances()?)))
-            .collect()
+        loaded.iter().filter_map(|(name, (_, cell))| Some((name.clone(), cell.get()?.instances()?))).collect()
     }
 
     /// Components loaded from the compile cache, and compiled, since this runner started.

@@ -132,7 +132,8 @@ impl State {
                     let _ = tokio::time::timeout(SAMPLE_TIMEOUT, p.sample(&self.metrics)).await;
                 }
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.encode())));
-                r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(CONTENT_TYPE));
+                r.headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(CONTENT_TYPE));
                 r
             }
             "/healthz" => text(StatusCode::OK, "ok\n".into()),

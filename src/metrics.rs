@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Upper bounds of the execution duration buckets, in seconds: 100 µs (a warm WASM call) to 2 min (the
 /// longest timeout).
-const DURATION_BUCKETS: [f64; 18] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
+const DURATION_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerLabels {
@@ -126,17 +127,9 @@ impl Metrics {
             conditions_rejected.clone(),
         );
         registry.register("alerts_deduplicated", "Alerts skipped as duplicates", deduplicated.clone());
-        registry.register(
-            "execution_duration_seconds",
-            "Time one execution of a function took",
-            duration.clone(),
-        );
+        registry.register("execution_duration_seconds", "Time one execution of a function took", duration.clone());
         registry.register("alerts_in_flight", "Alerts being handled now", in_flight.clone());
-        registry.register(
-            "build",
-            "The riposte build",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        registry.register("build", "The riposte build", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         registry.register_collector(Box::new(SampleCollector(sample.clone())));
         Metrics {
             inner: Arc::new(Inner {
@@ -238,7 +231,12 @@ impl prometheus_client::collector::Collector for SampleCollector {
                 .iter()
                 .map(move |c| (TriggerLabels { function: c.function.clone(), trigger: c.trigger.clone() }, v(c)))
         };
-        gauges(&mut encoder, "consumer_pending", "Alerts waiting in a trigger's consumer (lag)", consumers(|c| c.pending))?;
+        gauges(
+            &mut encoder,
+            "consumer_pending",
+            "Alerts waiting in a trigger's consumer (lag)",
+            consumers(|c| c.pending),
+        )?;
         gauges(
             &mut encoder,
             "consumer_ack_pending",
@@ -249,7 +247,12 @@ impl prometheus_client::collector::Collector for SampleCollector {
             s.instances.iter().map(move |i| (FunctionLabels { function: i.function.clone() }, v(i)))
         };
         counters(&mut encoder, "instances_created", "WASM instances created", instances(|i| i.created))?;
-        counters(&mut encoder, "instances_reused", "Alerts served by an already-warm WASM instance", instances(|i| i.reused))?;
+        counters(
+            &mut encoder,
+            "instances_reused",
+            "Alerts served by an already-warm WASM instance",
+            instances(|i| i.reused),
+        )?;
         counters(
             &mut encoder,
             "instances_retired",
@@ -258,9 +261,21 @@ impl prometheus_client::collector::Collector for SampleCollector {
         )?;
         let counter = prometheus_client::metrics::MetricType::Counter;
         let gauge = prometheus_client::metrics::MetricType::Gauge;
-        single(&mut encoder, "compile_cache_hits", "Components loaded from the compile cache", counter, s.compile_hits)?;
+        single(
+            &mut encoder,
+            "compile_cache_hits",
+            "Components loaded from the compile cache",
+            counter,
+            s.compile_hits,
+        )?;
         single(&mut encoder, "compile_cache_misses", "Components compiled", counter, s.compile_misses)?;
-        single(&mut encoder, "nats_connected", "1 while the NATS connection is up", gauge, u64::from(s.nats_connected))?;
+        single(
+            &mut encoder,
+            "nats_connected",
+            "1 while the NATS connection is up",
+            gauge,
+            u64::from(s.nats_connected),
+        )?;
         let reconnects = s.nats_connects.saturating_sub(1);
         single(&mut encoder, "nats_reconnects", "Reconnections to NATS since the runner started", counter, reconnects)?;
         Ok(())

@@ -67,6 +67,7 @@ impl Registry {
             ..Default::default()
         };
         crate::streams::ensure_stream(js, false, obj_stream, settings).await?;
+        crate::fleet::open_with(js, settings).await?;
         let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
         let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;
         Ok(Registry { js: js.clone(), kv, objects })

@@ -174,9 +174,11 @@ pub(crate) async fn ensure_stream(
             }
             Ok(())
         }
-        Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+        Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
             let replicas = config.num_replicas;
-            let hint = if replicas > 1 { " (replicas need a NATS cluster with JetStream on that many servers)" } else { "" };
+            let hint =
+                if replicas > 1 { " (replicas need a NATS cluster with JetStream on that many servers)" } else { "" };
             js.create_stream(config)
                 .await
                 .map(|_| ())

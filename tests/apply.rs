@@ -113,10 +113,17 @@ async fn apply_plans_writes_once_updates_on_edit_and_prunes_what_the_file_does_n
     assert!(edited.contains("function falco-taint: update (settings TAINT_KEY)"), "{edited}");
     assert!(!edited.contains(SECRET) && !edited.contains("riposte/edited"), "no values in the plan: {edited}");
     let reg = registry(&nats).await;
-    assert_eq!(reg.function("falco-slack").await.unwrap().unwrap().settings.get("SLACK_WEBHOOK_URL"), Some(new_secret.as_str()));
+    assert_eq!(
+        reg.function("falco-slack").await.unwrap().unwrap().settings.get("SLACK_WEBHOOK_URL"),
+        Some(new_secret.as_str())
+    );
 
     // Prune: a trigger made by hand goes, with its consumer; without --prune it stays.
-    ok(&riposte(&nats, &["trigger", "create", "by-hand", "--function", "falco-taint", "--topic", "falco.warning.*"], &[]));
+    ok(&riposte(
+        &nats,
+        &["trigger", "create", "by-hand", "--function", "falco-taint", "--topic", "falco.warning.*"],
+        &[],
+    ));
     let kept = ok(&riposte(&nats, &["apply", "-f", &file], &[("TEST_SLACK_URL", &new_secret)]));
     assert!(!kept.contains("by-hand"), "{kept}");
     let pruned = ok(&riposte(&nats, &["apply", "-f", &file, "--prune"], &[("TEST_SLACK_URL", &new_secret)]));

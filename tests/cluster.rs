@@ -58,8 +58,14 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
         assert_eq!(stream_info(&js, stream).await.config.num_replicas, 3, "stream {stream}");
     }
     let concurrency = 8;
-    deploy(&reg, "survivor", &guests::ok(), &format!("timeout_ms = 2000\nconcurrency = {concurrency}"), "falco.error.*")
-        .await;
+    deploy(
+        &reg,
+        "survivor",
+        &guests::ok(),
+        &format!("timeout_ms = 2000\nconcurrency = {concurrency}"),
+        "falco.error.*",
+    )
+    .await;
 
     let leader = wait_leader(&js).await;
     let leader_url = cluster.node(&leader).url();
@@ -82,10 +88,11 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
         let deadline = Instant::now() + LONG;
         loop {
             let sent = async { pjs.publish("falco.error.x", alert(&uuid).into()).await?.await.map_err(Into::into) };
-            let r: Result<_, Box<dyn std::error::Error + Send + Sync>> = match tokio::time::timeout(Duration::from_secs(10), sent).await {
-                Ok(r) => r,
-                Err(_) => Err("no ack within 10 s".into()),
-            };
+            let r: Result<_, Box<dyn std::error::Error + Send + Sync>> =
+                match tokio::time::timeout(Duration::from_secs(10), sent).await {
+                    Ok(r) => r,
+                    Err(_) => Err("no ack within 10 s".into()),
+                };
             match r {
                 Ok(_) => break,
                 Err(e) => {
@@ -130,26 +137,28 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
         want.is_subset(&handled(&results_reg, "survivor").await)
     })
     .await;
-    let by_a = results(&results_reg, "survivor").await.into_iter().filter(|r| r.alert_uuid.starts_with("after-")).all(|r| r.runner == "on-leader");
+    let by_a = results(&results_reg, "survivor")
+        .await
+        .into_iter()
+        .filter(|r| r.alert_uuid.starts_with("after-"))
+        .all(|r| r.runner == "on-leader");
     assert!(by_a, "only the runner on the dead node was left");
     a.stop().await;
 }
 
 /// The server leading the alert stream, once there is one.
 async fn wait_leader(js: &jetstream::Context) -> String {
-    let mut leader = None;
-    wait_until("a leader for the alert stream", LONG, || {
-        let js = js.clone();
-        let found = &mut leader;
-        async move {
-            let info = match js.get_stream("FALCO").await {
-                Ok(mut s) => s.info().await.ok().cloned(),
-                Err(_) => None,
-            };
-            *found = info.and_then(|i| i.cluster).and_then(|c| c.leader);
-            found.is_some()
-        }
+    let leader = std::sync::Mutex::new(None);
+    wait_until("a leader for the alert stream", LONG, || async {
+        let info = match js.get_stream("FALCO").await {
+            Ok(mut s) => s.info().await.ok().cloned(),
+            Err(_) => None,
+        };
+        let found = info.and_then(|i| i.cluster).and_then(|c| c.leader);
+        let some = found.is_some();
+        *leader.lock().unwrap() = found;
+        some
     })
     .await;
-    leader.unwrap()
+    leader.into_inner().unwrap().unwrap()
 }

@@ -79,7 +79,9 @@ async fn a_scrape_after_alerts_counts_each_one_per_status_and_disposition() {
             *by_status.entry(r.status.as_str()).or_default() += 1.0;
         }
         for (status, n) in by_status {
-            let series = format!("riposte_alerts_handled_total{{function=\"{function}\",trigger=\"{function}-t\",status=\"{status}\"}}");
+            let series = format!(
+                "riposte_alerts_handled_total{{function=\"{function}\",trigger=\"{function}-t\",status=\"{status}\"}}"
+            );
             assert_eq!(e.get(&series), n, "{series}");
         }
     }
@@ -121,7 +123,9 @@ async fn readyz_is_503_while_nats_is_down_and_200_after_it_returns() {
         let mut found = None;
         wait_until("the metrics address on stderr", LONG, || {
             found = stderr.lock().unwrap().lines().find_map(|l| {
-                l.split("metrics and probes on http://").nth(1).map(|rest| rest.split([' ', '/']).next().unwrap().to_owned())
+                l.split("metrics and probes on http://")
+                    .nth(1)
+                    .map(|rest| rest.split([' ', '/']).next().unwrap().to_owned())
             });
             std::future::ready(found.is_some())
         })
@@ -141,7 +145,10 @@ async fn readyz_is_503_while_nats_is_down_and_200_after_it_returns() {
 
     nats.start_again();
     wait_until("ready again once NATS is back", LONG, || async { get(&addr, "/readyz").await.0 == 200 }).await;
-    wait_until("the reconnect counted", LONG, || async { scrape(&addr).await.get("riposte_nats_reconnects_total") >= 1.0 }).await;
+    wait_until("the reconnect counted", LONG, || async {
+        scrape(&addr).await.get("riposte_nats_reconnects_total") >= 1.0
+    })
+    .await;
 
     terminate(&child);
     child.wait().unwrap();

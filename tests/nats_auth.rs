@@ -123,6 +123,8 @@ async fn start_runner(config: &NatsConfig, name: &str) -> Runner {
         state: StateDir::new(Some(support::shared_state())),
         pooling: false,
         containers: Default::default(),
+        metrics: None,
+        streams: Default::default(),
     };
     Runner::start(client, runner_config, backends).await.unwrap()
 }
@@ -520,6 +522,12 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     .await;
     let logs = riposte(&["function", "logs", "lp-fails", "--nats", &deployer_url], &[]);
     assert!(logs.status.success(), "{}", stderr(&logs));
+    // The runner's heartbeat reaches the deployer's `runner list`.
+    wait_until("the runner in the deployer's runner list", LONG, || async {
+        let list = riposte(&["runner", "list", "--nats", &deployer_url], &[]);
+        list.status.success() && String::from_utf8_lossy(&list.stdout).contains("lp-runner")
+    })
+    .await;
     running.stop().await;
     // Nothing was denied on the way: the permissions are all the flow needs.
     let denied: Vec<String> = nats.log().lines().filter(|l| l.contains("Violation")).map(String::from).collect();

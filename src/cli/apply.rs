@@ -53,7 +53,10 @@ pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Resul
         println!("no change: {summary}");
     } else {
         apply::execute(&registry, &plan).await?;
-        println!("applied: {}", summary.replace("to create", "created").replace("to update", "updated").replace("to delete", "deleted"));
+        println!(
+            "applied: {}",
+            summary.replace("to create", "created").replace("to update", "updated").replace("to delete", "deleted")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

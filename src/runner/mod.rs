@@ -72,8 +72,6 @@ pub struct Runner {
     stopper: Stopper,
     task: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
-    /// Running triggers: trigger → (function, pinned to this runner).
-    active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
     observed: Arc<Observed>,
     client: async_nats::Client,
     ctx: Arc<RunnerContext>,
@@ -103,7 +101,7 @@ impl Runner {
         };
         let handlers =
             HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, config.containers.clone())?;
-        let runners = crate::fleet::open(&js).await?;
+        let runners = crate::fleet::open_with(&js, &config.streams).await?;
         let started_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let ctx = Arc::new(RunnerContext {
@@ -132,8 +130,8 @@ impl Runner {
             stopper.subscribe(),
         ));
         let observed = Arc::new(Observed { watching: AtomicBool::new(true), ..Default::default() });
-        let task = tokio::spawn(watch_loop(ctx.clone(), changes, shutdown, active.clone(), observed.clone()));
-        Ok(Runner { stopper, task, heartbeat, active, observed, client, ctx })
+        let task = tokio::spawn(watch_loop(ctx.clone(), changes, shutdown, active, observed.clone()));
+        Ok(Runner { stopper, task, heartbeat, observed, client, ctx })
     }
 
     /// Names of the triggers this runner is dispatching now.
@@ -300,12 +298,8 @@ impl Probe for RunnerProbe {
         let mut consumers = Vec::new();
         if connected {
             let reads = triggers.iter().map(|t| async move {
-                let c: async_nats::jetstream::consumer::PullConsumer = self
-                    .ctx
-                    .js
-                    .get_consumer_from_stream(t.consumer_name(), crate::streams::ALERT_STREAM)
-                    .await
-                    .ok()?;
+                let c: async_nats::jetstream::consumer::PullConsumer =
+                    self.ctx.js.get_consumer_from_stream(t.consumer_name(), crate::streams::ALERT_STREAM).await.ok()?;
                 let info = c.cached_info();
                 Some(ConsumerSample {
                     function: t.function.clone(),
@@ -325,7 +319,14 @@ impl Probe for RunnerProbe {
             .collect();
         let (compile_hits, compile_misses) = self.ctx.handlers.compile_counts();
         let nats_connects = self.client.statistics().connects.load(Ordering::Relaxed);
-        metrics.set_sample(Sample { consumers, instances, compile_hits, compile_misses, nats_connected: connected, nats_connects });
+        metrics.set_sample(Sample {
+            consumers,
+            instances,
+            compile_hits,
+            compile_misses,
+            nats_connected: connected,
+            nats_connects,
+        });
     }
 
     fn not_ready(&self) -> Vec<String> {

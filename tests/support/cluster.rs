@@ -121,7 +121,8 @@ fn start_nodes(root: &Path, n: usize, attempt: usize) -> Result<Vec<Node>, Strin
     for node in &mut nodes {
         loop {
             if let Some(p) = reported_port(&node.dir.join("ports")) {
-                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200)).is_ok()
+                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200))
+                    .is_ok()
                 {
                     node.client_port = p;
                     break;
@@ -139,7 +140,10 @@ fn start_nodes(root: &Path, n: usize, attempt: usize) -> Result<Vec<Node>, Strin
 
 /// The client port in the one ports file nats-server wrote in `dir`.
 fn reported_port(dir: &Path) -> Option<u16> {
-    let entry = std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     let ports: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
     ports.get("nats")?.as_array()?.first()?.as_str()?.rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }

@@ -74,7 +74,10 @@ impl TestNats {
 
     /// Starts the stopped server again on the same port and store.
     pub fn start_again(&mut self) {
-        self.server = Some(NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref()).expect("nats-server restarts"));
+        self.server = Some(
+            NatsServer::start_with_config(self.dir.path(), self.port, self.config.as_deref())
+                .expect("nats-server restarts"),
+        );
     }
 
     /// A client connected to it.
