@@ -67,6 +67,7 @@ async fn main() {
         artifact: image.clone(),
         settings,
         runs_on: None,
+        policy: Default::default(),
     };
     let action = engine.function(&function);
 
@@ -143,6 +144,7 @@ async fn main() {
             artifact: component.digest.clone(),
             settings,
             runs_on: None,
+            policy: Default::default(),
         };
         let handler = runtime.function(component.clone(), &f, backends());
         assert_eq!(handler.handle(&alert).await.status, Status::Ok);

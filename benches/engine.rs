@@ -10,8 +10,9 @@
 //!   endpoint scraped every second), alternating, so the cost of metrics is read side by side.
 //!
 //! `cargo bench --profile dev --bench engine` (env BENCH_N, BENCH_SLACK_N, BENCH_CONC, BENCH_SLACK_CONC to size
-//! the runs, BENCH_SKIP_TRIVIAL=1 to measure only the slack rows, BENCH_SKIP_METRICS=1 to skip the metrics rows,
-//! BENCH_ONLY_METRICS=1 for those alone).
+//! the runs, BENCH_SKIP_TRIVIAL=1 to skip the trivial rows, BENCH_SKIP_METRICS=1 the metrics rows,
+//! BENCH_ONLY_METRICS=1 for those alone, BENCH_SKIP_POLICY=1 the response-policy rows (no condition / matching /
+//! rejecting / dedup on distinct keys), BENCH_SKIP_SLACK=1 the slack rows).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -43,10 +44,25 @@ fn alert(i: usize) -> String {
 }
 
 async fn deploy(reg: &Registry, name: &str, manifest: Manifest, settings: Settings, bytes: &[u8], topic: &str) {
+    deploy_with_policy(reg, name, manifest, settings, bytes, topic, None, Default::default()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy_with_policy(
+    reg: &Registry,
+    name: &str,
+    manifest: Manifest,
+    settings: Settings,
+    bytes: &[u8],
+    topic: &str,
+    when: Option<&str>,
+    policy: riposte::function::ResponsePolicy,
+) {
     let artifact = reg.put_artifact(bytes).await.unwrap();
-    let f = Function { name: name.into(), manifest, artifact, settings, runs_on: None };
+    let f = Function { name: name.into(), manifest, artifact, settings, runs_on: None, policy };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into() };
+    let t =
+        Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: when.map(Into::into) };
     riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
 }
@@ -154,6 +170,14 @@ async fn main() {
         println!("trivial guest, {steady} alerts at a steady 1000/s: publish->done latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
     }
 
+    if std::env::var_os("BENCH_SKIP_POLICY").is_none() {
+        policy_rows(&reg, &client, &runner, n).await;
+    }
+    if std::env::var_os("BENCH_SKIP_SLACK").is_some() {
+        runner.stop().await;
+        return;
+    }
+
     // Slack playbook against a local receiver, and the Python baseline against the same receiver.
     let receiver = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::method("POST"))
@@ -194,6 +218,88 @@ async fn main() {
             ),
             None => println!("python baseline ({mode}) skipped: run scripts/setup for .venv with requests"),
         }
+    }
+}
+
+/// The response policy on the hot path, side by side: the trivial guest with no condition, with a condition
+/// that matches, with one that rejects every alert (nothing instantiated, no result: measured until the runner
+/// counted them all), and with dedup on a stream of distinct keys (one claim in NATS per alert).
+async fn policy_rows(reg: &Registry, client: &async_nats::Client, runner: &Runner, n: usize) {
+    let manifest = |name: &str| {
+        Manifest::parse(&format!(
+            "name = \"{name}\"\nkind = \"wasm\"\n[limits]\nconcurrency = {}\n",
+            env_n("BENCH_CONC", 64)
+        ))
+        .unwrap()
+    };
+    let ok = support::guests::ok();
+    let none = riposte::function::ResponsePolicy::default();
+    let matching = "priority >= Error && alert.output_fields[?\"fd.name\"].orValue(\"\") != \"/etc/shadow\"";
+    let dedup = riposte::function::ResponsePolicy {
+        dry_run: false,
+        dedup: Some(riposte::function::Dedup { window_ms: 60_000, key: Some("alert.uuid".into()) }),
+    };
+    deploy_with_policy(reg, "plain", manifest("plain"), Settings::default(), &ok, "falco.plain.*", None, none.clone())
+        .await;
+    deploy_with_policy(
+        reg,
+        "matching",
+        manifest("matching"),
+        Settings::default(),
+        &ok,
+        "falco.matching.*",
+        Some(matching),
+        none.clone(),
+    )
+    .await;
+    deploy_with_policy(
+        reg,
+        "rejecting",
+        manifest("rejecting"),
+        Settings::default(),
+        &ok,
+        "falco.rejecting.*",
+        Some("priority >= Critical"),
+        none,
+    )
+    .await;
+    deploy_with_policy(reg, "dedup", manifest("dedup"), Settings::default(), &ok, "falco.dedup.*", None, dedup).await;
+    let mut rows = Vec::new();
+    for (function, what) in [
+        ("plain", "no condition"),
+        ("matching", "a condition that matches"),
+        ("dedup", "dedup on distinct keys (a claim in NATS per alert)"),
+    ] {
+        let _ = run(client, function, &format!("falco.{function}.warmup"), 500, None).await;
+        let (rate, _) = run(client, function, &format!("falco.{function}.x"), n, None).await;
+        rows.push((what, rate));
+    }
+    // Rejected alerts leave no result: count them on the runner.
+    let rejected = |runner: &Runner| runner.policy_counts().get("rejecting-t").map(|c| c.rejected).unwrap_or(0);
+    for (subject, count) in [("falco.rejecting.warmup", 500), ("falco.rejecting.x", n)] {
+        let before = rejected(runner);
+        let started = Instant::now();
+        for i in 0..count {
+            client.publish(subject.to_owned(), alert(i).into()).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        while rejected(runner) < before + count as u64 {
+            assert!(started.elapsed() < Duration::from_secs(120), "rejections stalled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if subject.ends_with(".x") {
+            rows.push((
+                "a condition that rejects every alert (acked, nothing run)",
+                n as f64 / started.elapsed().as_secs_f64(),
+            ));
+        }
+    }
+    let base = rows[0].1;
+    for (what, rate) in rows {
+        println!(
+            "policy, trivial guest, {n} alerts, {what}: {rate:.0} alerts/s ({:.0}% of no condition)",
+            100.0 * rate / base
+        );
     }
 }
 

@@ -36,7 +36,14 @@ fn function(manifest: &Manifest, reuse: u32, settings: Settings) -> Function {
     let mut manifest = manifest.clone();
     manifest.limits.reuse = reuse;
     manifest.limits.concurrency = TASKS as u32;
-    Function { name: "bench".into(), manifest, artifact: String::new(), settings, runs_on: None }
+    Function {
+        name: "bench".into(),
+        manifest,
+        artifact: String::new(),
+        settings,
+        runs_on: None,
+        policy: Default::default(),
+    }
 }
 
 /// Runs `n` alerts through `f` from TASKS concurrent tasks; returns alerts/s and per-alert latencies.

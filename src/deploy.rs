@@ -8,9 +8,10 @@
 //!   consumer that keeps its alerts; it is deleted definition first (runners stop), then its consumer.
 
 use crate::builder::{BuildError, Builder};
+use crate::condition::{Condition, ConditionError};
 use crate::container::image::ImageStatus;
 use crate::container::{ContainerEngine, ContainerError};
-use crate::function::{parse_setting, Function, Settings, SettingsError};
+use crate::function::{parse_setting, Function, ResponsePolicy, Settings, SettingsError};
 use crate::manifest::{Kind, Manifest};
 use crate::name::valid_name;
 use crate::registry::Registry;
@@ -79,7 +80,50 @@ pub enum DeployError {
     #[error(transparent)]
     Topic(#[from] TopicError),
     #[error(transparent)]
+    Condition(#[from] ConditionError),
+    #[error("--dedup-window {0:?} is out of range: give 1s to 7d, e.g. 60s")]
+    DedupWindow(String),
+    #[error("--dedup-key needs --dedup-window (e.g. --dedup-window 60s)")]
+    DedupKeyWithoutWindow,
+    #[error("function {0} is a container action: --dry-run works for WebAssembly playbooks only (a container reaches the world itself, its calls cannot be recorded)")]
+    DryRunContainer(String),
+    #[error(transparent)]
     Nats(#[from] StreamError),
+}
+
+impl PreparedFunction {
+    /// Sets the function's dry-run and dedup policy, checked first: a window in range, a dedup key that
+    /// compiles, dry-run only for WebAssembly functions.
+    pub fn with_policy(mut self, policy: ResponsePolicy) -> Result<PreparedFunction, DeployError> {
+        if policy.dry_run && self.function.manifest.kind == Kind::Container {
+            return Err(DeployError::DryRunContainer(self.function.name.clone()));
+        }
+        if let Some(d) = &policy.dedup {
+            let window = d.window();
+            if !(crate::limits::DEDUP_WINDOW_MIN..=crate::limits::DEDUP_WINDOW_MAX).contains(&window) {
+                return Err(DeployError::DedupWindow(format!("{}ms", d.window_ms)));
+            }
+            if let Some(key) = &d.key {
+                Condition::compile_key(key)?;
+            }
+        }
+        self.function.policy = policy;
+        Ok(self)
+    }
+}
+
+/// Checks a trigger on its own: its name, its topic ([`check_topic`] without the stream's subjects; `force`
+/// keeps a topic falcosidekick never publishes on), and its condition (which must compile against the alert;
+/// the error gives the line and column).
+pub fn check_trigger(trigger: &Trigger, force: bool) -> Result<(), DeployError> {
+    if !valid_name(&trigger.name) {
+        return Err(DeployError::TriggerName(trigger.name.clone()));
+    }
+    check_topic(&trigger.topic, None, force)?;
+    if let Some(when) = &trigger.when {
+        Condition::compile(when)?;
+    }
+    Ok(())
 }
 
 /// Checks and builds a function without writing anything: name, runner name, settings against the manifest,
@@ -148,7 +192,8 @@ pub async fn prepare(
             (manifest, settings, component.digest.clone(), Some(bytes), None)
         }
     };
-    let function = Function { name: name.to_owned(), manifest, artifact, settings, runs_on };
+    let function =
+        Function { name: name.to_owned(), manifest, artifact, settings, runs_on, policy: Default::default() };
     Ok(PreparedFunction { function, bytes, image })
 }
 
@@ -187,6 +232,11 @@ pub async fn write_function(registry: &Registry, prepared: &PreparedFunction) ->
     if let Some(bytes) = &prepared.bytes {
         registry.put_artifact(bytes).await?;
     }
+    let f = &prepared.function;
+    match &f.policy.dedup {
+        Some(d) => crate::dedup::ensure(registry.jetstream(), &f.name, d.window()).await?,
+        None => crate::dedup::delete(registry.jetstream(), &f.name).await?,
+    }
     registry.put_function(&prepared.function).await?;
     let limits = &prepared.function.manifest.limits;
     for t in registry.triggers().await?.into_values().filter(|t| t.function == prepared.function.name) {
@@ -215,13 +265,10 @@ pub async fn delete_trigger(registry: &Registry, trigger: &Trigger) -> Result<()
 }
 
 /// Checks a trigger against the registry (its function exists, its topic is inside the alert stream's
-/// subjects and, unless `force`, one falcosidekick can publish on: [`check_topic`]), then writes it; returns
-/// its pattern.
+/// subjects and, unless `force`, one falcosidekick can publish on: [`check_topic`]; its condition compiles),
+/// then writes it; returns its pattern.
 pub async fn create_trigger(registry: &Registry, trigger: &Trigger, force: bool) -> Result<Pattern, DeployError> {
-    if !valid_name(&trigger.name) {
-        return Err(DeployError::TriggerName(trigger.name.clone()));
-    }
-    check_topic(&trigger.topic, None, force)?;
+    check_trigger(trigger, force)?;
     let function =
         registry.function(&trigger.function).await?.ok_or_else(|| DeployError::NoFunction(trigger.function.clone()))?;
     let subjects = crate::streams::alert_subjects(registry.jetstream()).await?;
@@ -238,8 +285,9 @@ pub struct Deployed {
     pub removed: Vec<Trigger>,
 }
 
-/// The triggers `deploy_playbook` gives function `function`: `<function>-trigger-<index>`, one per topic.
-pub fn numbered_triggers(function: &str, topics: &[String]) -> Vec<Trigger> {
+/// The triggers `deploy_playbook` gives function `function`: `<function>-trigger-<index>`, one per topic, each
+/// with the condition `when`.
+pub fn numbered_triggers(function: &str, topics: &[String], when: Option<&str>) -> Vec<Trigger> {
     topics
         .iter()
         .enumerate()
@@ -247,6 +295,7 @@ pub fn numbered_triggers(function: &str, topics: &[String]) -> Vec<Trigger> {
             name: format!("{function}-trigger-{i}"),
             function: function.to_owned(),
             topic: topic.clone(),
+            when: when.map(str::to_owned),
         })
         .collect()
 }
@@ -262,6 +311,9 @@ pub async fn deploy_with_triggers(
 ) -> Result<Deployed, DeployError> {
     if triggers.is_empty() {
         return Err(DeployError::NoTopics);
+    }
+    for t in &triggers {
+        check_trigger(t, force)?;
     }
     let subjects = crate::streams::alert_subjects(registry.jetstream()).await?;
     for t in &triggers {
@@ -294,5 +346,25 @@ pub async fn delete_function(registry: &Registry, name: &str) -> Result<Vec<Trig
         delete_trigger(registry, t).await?;
     }
     registry.delete_function(name).await?;
+    crate::dedup::delete(registry.jetstream(), name).await?;
     Ok(triggers)
+}
+
+/// Puts condition `when` (or none) on every trigger of `function` (`function deploy --when`); checks it
+/// first. Returns the triggers rewritten.
+pub async fn set_condition(
+    registry: &Registry,
+    function: &Function,
+    when: Option<&str>,
+) -> Result<Vec<Trigger>, DeployError> {
+    if let Some(w) = when {
+        Condition::compile(w)?;
+    }
+    let mut rewritten = Vec::new();
+    for mut t in registry.triggers().await?.into_values().filter(|t| t.function == function.name) {
+        t.when = when.map(str::to_owned);
+        write_trigger(registry, &t, function).await?;
+        rewritten.push(t);
+    }
+    Ok(rewritten)
 }

@@ -99,6 +99,13 @@ pub struct Execution {
     pub duration_us: u64,
     /// Time spent instantiating, in microseconds (0 when a warm instance served it).
     pub instantiate_us: u64,
+    /// The host calls a dry run recorded instead of making them (redacted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_calls: Vec<serde_json::Value>,
+    /// The longest `Retry-After` a server answered a 429 with during the execution, in milliseconds: a
+    /// failure then is retried after that delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Execution {
@@ -117,6 +124,8 @@ impl Execution {
             logs: Vec::new(),
             duration_us: 0,
             instantiate_us: 0,
+            host_calls: Vec::new(),
+            retry_after_ms: None,
         }
     }
 

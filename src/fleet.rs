@@ -45,6 +45,22 @@ pub struct Heartbeat {
     pub container_engine: Access,
     /// Whether it has a Kubernetes cluster configured.
     pub kubernetes: Access,
+    /// Per trigger whose condition or dedup decided something since the runner started: those decisions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policy: BTreeMap<String, PolicyCounts>,
+}
+
+/// What one trigger's response policy decided on a runner since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyCounts {
+    /// Alerts the condition let through.
+    pub matched: u64,
+    /// Alerts the condition rejected (acked, nothing run, no result).
+    pub rejected: u64,
+    /// Alerts whose condition could not be evaluated (not run, with a warning).
+    pub errors: u64,
+    /// Alerts acked as duplicates.
+    pub deduplicated: u64,
 }
 
 /// A function a runner dispatches.
@@ -189,6 +205,7 @@ mod tests {
                 failed: 0,
                 container_engine: access.clone(),
                 kubernetes: access,
+                policy: BTreeMap::new(),
             },
             last_seen: String::new(),
             seconds_since: 0,
@@ -204,6 +221,7 @@ mod tests {
             artifact: String::new(),
             settings: Settings::default(),
             runs_on: runs_on.map(Into::into),
+            policy: Default::default(),
         };
         let functions: BTreeMap<String, Function> =
             [f("anywhere", None), f("on-a", Some("a")), f("on-b", Some("b")), f("on-c", Some("c"))]

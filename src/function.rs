@@ -20,6 +20,44 @@ pub struct Function {
     /// Only the runner of this name takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_on: Option<String>,
+    /// Dry-run and deduplication (`--dry-run`, `--dedup-window`, `--dedup-key`).
+    #[serde(default, skip_serializing_if = "ResponsePolicy::is_default")]
+    pub policy: ResponsePolicy,
+}
+
+/// What the runner decides around running a function (the dispatcher's policy step).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponsePolicy {
+    /// Run on real alerts with recording backends: nothing reaches the world, results are `dry-run`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Run once per key within a window, across all runners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<Dedup>,
+}
+
+impl ResponsePolicy {
+    /// Neither dry-run nor dedup.
+    pub fn is_default(&self) -> bool {
+        *self == ResponsePolicy::default()
+    }
+}
+
+/// A function's deduplication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dedup {
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+    /// The key (CEL); default: the rule and the output without its time prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl Dedup {
+    /// The window.
+    pub fn window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.window_ms)
+    }
 }
 
 /// Setting values. `Debug` and `Display` show names only.

@@ -1,12 +1,15 @@
 //! Turns a deployed function into a [`Handler`]: the one place that knows each kind of function (a WASM
 //! component run by the [`runtime`](crate::runtime), or a container action). Handlers are shared by every
 //! trigger of a function (one admission semaphore, one pool of warm instances) and rebuilt when the function
-//! is redeployed. The runner and `riposte function call` get their handlers here.
+//! is redeployed. The runner and `riposte function call` get their handlers here. A dry-run function's
+//! handler runs the same component with recording backends, each execution recording its own calls.
 
+use crate::alert::Alert;
+use crate::capability::recording::{self, Scoped};
 use crate::capability::Backends;
 use crate::container::engine::NetworkEnv;
 use crate::container::ContainerEngine;
-use crate::execution::Handler;
+use crate::execution::{Execution, Handler};
 use crate::function::Function;
 use crate::manifest::Kind;
 use crate::registry::Registry;
@@ -124,8 +127,18 @@ impl HandlerCache {
                     .await
                     .expect("component loading panicked")
                     .map_err(|e| LoadError::Artifact { function: function.name.clone(), why: e.to_string() })?;
+                if function.policy.dry_run {
+                    let inner = self.runtime.function(component, function, Scoped::backends());
+                    let secrets = function.settings.secret_values(&function.manifest);
+                    return Ok(Arc::new(DryRun { inner: Arc::new(inner), secrets }));
+                }
                 Ok(Arc::new(self.runtime.function(component, function, self.backends.clone())))
             }
+            Kind::Container if function.policy.dry_run => Err(LoadError::Artifact {
+                function: function.name.clone(),
+                why: "a container action cannot run dry (its calls cannot be recorded); redeploy it without --dry-run"
+                    .into(),
+            }),
             Kind::Container => {
                 let engine = self.container_engine(function).await?;
                 if engine.docker().inspect_image(&function.artifact).await.is_err() {
@@ -176,5 +189,27 @@ impl HandlerCache {
             let _ = std::fs::rename(&tmp, &path);
         }
         Ok(bytes)
+    }
+}
+
+/// A function run dry: the real component in the real sandbox, every capability recorded instead of made.
+pub struct DryRun {
+    inner: Arc<dyn Handler>,
+    secrets: Vec<String>,
+}
+
+impl DryRun {
+    /// Wraps a handler whose backends are [`Scoped`] recorders; `secrets` are redacted from the calls.
+    pub fn new(inner: Arc<dyn Handler>, secrets: Vec<String>) -> DryRun {
+        DryRun { inner, secrets }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for DryRun {
+    async fn handle(&self, alert: &Alert) -> Execution {
+        let (mut exec, calls) = recording::recorded(self.secrets.clone(), self.inner.handle(alert)).await;
+        exec.host_calls = calls;
+        exec
     }
 }

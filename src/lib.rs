@@ -10,8 +10,8 @@
 //! runtime | container          run one function on one alert (WASM component | container action)
 //! capability                   what a playbook may do: traits, real and recording backends, grants
 //! registry, results, streams,  NATS: definitions and artifacts, execution records, streams and consumers,
-//!   nats, embedded             connections, the local nats-server
-//! bottom                       alert, manifest, function, trigger, execution, limits, wit, digest,
+//!   dedup, nats, embedded      dedup keys shared by runners, connections, the local nats-server
+//! bottom                       alert, condition, manifest, function, trigger, execution, limits, wit, digest,
 //!                              name, state_dir, shutdown
 //! ```
 //!
@@ -24,6 +24,7 @@
 
 // Bottom: data types and limits, no I/O of their own.
 pub mod alert;
+pub mod condition;
 pub mod digest;
 pub mod execution;
 pub mod function;
@@ -39,6 +40,7 @@ pub mod trigger;
 pub mod wit;
 
 // NATS: where definitions, alerts and records live.
+pub mod dedup;
 pub mod embedded;
 pub mod fleet;
 pub mod nats;

@@ -113,7 +113,25 @@ pub const DENSE_IMAGE_BYTES: u64 = 256 << 20;
 /// falls back to waiting for admission (the dispatcher never asks for more).
 pub const POOL_INSTANCES: u32 = 64;
 
-/// Longest delay between two deliveries of a failing alert.
+/// Longest trigger condition or dedup key expression (CEL), in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+
+/// How deep `all`/`exists`/`exists_one`/`map`/`filter` may nest in an expression: one level, since a nested one
+/// costs the product of both lists' sizes on every alert.
+pub const MAX_COMPREHENSION_DEPTH: usize = 1;
+
+/// Most host calls a dry run's result keeps (the others are counted as omitted).
+pub const MAX_DRY_RUN_CALLS: usize = 32;
+
+/// Largest recorded host call of a dry run, as JSON, in bytes (longer strings are cut, then the call is
+/// summarised).
+pub const DRY_RUN_CALL_BYTES: usize = 8 * 1024;
+
+/// Bounds of a function's dedup window (`--dedup-window`).
+pub const DEDUP_WINDOW_MIN: Duration = Duration::from_secs(1);
+pub const DEDUP_WINDOW_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest delay between two deliveries of a failing alert (a server's `Retry-After` included).
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Bounds of the time JetStream waits for an ack before redelivering an alert (see `Limits::ack_wait`).

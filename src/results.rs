@@ -22,6 +22,24 @@ pub enum Disposition {
     Terminated,
     /// Published to the dead-letter subject after the last attempt, then terminated.
     DeadLettered,
+    /// Acked unrun: an alert with the same dedup key ran within the function's window.
+    Deduplicated,
+    /// Acked after a dry run (recording backends; nothing reached the world), whatever its status.
+    DryRun,
+}
+
+impl Disposition {
+    /// The kebab-case name, as in results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Acked => "acked",
+            Disposition::Retry => "retry",
+            Disposition::Terminated => "terminated",
+            Disposition::DeadLettered => "dead-lettered",
+            Disposition::Deduplicated => "deduplicated",
+            Disposition::DryRun => "dry-run",
+        }
+    }
 }
 
 impl Disposition {
@@ -61,6 +79,12 @@ pub struct ResultRecord {
     pub detail: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
+    /// For a dry run: the host calls it would have made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_calls: Vec<serde_json::Value>,
+    /// For `retry`: the delay before the next delivery, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
     /// When it finished, RFC 3339.
     pub time: String,
 }
@@ -84,6 +108,8 @@ impl ResultRecord {
             reason: exec.reason.clone(),
             detail: exec.detail.clone(),
             logs: exec.logs.clone(),
+            host_calls: exec.host_calls.clone(),
+            retry_in_ms: None,
             time: now_rfc3339(),
         }
     }

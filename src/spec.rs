@@ -160,6 +160,7 @@ async fn run_case(
         artifact: component.digest.clone(),
         settings,
         runs_on: None,
+        policy: Default::default(),
     };
     let backends = Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder.clone() };
     let exec = runtime.function(component, &function, backends).handle(&alert).await;

@@ -18,6 +18,9 @@ pub struct Trigger {
     pub function: String,
     /// The subject pattern, as the user wrote it.
     pub topic: String,
+    /// A condition over the whole alert (CEL, [`crate::condition`]): alerts it rejects are acked unrun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 impl Trigger {

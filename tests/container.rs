@@ -31,6 +31,7 @@ fn container_fn(name: &str, script: &str, limits: &str, settings: &[(&str, &str)
         artifact: test_image().into(),
         settings: Settings::from_pairs(settings.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
         runs_on: None,
+        policy: Default::default(),
     }
 }
 
@@ -67,6 +68,7 @@ async fn example_webhook_action_posts_the_alert_and_its_output_is_recorded() {
         manifest,
         settings,
         runs_on: None,
+        policy: Default::default(),
     };
     let exec = engine.function(&function).handle(&alert).await;
     assert_eq!(exec.status, Status::Ok, "{exec:?}");
@@ -214,6 +216,7 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
         name: "engine-action-t".into(),
         function: f.name.clone(),
         topic: "falco.notice.*".into(),
+        when: None,
     };
     riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
     registry.put_trigger(&trigger).await.unwrap();

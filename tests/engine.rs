@@ -41,13 +41,14 @@ async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, runs_on:
         artifact,
         settings: Settings::default(),
         runs_on: runs_on.map(Into::into),
+        policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
     f
 }
 
 async fn add_trigger(reg: &Registry, name: &str, f: &Function, topic: &str) -> Trigger {
-    let t = Trigger { name: name.into(), function: f.name.clone(), topic: topic.into() };
+    let t = Trigger { name: name.into(), function: f.name.clone(), topic: topic.into(), when: None };
     riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     t

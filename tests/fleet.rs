@@ -36,6 +36,7 @@ async fn deploy(reg: &Registry, name: &str, manifest: &str, artifact: Option<&[u
         artifact,
         settings: Settings::default(),
         runs_on: runs_on.map(Into::into),
+        policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
 }
@@ -82,6 +83,7 @@ async fn runners_are_listed_a_killed_one_is_marked_gone_and_pins_to_missing_runn
             name: trigger.into(),
             function: function.into(),
             topic: "falco.error.*".into(),
+            when: None,
         };
         let f = reg.function(function).await.unwrap().unwrap();
         riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();

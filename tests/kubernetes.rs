@@ -60,8 +60,14 @@ async fn run_playbook(name: &str, settings: &[(&str, &str)], backends: Backends,
         let component = runtime.load(&std::fs::read(&built.path).unwrap(), name).unwrap();
         (runtime, component)
     });
-    let function =
-        Function { name: name.into(), manifest, artifact: component.digest.clone(), settings, runs_on: None };
+    let function = Function {
+        name: name.into(),
+        manifest,
+        artifact: component.digest.clone(),
+        settings,
+        runs_on: None,
+        policy: Default::default(),
+    };
     runtime.function(component, &function, backends).handle(alert).await
 }
 

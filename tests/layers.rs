@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &[
         "alert",
+        "condition",
         "digest",
         "execution",
         "function",
@@ -21,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "trigger",
         "wit",
     ],
-    &["embedded", "fleet", "nats", "registry", "results", "streams"],
+    &["dedup", "embedded", "fleet", "nats", "registry", "results", "streams"],
     &["capability"],
     &["container", "runtime"],
     &["apply", "builder", "deploy", "doctor", "handlers", "spec"],

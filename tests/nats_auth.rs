@@ -16,7 +16,7 @@ use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::nats::NatsConfig;
 use riposte::registry::Registry;
-use riposte::results::read_results;
+use riposte::results::{read_results, Disposition};
 use riposte::runner::{Runner, RunnerConfig};
 use riposte::state_dir::StateDir;
 use riposte::trigger::Trigger;
@@ -92,9 +92,16 @@ async fn runs_an_alert(config: &NatsConfig) {
     let reg = Registry::open(&js).await.unwrap();
     let artifact = reg.put_artifact(&guests::ok()).await.unwrap();
     let manifest = Manifest::parse("name = \"secured\"\nkind = \"wasm\"\n").unwrap();
-    let f = Function { name: "secured".into(), manifest, artifact, settings: Settings::default(), runs_on: None };
+    let f = Function {
+        name: "secured".into(),
+        manifest,
+        artifact,
+        settings: Settings::default(),
+        runs_on: None,
+        policy: Default::default(),
+    };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: "secured-t".into(), function: f.name.clone(), topic: "falco.error.>".into() };
+    let t = Trigger { name: "secured-t".into(), function: f.name.clone(), topic: "falco.error.>".into(), when: None };
     riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     let runner = start_runner(config, "secured-runner").await;
@@ -467,9 +474,16 @@ fn readme_least_privilege() -> String {
 async fn deploy(reg: &Registry, name: &str, wasm: &[u8], limits: &str, topic: &str) -> Function {
     let artifact = reg.put_artifact(wasm).await.unwrap();
     let manifest = Manifest::parse(&format!("name = \"{name}\"\nkind = \"wasm\"\n[limits]\n{limits}\n")).unwrap();
-    let f = Function { name: name.into(), manifest, artifact, settings: Settings::default(), runs_on: None };
+    let f = Function {
+        name: name.into(),
+        manifest,
+        artifact,
+        settings: Settings::default(),
+        runs_on: None,
+        policy: Default::default(),
+    };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into() };
+    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
     riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
@@ -501,6 +515,16 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     let reg = Registry::open(&js).await.unwrap();
     deploy(&reg, "lp-ok", &guests::ok(), "", "falco.error.>").await;
     deploy(&reg, "lp-fails", &guests::fails(), "max_deliver = 2\nretry_backoff_ms = 100", "falco.critical.>").await;
+    // With dedup: the deployer makes its dedup stream, the runner claims a key per alert.
+    let deduped = deploy(&reg, "lp-dedup", &guests::ok(), "", "falco.warning.>").await;
+    let dedup = riposte::function::Dedup { window_ms: 60_000, key: None };
+    let with_dedup = riposte::function::ResponsePolicy { dry_run: false, dedup: Some(dedup) };
+    let prepared = |policy: riposte::function::ResponsePolicy| riposte::deploy::PreparedFunction {
+        function: Function { policy, ..deduped.clone() },
+        bytes: None,
+        image: None,
+    };
+    riposte::deploy::write_function(&reg, &prepared(with_dedup)).await.unwrap();
     let deployer_url = deployer.url.clone().unwrap();
     works(riposte(&["function", "list", "--nats", &deployer_url], &[]));
     works(riposte(&["trigger", "list", "--nats", &deployer_url], &[]));
@@ -511,6 +535,9 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     let (ok, failing) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
     falcosidekick.publish("falco.error.x", alert(&ok).into()).await.unwrap();
     falcosidekick.publish("falco.critical.y", alert(&failing).into()).await.unwrap();
+    for _ in 0..2 {
+        falcosidekick.publish("falco.warning.z", alert(&uuid::Uuid::new_v4().to_string()).into()).await.unwrap();
+    }
     falcosidekick.flush().await.unwrap();
     wait_until("the ok result and the dead letter", LONG, || async {
         let results = read_results(&js, None, None).await.unwrap();
@@ -518,6 +545,8 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
         results.iter().any(|r| r.alert_uuid == ok && r.status == Status::Ok)
             && results.iter().filter(|r| r.alert_uuid == failing).count() == 2
             && letters.iter().any(|d| d.alert_uuid == failing)
+            && results.iter().filter(|r| r.function == "lp-dedup" && r.disposition == Disposition::Deduplicated).count()
+                == 1
     })
     .await;
     let logs = riposte(&["function", "logs", "lp-fails", "--nats", &deployer_url], &[]);
@@ -529,6 +558,9 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     })
     .await;
     running.stop().await;
+    // Deployed again without dedup: the deployer deletes the dedup stream.
+    riposte::deploy::write_function(&reg, &prepared(Default::default())).await.unwrap();
+    assert!(js.get_stream(riposte::dedup::stream_name("lp-dedup")).await.is_err());
     // Nothing was denied on the way: the permissions are all the flow needs.
     let denied: Vec<String> = nats.log().lines().filter(|l| l.contains("Violation")).map(String::from).collect();
     assert!(denied.is_empty(), "{denied:#?}");
@@ -539,7 +571,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     evil.name = "evil".into();
     assert!(as_runner.put_function(&evil).await.is_err());
     assert!(as_runner.put_artifact(b"not a component").await.is_err());
-    let t = Trigger { name: "evil-t".into(), function: "evil".into(), topic: "falco.>".into() };
+    let t = Trigger { name: "evil-t".into(), function: "evil".into(), topic: "falco.>".into(), when: None };
     assert!(riposte::streams::ensure_consumer(as_runner.jetstream(), &t, &evil.manifest.limits).await.is_err());
     assert!(reg.function("evil").await.unwrap().is_none());
 

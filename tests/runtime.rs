@@ -19,7 +19,14 @@ fn function(limits: &str, capabilities: &str) -> Function {
         "name = \"t\"\nkind = \"wasm\"\ncapabilities = [{capabilities}]\n[limits]\n{limits}\n"
     ))
     .unwrap();
-    Function { name: "t".into(), manifest, artifact: String::new(), settings: Settings::default(), runs_on: None }
+    Function {
+        name: "t".into(),
+        manifest,
+        artifact: String::new(),
+        settings: Settings::default(),
+        runs_on: None,
+        policy: Default::default(),
+    }
 }
 
 fn alert() -> Alert {

@@ -175,7 +175,14 @@ mod tests {
         .unwrap();
         let settings =
             crate::function::Settings::from_pairs([("URL".into(), "https://hooks.slack.com/services/x".into())]);
-        let f = Function { name: "x".into(), manifest: m, artifact: String::new(), settings, runs_on: None };
+        let f = Function {
+            name: "x".into(),
+            manifest: m,
+            artifact: String::new(),
+            settings,
+            runs_on: None,
+            policy: Default::default(),
+        };
         let g = Grants::for_function(&f);
         assert!(g.check_url("https://hooks.slack.com/other").is_ok());
         assert!(g.check_url("http://hooks.slack.com/other").is_err(), "port 80 is not 443");

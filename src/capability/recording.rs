@@ -2,10 +2,12 @@
 //! `specs/README.md` lists them) and answered from canned responses, or with a default answer.
 
 use super::{CallResult, CaptureJob, Http, HttpRequest, HttpResponse, Kubernetes, ObjectStore, Taint};
+use crate::limits::{DRY_RUN_CALL_BYTES, MAX_DRY_RUN_CALLS};
 use crate::wit::CallError;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A canned answer to one host call.
 #[derive(Debug, Clone)]
@@ -23,6 +25,10 @@ pub enum Canned {
 pub struct Recorder {
     calls: Mutex<Vec<Value>>,
     canned: Mutex<HashMap<String, VecDeque<Canned>>>,
+    /// For a dry run: the secret values to redact, and the calls are bounded (see [`recorded`]).
+    dry_run: Option<Vec<String>>,
+    /// Calls a dry run made beyond `MAX_DRY_RUN_CALLS` (answered, not kept).
+    omitted: AtomicUsize,
 }
 
 impl Recorder {
@@ -43,7 +49,15 @@ impl Recorder {
 
     fn record(&self, call: &str, mut fields: Map<String, Value>) -> Option<Canned> {
         fields.insert("call".into(), call.into());
-        self.calls.lock().unwrap().push(Value::Object(fields));
+        let mut calls = self.calls.lock().unwrap();
+        match &self.dry_run {
+            None => calls.push(Value::Object(fields)),
+            Some(_) if calls.len() >= MAX_DRY_RUN_CALLS => {
+                self.omitted.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(secrets) => calls.push(bound_call(redact_json(secrets, Value::Object(fields)))),
+        }
+        drop(calls);
         self.canned.lock().unwrap().get_mut(call).and_then(VecDeque::pop_front)
     }
 
@@ -84,7 +98,9 @@ impl Http for Recorder {
         fields.insert("verify_tls".into(), request.verify_tls.into());
         if let Some(body) = &request.body {
             let text = String::from_utf8_lossy(body).into_owned();
-            if let Ok(parsed) = serde_json::from_str::<Value>(&text) {
+            // A dry run keeps no parsed copy of a body it would cut anyway.
+            let small = self.dry_run.is_none() || text.len() <= DRY_RUN_CALL_BYTES;
+            if let Some(parsed) = small.then(|| serde_json::from_str::<Value>(&text).ok()).flatten() {
                 fields.insert("json".into(), parsed);
             }
             fields.insert("body".into(), text.into());
@@ -133,5 +149,159 @@ impl ObjectStore for Recorder {
     async fn put(&self, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String> {
         let f = json!({"key": key, "content_type": content_type, "size": data.len()});
         self.answer_string("object-store.put", f, &format!("mem://{key}"))
+    }
+}
+
+tokio::task_local! {
+    /// The recorder of the dry-run execution being polled (see [`recorded`]).
+    static DRY_RUN: Arc<Recorder>;
+}
+
+/// Runs `f` with every call made to [`Scoped`] backends recorded, and returns its output with the calls.
+/// A dry-run function's backends are [`Scoped`]: each execution records into its own recorder, while the
+/// function keeps one pool of warm instances. The calls are what a result carries, so they are bounded as
+/// they are recorded: `secrets` (setting values) replaced by `***` first, then at most `MAX_DRY_RUN_CALLS`
+/// calls (a last entry counts the others) of at most `DRY_RUN_CALL_BYTES` each.
+pub async fn recorded<F: std::future::Future>(secrets: Vec<String>, f: F) -> (F::Output, Vec<Value>) {
+    let recorder = Arc::new(Recorder { dry_run: Some(secrets), ..Recorder::default() });
+    let out = DRY_RUN.scope(recorder.clone(), f).await;
+    let mut calls = recorder.calls();
+    let omitted = recorder.omitted.load(Ordering::Relaxed);
+    if omitted > 0 {
+        calls.push(json!({"call": "more", "omitted": omitted}));
+    }
+    (out, calls)
+}
+
+/// Replaces secret values in every string of a recorded call (a webhook URL, an Authorization header).
+pub fn redact_json(secrets: &[String], value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(crate::function::redact(secrets, &s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| redact_json(secrets, v)).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, redact_json(secrets, v))).collect()),
+        other => other,
+    }
+}
+
+/// A recorded call of at most `DRY_RUN_CALL_BYTES` as JSON: a larger one loses its parsed body and has its
+/// strings cut; if that is not enough, only its name and size are kept.
+fn bound_call(call: Value) -> Value {
+    let size = |v: &Value| v.to_string().len();
+    if size(&call) <= DRY_RUN_CALL_BYTES {
+        return call;
+    }
+    let bytes = size(&call);
+    let mut cut = cut_strings(call, DRY_RUN_CALL_BYTES / 8);
+    if let Value::Object(m) = &mut cut {
+        m.remove("json");
+        m.insert("cut_from_bytes".into(), bytes.into());
+    }
+    if size(&cut) <= DRY_RUN_CALL_BYTES {
+        return cut;
+    }
+    json!({"call": cut["call"].clone(), "cut_from_bytes": bytes})
+}
+
+fn cut_strings(value: Value, max: usize) -> Value {
+    match value {
+        Value::String(s) if s.len() > max => {
+            let end = (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+            Value::String(format!("{}…", &s[..end]))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| cut_strings(v, max)).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, cut_strings(v, max))).collect()),
+        other => other,
+    }
+}
+
+/// Backends that record into the current [`recorded`] scope and answer each call with the recording
+/// backend's plausible success; outside a scope every call fails (it never reaches the world).
+pub struct Scoped;
+
+impl Scoped {
+    /// Every capability served by a scoped recorder.
+    pub fn backends() -> super::Backends {
+        let s = Arc::new(Scoped);
+        super::Backends { http: s.clone(), kubernetes: s.clone(), object_store: s }
+    }
+}
+
+fn current() -> CallResult<Arc<Recorder>> {
+    DRY_RUN.try_with(Arc::clone).map_err(|_| CallError::Failed("dry run: no recording in scope".into()))
+}
+
+#[async_trait::async_trait]
+impl Http for Scoped {
+    async fn send(&self, request: HttpRequest) -> CallResult<HttpResponse> {
+        current()?.send(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Kubernetes for Scoped {
+    async fn delete_pod(&self, namespace: &str, name: &str, grace: Option<u32>, allow: bool) -> CallResult<String> {
+        current()?.delete_pod(namespace, name, grace, allow).await
+    }
+    async fn label_pod(&self, namespace: &str, name: &str, labels: &[(String, String)]) -> CallResult<()> {
+        current()?.label_pod(namespace, name, labels).await
+    }
+    async fn taint_node_of_pod(&self, namespace: &str, pod: &str, taint: &Taint) -> CallResult<String> {
+        current()?.taint_node_of_pod(namespace, pod, taint).await
+    }
+    async fn cordon_node_of_pod(&self, namespace: &str, pod: &str) -> CallResult<String> {
+        current()?.cordon_node_of_pod(namespace, pod).await
+    }
+    async fn isolate_pod(&self, namespace: &str, pod: &str) -> CallResult<String> {
+        current()?.isolate_pod(namespace, pod).await
+    }
+    async fn create_capture_job(&self, job: &CaptureJob) -> CallResult<String> {
+        current()?.create_capture_job(job).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Scoped {
+    async fn put(&self, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String> {
+        current()?.put(key, data, content_type).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(url: &str, body: Vec<u8>) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("Authorization".into(), "Bearer SECRET-TOKEN".into())],
+            body: Some(body),
+            verify_tls: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dry_runs_calls_are_redacted_and_bounded() {
+        let secrets = vec!["SECRET-TOKEN".to_owned(), "hooks/T0/SECRET".to_owned()];
+        let backends = Scoped::backends();
+        let ((), calls) = recorded(secrets, async {
+            let small = br#"{"text": "shell in pod web"}"#.to_vec();
+            backends.http.send(post("https://example.com/hooks/T0/SECRET", small)).await.unwrap();
+            let big = serde_json::to_vec(&json!({"text": "x".repeat(1 << 20)})).unwrap();
+            for _ in 0..100 {
+                backends.http.send(post("https://example.com/hooks/T0/SECRET", big.clone())).await.unwrap();
+            }
+        })
+        .await;
+        assert_eq!(calls.len(), MAX_DRY_RUN_CALLS + 1);
+        assert_eq!(calls[0]["json"]["text"], "shell in pod web", "a small call is kept whole");
+        assert_eq!(calls[0]["url"], "https://example.com/***");
+        assert!(calls[1].get("json").is_none() && calls[1]["cut_from_bytes"].as_u64() > Some(1 << 20), "{}", calls[1]);
+        assert_eq!(calls[1]["headers"]["authorization"], "Bearer ***");
+        assert_eq!(calls[MAX_DRY_RUN_CALLS], json!({"call": "more", "omitted": 101 - MAX_DRY_RUN_CALLS}));
+        let text = serde_json::to_string(&calls).unwrap();
+        assert!(!text.contains("SECRET"), "no secret, whole or cut");
+        assert!(calls.iter().all(|c| c.to_string().len() <= DRY_RUN_CALL_BYTES));
+        assert!(text.len() <= (MAX_DRY_RUN_CALLS + 1) * DRY_RUN_CALL_BYTES);
     }
 }

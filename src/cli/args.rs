@@ -134,3 +134,31 @@ impl BackendArgs {
         })
     }
 }
+
+/// How a deployed function responds (`deploy_playbook`, `function deploy`): dry-run and deduplication.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Run on real alerts with recording backends: nothing reaches Slack, Kubernetes or an API; results are
+    /// `dry-run` with the calls it would have made. Deploying again without it arms the function.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run once per dedup key within this window, across all runners (e.g. 60s, 5m); other alerts with the
+    /// key are acked as `deduplicated`.
+    #[arg(long, value_name = "DURATION", value_parser = super::function::parse_window)]
+    pub dedup_window: Option<std::time::Duration>,
+    /// The dedup key, a CEL expression over `alert` (default: the rule and the output without its time).
+    #[arg(long, value_name = "EXPR", requires = "dedup_window")]
+    pub dedup_key: Option<String>,
+}
+
+impl PolicyArgs {
+    /// The function's policy.
+    pub fn policy(&self) -> riposte::function::ResponsePolicy {
+        riposte::function::ResponsePolicy {
+            dry_run: self.dry_run,
+            dedup: self
+                .dedup_window
+                .map(|w| riposte::function::Dedup { window_ms: w.as_millis() as u64, key: self.dedup_key.clone() }),
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! `riposte call PLAYBOOK --alert FILE [-e KEY=VALUE]...`: one run, real capabilities.
+//! `riposte call PLAYBOOK --alert FILE [-e KEY=VALUE]... [--dry-run]`: one run, real capabilities (or, with
+//! `--dry-run`, recording backends: the calls it would make are printed, none is made).
 
 use anyhow::{Context, Result};
 use riposte::alert::Alert;
@@ -29,6 +30,9 @@ pub struct Args {
     /// Print the execution as JSON.
     #[arg(long)]
     json: bool,
+    /// Record every capability call instead of making it (HTTP, Kubernetes, object store) and print them.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
@@ -38,16 +42,32 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
     let settings = Settings::resolve(&manifest, &given)?;
     let raw = super::print::read_alert(&args.alert)?;
     let alert = Alert::parse(&raw).with_context(|| format!("alert {}", args.alert.display()))?;
+    if args.dry_run && manifest.kind == Kind::Container {
+        anyhow::bail!(
+            "{} is a container action: --dry-run works for WebAssembly playbooks only (a container reaches the world itself)",
+            args.playbook
+        );
+    }
     let exec = if manifest.kind == Kind::Container {
         let engine = args.container.engine(args.backends.ca_bundle.clone()).await?;
         if engine.ensure_image(&manifest, &dir).await? == ImageStatus::Built {
             tracing::info!(playbook = %args.playbook, "built image {}", manifest.container.as_ref().map(|c| c.image.as_str()).unwrap_or(""));
         }
         let image = manifest.container.as_ref().map(|c| c.image.clone()).unwrap_or_default();
-        let function = Function { name: args.playbook.clone(), manifest, artifact: image, settings, runs_on: None };
+        let function = Function {
+            name: args.playbook.clone(),
+            manifest,
+            artifact: image,
+            settings,
+            runs_on: None,
+            policy: Default::default(),
+        };
         engine.function(&function).handle(&alert).await
     } else {
-        let backends = args.backends.backends(state)?;
+        let backends = match args.dry_run {
+            true => riposte::capability::recording::Scoped::backends(),
+            false => args.backends.backends(state)?,
+        };
         let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling: false })?;
         let (component, _) = tokio::task::block_in_place(|| builder.load(&runtime, &args.playbook))?;
         let function = Function {
@@ -56,8 +76,15 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
             artifact: component.digest.clone(),
             settings,
             runs_on: None,
+            policy: Default::default(),
         };
-        runtime.function(component, &function, backends).handle(&alert).await
+        let secrets = function.settings.secret_values(&function.manifest);
+        let handler: std::sync::Arc<dyn Handler> =
+            std::sync::Arc::new(runtime.function(component, &function, backends));
+        match args.dry_run {
+            true => riposte::handlers::DryRun::new(handler, secrets).handle(&alert).await,
+            false => handler.handle(&alert).await,
+        }
     };
     super::print::execution(&exec, args.json)
 }

@@ -31,6 +31,11 @@ pub struct PlaybookArgs {
     /// Falco rules files (repeatable): show which of their rules each topic matches.
     #[arg(long, value_name = "FALCO_RULES_YAML")]
     rules: Vec<PathBuf>,
+    /// A condition over the whole alert (CEL) on every trigger, e.g. 'priority >= Critical' (README: Conditions).
+    #[arg(long, value_name = "EXPR")]
+    when: Option<String>,
+    #[command(flatten)]
+    policy: super::args::PolicyArgs,
     #[command(flatten)]
     nats: super::args::NatsArgs,
 }
@@ -39,23 +44,27 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     if args.topics.is_empty() {
         return Err(deploy::DeployError::NoTopics.into());
     }
-    // Checked before the (slow) build: a refused topic costs nothing.
-    for topic in &args.topics {
-        riposte::topic_check::check_topic(topic, None, args.force)?;
+    // Checked before the (slow) build: a refused topic or condition costs nothing.
+    let triggers = |name: &str| deploy::numbered_triggers(name, &args.topics, args.when.as_deref());
+    for t in triggers("falco-x") {
+        deploy::check_trigger(&t, args.force)?;
     }
     let rules = super::trigger::load_rules(&args.rules)?;
     let base = Path::new(&args.playbook).file_name().and_then(|n| n.to_str()).unwrap_or(&args.playbook).to_owned();
     let name = format!("falco-{base}");
     let source = Source::Playbook(args.playbook.clone());
-    let prepared = deploy::prepare(&name, &source, &args.settings, args.runs_on.clone(), playbooks, state).await?;
+    let prepared = deploy::prepare(&name, &source, &args.settings, args.runs_on.clone(), playbooks, state)
+        .await?
+        .with_policy(args.policy.policy())?;
     print_image_note(&prepared);
     let registry = args.nats.registry(state).await?;
-    let deployed =
-        deploy::deploy_with_triggers(&registry, &prepared, deploy::numbered_triggers(&name, &args.topics), args.force)
-            .await?;
+    let deployed = deploy::deploy_with_triggers(&registry, &prepared, triggers(&name), args.force).await?;
     print_deployed(&prepared);
     for t in &deployed.triggers {
-        println!("trigger {} -> {} on {}", t.name, name, t.topic);
+        match &t.when {
+            Some(when) => println!("trigger {} -> {} on {} when {}", t.name, name, t.topic, when),
+            None => println!("trigger {} -> {} on {}", t.name, name, t.topic),
+        }
         if let (Some(rules), Ok(pattern)) = (&rules, riposte::trigger::Pattern::parse(&t.topic)) {
             super::trigger::print_matches(rules, &pattern);
         }
@@ -69,7 +78,19 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
 /// `function NAME deployed (KIND ARTIFACT)`.
 pub fn print_deployed(prepared: &PreparedFunction) {
     let f = &prepared.function;
-    println!("function {} deployed ({} {})", f.name, f.manifest.kind.as_str(), short(&f.artifact));
+    println!("function {} deployed ({} {}){}", f.name, f.manifest.kind.as_str(), short(&f.artifact), policy_note(f));
+}
+
+/// ", dry run" / ", dedup 60s": what a listing and a deploy say about a function's policy.
+pub fn policy_note(f: &riposte::function::Function) -> String {
+    let mut note = String::new();
+    if f.policy.dry_run {
+        note.push_str(", dry run: nothing reaches the world");
+    }
+    if let Some(d) = &f.policy.dedup {
+        note.push_str(&format!(", dedup {}s", d.window().as_secs()));
+    }
+    note
 }
 
 /// What happened to a container function's image here, on stderr.

@@ -32,10 +32,15 @@ pub enum Command {
         /// Run it only on the runner of this name.
         #[arg(long)]
         runs_on: Option<String>,
+        /// Put this condition (CEL) on every trigger of the function (without it, their conditions stay).
+        #[arg(long, value_name = "EXPR")]
+        when: Option<String>,
+        #[command(flatten)]
+        policy: super::args::PolicyArgs,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
-    /// Deployed functions: kind, artifact, runner pinning, triggers, setting names (never values).
+    /// Deployed functions: kind, artifact, runner pinning, dry-run/dedup, triggers, setting names (never values).
     List {
         #[command(flatten)]
         nats: super::args::NatsArgs,
@@ -86,32 +91,53 @@ pub enum Command {
 
 pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, nats } => {
+        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, nats } => {
             let source = match (playbook, wasm) {
                 (Some(p), None) => Source::Playbook(p),
                 (None, Some(file)) => Source::Wasm { file, manifest },
                 _ => bail!("give one of --playbook DIR|NAME or --wasm FILE"),
             };
-            let prepared = deploy::prepare(&name, &source, &settings, runs_on, playbooks, state).await?;
+            if let Some(w) = &when {
+                riposte::condition::Condition::compile(w)?;
+            }
+            let prepared = deploy::prepare(&name, &source, &settings, runs_on, playbooks, state)
+                .await?
+                .with_policy(policy.policy())?;
             super::deploy::print_image_note(&prepared);
             let registry = nats.registry(state).await?;
             deploy::write_function(&registry, &prepared).await?;
             super::deploy::print_deployed(&prepared);
+            if when.is_some() {
+                for t in deploy::set_condition(&registry, &prepared.function, when.as_deref()).await? {
+                    println!("trigger {} -> {} on {} when {}", t.name, name, t.topic, when.as_deref().unwrap_or(""));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::List { nats } => {
             let registry = nats.registry(state).await?;
             let triggers = registry.triggers().await?;
-            println!("{:<24} {:<9} {:<14} {:<12} {:<36} SETTINGS", "NAME", "KIND", "ARTIFACT", "RUNS-ON", "TRIGGERS");
+            println!(
+                "{:<24} {:<9} {:<14} {:<12} {:<16} {:<36} SETTINGS",
+                "NAME", "KIND", "ARTIFACT", "RUNS-ON", "POLICY", "TRIGGERS"
+            );
             for (name, f) in registry.functions().await? {
                 let bound: Vec<&str> =
                     triggers.values().filter(|t| t.function == name).map(|t| t.topic.as_str()).collect();
+                let mut policy = Vec::new();
+                if f.policy.dry_run {
+                    policy.push("dry-run".to_owned());
+                }
+                if let Some(d) = &f.policy.dedup {
+                    policy.push(format!("dedup-{}s", d.window().as_secs()));
+                }
                 println!(
-                    "{:<24} {:<9} {:<14} {:<12} {:<36} {}",
+                    "{:<24} {:<9} {:<14} {:<12} {:<16} {:<36} {}",
                     name,
                     f.manifest.kind.as_str(),
                     short(&f.artifact),
                     f.runs_on.as_deref().unwrap_or("any"),
+                    if policy.is_empty() { "-".to_owned() } else { policy.join(",") },
                     if bound.is_empty() { "-".to_owned() } else { bound.join(",") },
                     f.settings.names().collect::<Vec<_>>().join(",")
                 );
@@ -148,7 +174,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                     r.time,
                     r.status.as_str(),
                     r.attempt,
-                    format!("{:?}", r.disposition).to_lowercase(),
+                    r.disposition.as_str(),
                     r.runner,
                     r.duration_us as f64 / 1000.0,
                     r.subject,
@@ -187,7 +213,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
 }
 
 /// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
-fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
     let t = text.trim();
     let unit = t.chars().last().ok_or_else(bad)?;
@@ -205,7 +231,8 @@ fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
 }
 
-/// Per function: executions, failures (any status but ok), retries, dead letters, p50/p99 duration.
+/// Per function: executions, failures (any status but ok), retries, dead letters, alerts deduplicated (not
+/// executions), p50/p99 duration.
 pub fn top_table(records: &[ResultRecord]) -> String {
     #[derive(Default)]
     struct Row {
@@ -213,11 +240,16 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         failures: u64,
         retries: u64,
         dead: u64,
+        dedup: u64,
         durations: Vec<u64>,
     }
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for r in records {
         let row = rows.entry(&r.function).or_default();
+        if r.disposition == riposte::results::Disposition::Deduplicated {
+            row.dedup += 1;
+            continue;
+        }
         row.runs += 1;
         row.failures += u64::from(r.status != Status::Ok);
         row.retries += u64::from(r.disposition == Disposition::Retry);
@@ -225,19 +257,23 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         row.durations.push(r.duration_us);
     }
     let mut out = format!(
-        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>10} {:>10}\n",
-        "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "P50 MS", "P99 MS"
+        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10} {:>10}\n",
+        "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "DEDUP", "P50 MS", "P99 MS"
     );
     for (name, mut row) in rows {
         row.durations.sort_unstable();
-        let q = |p: f64| row.durations[((row.durations.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+        let q = |p: f64| match row.durations.len() {
+            0 => 0.0,
+            n => row.durations[((n as f64 - 1.0) * p).round() as usize] as f64 / 1000.0,
+        };
         out.push_str(&format!(
-            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>10.2} {:>10.2}\n",
+            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10.2} {:>10.2}\n",
             name,
             row.runs,
             row.failures,
             row.retries,
             row.dead,
+            row.dedup,
             q(0.50),
             q(0.99)
         ));

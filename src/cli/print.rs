@@ -18,6 +18,9 @@ pub fn execution(exec: &Execution, json: bool) -> Result<ExitCode> {
         for line in &exec.logs {
             println!("[{}] {}", line.level, line.message);
         }
+        for call in &exec.host_calls {
+            println!("dry run, not made: {call}");
+        }
     }
     Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 pub enum Command {
     /// Runners that sent a heartbeat (every 5 s; gone after 15 s without one, forgotten after 10 min):
     /// host, version, start, functions served (* = pinned here), alerts in flight, handled and failed since
-    /// start, container engine and Kubernetes access. Warns about functions pinned (--runs-on) to a runner that
-    /// no one is running.
+    /// start, container engine and Kubernetes access; under each runner, per trigger with a condition or dedup,
+    /// alerts matched, rejected, whose condition failed to evaluate, and deduplicated. Warns about functions
+    /// pinned (--runs-on) to a runner that no one is running.
     List {
         /// One JSON object: {"runners": [...], "unserved_pins": [...]}.
         #[arg(long)]
@@ -77,6 +78,12 @@ fn print_table(runners: &[RunnerStatus]) {
             if h.kubernetes.available { "yes" } else { "no" },
             functions
         );
+        for (trigger, c) in &h.policy {
+            println!(
+                "  trigger {trigger}: matched {}, rejected {}, condition errors {}, deduplicated {}",
+                c.matched, c.rejected, c.errors, c.deduplicated
+            );
+        }
     }
 }
 

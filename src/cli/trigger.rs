@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use riposte::deploy;
 use riposte::rules::RuleSet;
 use riposte::state_dir::StateDir;
-use riposte::topic_check::check_topic;
 use riposte::trigger::{Pattern, Trigger};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,10 +26,14 @@ pub enum Command {
         /// Falco rules files (repeatable): show which of their rules the topic matches.
         #[arg(long, value_name = "FALCO_RULES_YAML")]
         rules: Vec<PathBuf>,
+        /// A condition over the whole alert (CEL): alerts it rejects are acked without running, e.g.
+        /// 'priority >= Critical && alert.output_fields[?"k8s.ns.name"].orValue("") != "kube-system"'.
+        #[arg(long, value_name = "EXPR")]
+        when: Option<String>,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
-    /// Every trigger: its function, topic and the NATS filter of its consumer.
+    /// Every trigger: its function, topic, the NATS filter of its consumer and its condition.
     List {
         /// Falco rules files (repeatable): show which of their rules each trigger matches.
         #[arg(long, value_name = "FALCO_RULES_YAML")]
@@ -48,16 +51,16 @@ pub enum Command {
 
 pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Create { name, function, topic, force, rules, nats } => {
-            let trigger = Trigger { name: name.clone(), function: function.clone(), topic: topic.clone() };
-            if !riposte::name::valid_name(&name) {
-                return Err(deploy::DeployError::TriggerName(name).into());
-            }
-            check_topic(&topic, None, force)?;
+        Command::Create { name, function, topic, when, force, rules, nats } => {
+            let trigger = Trigger { name: name.clone(), function: function.clone(), topic: topic.clone(), when };
+            deploy::check_trigger(&trigger, force)?;
             let rules = load_rules(&rules)?;
             let registry = nats.registry(state).await?;
             let pattern = deploy::create_trigger(&registry, &trigger, force).await?;
-            println!("trigger {name} -> {function} on {topic}");
+            match &trigger.when {
+                Some(when) => println!("trigger {name} -> {function} on {topic} when {when}"),
+                None => println!("trigger {name} -> {function} on {topic}"),
+            }
             if let Some(rules) = &rules {
                 print_matches(rules, &pattern);
             }
@@ -66,11 +69,12 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
         Command::List { rules, nats } => {
             let rules = load_rules(&rules)?;
             let registry = nats.registry(state).await?;
-            println!("{:<32} {:<24} {:<32} NATS-FILTER", "NAME", "FUNCTION", "TOPIC");
+            println!("{:<32} {:<24} {:<32} {:<24} WHEN", "NAME", "FUNCTION", "TOPIC", "NATS-FILTER");
             for (name, t) in registry.triggers().await? {
                 let pattern = Pattern::parse(&t.topic);
                 let filter = pattern.as_ref().map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
-                println!("{:<32} {:<24} {:<32} {}", name, t.function, t.topic, filter);
+                let when = t.when.as_deref().unwrap_or("-");
+                println!("{:<32} {:<24} {:<32} {:<24} {}", name, t.function, t.topic, filter, when);
                 if let (Some(rules), Ok(pattern)) = (&rules, &pattern) {
                     print_matches(rules, pattern);
                 }

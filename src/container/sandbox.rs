@@ -84,6 +84,7 @@ mod tests {
             artifact: "localhost/x:1".into(),
             settings: Settings::from_pairs([("URL".to_owned(), "http://h/x".to_owned())]),
             runs_on: None,
+            policy: Default::default(),
         }
     }
 

@@ -16,7 +16,13 @@
 //! runner. An alert that matches the consumer's NATS filter but not the trigger's glob, or that an
 //! earlier-named trigger of the same function also matches (so a function runs once per alert), is acked
 //! without a result.
+//!
+//! Before running, the trigger's [`Policy`] decides (condition → dedup → dry-run, see `policy.rs`): an alert
+//! its condition rejects is acked without a result, a duplicate is acked with a `deduplicated` result, and a
+//! dry run's result is acked as `dry-run` whatever its status. A failure after a server's 429 is retried after
+//! the `Retry-After` it asked for.
 
+use super::policy::{Decision, Policy};
 use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
@@ -46,12 +52,16 @@ pub(crate) struct Dispatcher {
     pub ctx: Arc<RunnerContext>,
     /// This trigger's series: each decision below is counted where it is taken.
     pub metrics: TriggerMetrics,
+    /// The trigger's policy, compiled when the dispatcher starts.
+    pub policy: Option<Policy>,
 }
 
 impl Dispatcher {
     /// Runs until `shutdown` says stop, then lets the reactions in flight finish (up to `DRAIN_TIMEOUT`).
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(mut self, mut shutdown: Shutdown) {
         let Some(handler) = self.load_handler(&mut shutdown).await else { return };
+        let Some(policy) = self.load_policy(&mut shutdown).await else { return };
+        self.policy = Some(policy);
         let this = Arc::new(self);
         let admission = Arc::new(Semaphore::new(this.function.manifest.limits.concurrency as usize));
         let mut tasks = JoinSet::new();
@@ -78,6 +88,31 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// The trigger's policy (condition, dedup, dry-run), retried while the dedup stream cannot be made; None
+    /// when stopping or when the condition does not compile (the trigger does not run; its alerts wait).
+    async fn load_policy(&self, shutdown: &mut Shutdown) -> Option<Policy> {
+        let counters = self.ctx.policy_counts.lock().unwrap().entry(self.trigger.name.clone()).or_default().clone();
+        loop {
+            match Policy::new(&self.ctx.js, &self.trigger, &self.function, counters.clone()).await {
+                Ok(p) => return Some(p),
+                Err(super::policy::PolicyError::Condition(e)) => {
+                    tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; recreate it with a valid condition");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run yet; its alerts wait in JetStream");
+                    if shutdown.sleep_unless_stopping(Duration::from_secs(2)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn policy(&self) -> &Policy {
+        self.policy.as_ref().expect("set before the first alert")
     }
 
     /// Opens the trigger's consumer and its message stream, retrying until it works; None when stopping.
@@ -193,6 +228,14 @@ impl Dispatcher {
         };
         let span = tracing::info_span!("alert", %subject, uuid = %uuid, function = %self.function.name, trigger = %self.trigger.name, attempt);
         async {
+            let claim = match &parsed {
+                Ok(alert) => match self.policy().decide(&self.ctx.js, alert, attempt).await {
+                    Decision::Skip => return ack(&msg, AckKind::Ack).await,
+                    Decision::Duplicate { window } => return self.duplicate(&msg, &delivery, window).await,
+                    Decision::Run { claim } => claim,
+                },
+                Err(_) => None,
+            };
             if attempt > 1 && !uuid.is_empty() && self.handled_before(&uuid, published).await {
                 self.metrics.settled("already-handled");
                 ack(&msg, AckKind::Ack).await;
@@ -204,18 +247,31 @@ impl Dispatcher {
             };
             self.metrics.handled(exec.status, exec.duration_us);
             let last = attempt >= limits.max_deliver;
-            let disposition = match (exec.status, exec.status.retryable()) {
+            // A server that answered 429 asked to be called again later: a failure then is worth a retry.
+            let retryable = exec.status.retryable() || (exec.status != Status::Ok && exec.retry_after_ms.is_some());
+            let disposition = match (exec.status, retryable) {
+                _ if self.policy().dry_run() => Disposition::DryRun,
                 (Status::Ok, _) => Disposition::Acked,
                 (_, true) if !last => Disposition::Retry,
                 (_, true) => Disposition::DeadLettered,
                 (_, false) => Disposition::Terminated,
+            };
+            if let Some(claim) = claim.filter(|_| matches!(disposition, Disposition::Terminated | Disposition::DeadLettered)) {
+                self.policy().release(&self.ctx.js, &claim).await;
+            }
+            let retry_in = match exec.retry_after_ms {
+                Some(ms) => Duration::from_millis(ms).min(crate::limits::RETRY_BACKOFF_MAX),
+                None => limits.retry_backoff(attempt),
             };
             match exec.status {
                 Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),
                 _ => tracing::warn!(status = exec.status.as_str(), disposition = ?disposition, error = %exec.message, "reaction did not succeed"),
             }
             self.ctx.counters.record(exec.status == Status::Ok);
-            let record = ResultRecord::new(&delivery, &exec, disposition);
+            let mut record = ResultRecord::new(&delivery, &exec, disposition);
+            if disposition == Disposition::Retry {
+                record.retry_in_ms = Some(retry_in.as_millis() as u64);
+            }
             if let Err(e) = results::publish_result(&self.ctx.js, &record).await {
                 // Without its result stored the alert is not settled: JetStream redelivers it.
                 tracing::error!(error = %e, "result not stored; the alert will be delivered again");
@@ -224,8 +280,8 @@ impl Dispatcher {
                 return;
             }
             let kind = match disposition {
-                Disposition::Acked => AckKind::Ack,
-                Disposition::Retry => AckKind::Nak(Some(limits.retry_backoff(attempt))),
+                Disposition::Retry => AckKind::Nak(Some(retry_in)),
+                Disposition::Acked | Disposition::DryRun | Disposition::Deduplicated => AckKind::Ack,
                 Disposition::Terminated => AckKind::Term,
                 Disposition::DeadLettered => {
                     let letter = DeadLetter {
@@ -258,6 +314,23 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+
+    /// Acks a duplicate with its `deduplicated` result (stored first: without it the alert is redelivered).
+    async fn duplicate(&self, msg: &jetstream::Message, delivery: &Delivery<'_>, window: Duration) {
+        let exec = Execution::refused(
+            Status::Ok,
+            format!("not run: an alert with the same dedup key ran within the {}s window", window.as_secs()),
+        );
+        let record = ResultRecord::new(delivery, &exec, Disposition::Deduplicated);
+        let kind = match results::publish_result(&self.ctx.js, &record).await {
+            Ok(()) => AckKind::Ack,
+            Err(e) => {
+                tracing::error!(error = %e, "result not stored; the alert will be delivered again");
+                AckKind::Nak(Some(Duration::from_secs(1)))
+            }
+        };
+        ack(msg, kind).await;
     }
 
     /// Whether this function already handled the alert: a redelivery after a runner stopped between the reaction

@@ -34,6 +34,8 @@ pub(crate) struct Sources {
     /// Running triggers: trigger → (function, pinned to this runner).
     pub active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
     pub counters: Arc<Counters>,
+    /// Per trigger: what its policy decided.
+    pub policy_counts: Arc<Mutex<BTreeMap<String, Arc<super::policy::PolicyCounters>>>>,
     pub in_flight: Arc<Semaphore>,
     pub max_in_flight: usize,
     pub container_host: Option<String>,
@@ -79,6 +81,14 @@ fn heartbeat(s: &Sources, containers: &Access) -> Heartbeat {
         failed: s.counters.failed.load(Ordering::Relaxed),
         container_engine: containers.clone(),
         kubernetes: s.kubernetes.clone(),
+        policy: s
+            .policy_counts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(trigger, c)| (trigger.clone(), c.snapshot()))
+            .filter(|(_, c)| *c != fleet::PolicyCounts::default())
+            .collect(),
     }
 }
 

@@ -6,6 +6,9 @@
 
 mod dispatch;
 mod heartbeat;
+mod policy;
+
+pub use crate::fleet::PolicyCounts;
 
 use crate::capability::Backends;
 use crate::function::Function;
@@ -64,6 +67,8 @@ pub(crate) struct RunnerContext {
     /// Executions since start, for the heartbeat.
     pub counters: Arc<heartbeat::Counters>,
     pub metrics: Option<Metrics>,
+    /// Per trigger: what its policy decided (conditions, dedup).
+    pub policy_counts: Arc<Mutex<BTreeMap<String, Arc<policy::PolicyCounters>>>>,
 }
 
 /// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
@@ -122,6 +127,7 @@ impl Runner {
                 started_at,
                 active: active.clone(),
                 counters: ctx.counters.clone(),
+                policy_counts: ctx.policy_counts.clone(),
                 in_flight: ctx.in_flight.clone(),
                 max_in_flight: config.max_in_flight.max(1),
                 container_host: config.containers.host.clone(),
@@ -142,6 +148,12 @@ impl Runner {
     /// What the metrics endpoint asks: scrape-time samples and readiness.
     pub fn probe(&self) -> Arc<dyn Probe> {
         Arc::new(RunnerProbe { client: self.client.clone(), ctx: self.ctx.clone(), observed: self.observed.clone() })
+    }
+
+    /// Per trigger, since this runner started: alerts its condition matched, rejected or could not evaluate,
+    /// and alerts acked as duplicates.
+    pub fn policy_counts(&self) -> BTreeMap<String, PolicyCounts> {
+        self.ctx.policy_counts.lock().unwrap().iter().map(|(k, c)| (k.clone(), c.snapshot())).collect()
     }
 
     /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), removes its heartbeat, and
@@ -277,6 +289,7 @@ fn reconcile(
             earlier,
             function: Arc::new(w.function.clone()),
             ctx: ctx.clone(),
+            policy: None,
         };
         dispatchers.spawn(dispatcher.run(shutdown));
         running.insert(name, Running { wanted: w, stopper });

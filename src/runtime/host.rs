@@ -32,6 +32,8 @@ pub(crate) struct CallState {
     /// The first call the guest was refused, reported even if the guest ignores the error.
     pub denied: Option<String>,
     pub deadline: Option<Instant>,
+    /// The longest `Retry-After` of a 429 answer, so a failure is retried no sooner than the server asked.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// The store's data: one per instance.
@@ -144,8 +146,29 @@ impl wit::http::Host for HostState {
             return Err(self.note_denied(CallError::Denied(why)));
         }
         let http = self.func.backends.http.clone();
-        http.send(req).await
+        let response = http.send(req).await?;
+        if response.status == 429 {
+            let asked = retry_after(&response.headers);
+            self.call.retry_after = self.call.retry_after.max(asked);
+        }
+        Ok(response)
     }
+}
+
+/// A 429's `Retry-After` (delay-seconds or an HTTP date), bounded by `RETRY_BACKOFF_MAX`; None when absent
+/// or unreadable (the function's own backoff applies).
+pub(crate) fn retry_after(headers: &[(String, String)]) -> Option<std::time::Duration> {
+    let value = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).map(|(_, v)| v.trim())?;
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => std::time::Duration::from_secs(seconds),
+        Err(_) => {
+            let format = time::format_description::well_known::Rfc2822;
+            let at = time::OffsetDateTime::parse(value, &format).ok()?;
+            let left = at - time::OffsetDateTime::now_utc();
+            std::time::Duration::try_from(left).unwrap_or_default()
+        }
+    };
+    Some(delay.min(crate::limits::RETRY_BACKOFF_MAX))
 }
 
 impl wit::kubernetes::Host for HostState {
@@ -203,5 +226,21 @@ impl wit::object_store::Host for HostState {
         }
         let store = self.func.backends.object_store.clone();
         store.put(&key, data, content_type).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_bounded() {
+        let h = |v: &str| vec![("Retry-After".to_owned(), v.to_owned())];
+        assert_eq!(retry_after(&h("3")), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&h("86400")), Some(crate::limits::RETRY_BACKOFF_MAX));
+        assert_eq!(retry_after(&h("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO), "a past date");
+        assert_eq!(retry_after(&h("soon")), None);
+        assert_eq!(retry_after(&[]), None);
     }
 }

@@ -261,6 +261,7 @@ impl WasmFunction {
             }
         };
         exec.instantiate_us = instantiate_us;
+        exec.retry_after_ms = call.retry_after.map(|d| d.as_millis() as u64);
         exec.logs.splice(0..0, call.logs);
         if call.dropped_logs > 0 {
             exec.logs.push(crate::execution::LogLine {
