@@ -56,6 +56,12 @@ pub struct FunctionSpec {
     /// Overrides of the playbook's `[limits]`.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub limits: serde_json::Map<String, serde_json::Value>,
+    /// Run with recording backends (`--dry-run`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Deduplication (`--dedup-window`/`--dedup-key`): `{window_ms: 60000, key: "EXPR"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::function::Dedup>,
 }
 
 /// One trigger as declared.
@@ -68,6 +74,9 @@ pub struct TriggerSpec {
     /// `trigger create --force` does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// A condition over the whole alert (CEL), as `trigger create --when`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// A setting's value: a literal (only for settings the playbook declares `secret = false`), or where to read
@@ -293,6 +302,8 @@ pub async fn plan(
             prepared.function.manifest.limits = override_limits(&prepared.function.manifest.limits, &spec.limits)
                 .map_err(|why| invalid(line, format!("function {name}: limits: {why}")))?;
         }
+        let policy = crate::function::ResponsePolicy { dry_run: spec.dry_run, dedup: spec.dedup.clone() };
+        let prepared = prepared.with_policy(policy).map_err(deploy_err)?;
         let f = &prepared.function;
         let detail = describe_function(&spec.playbook, f);
         let action = match current_functions.get(name) {
@@ -328,7 +339,15 @@ pub async fn plan(
         }
         crate::topic_check::check_topic(&spec.topic, Some(&subjects), spec.force)
             .map_err(|e| invalid(line, format!("trigger {name}: {e}")))?;
-        let t = Trigger { name: name.clone(), function: spec.function.clone(), topic: spec.topic.clone() };
+        if let Some(when) = &spec.when {
+            crate::condition::Condition::compile(when).map_err(|e| invalid(line, format!("trigger {name}: {e}")))?;
+        }
+        let t = Trigger {
+            name: name.clone(),
+            function: spec.function.clone(),
+            topic: spec.topic.clone(),
+            when: spec.when.clone(),
+        };
         let action = match current_triggers.get(name) {
             None => Action::Create,
             Some(old) if *old == t => Action::Unchanged,
@@ -492,12 +511,20 @@ pub async fn export(registry: &Registry, playbooks: &Path, state: &StateDir) -> 
             .and_then(|(b, p)| b.manifest(&p).ok())
             .map(|(_, m)| m.limits);
         let limits = limits_delta(catalog_limits.as_ref(), &f.manifest.limits);
-        declared.functions.insert(name, FunctionSpec { playbook, settings, runs_on: f.runs_on.clone(), limits });
+        let spec = FunctionSpec {
+            playbook,
+            settings,
+            runs_on: f.runs_on.clone(),
+            limits,
+            dry_run: f.policy.dry_run,
+            dedup: f.policy.dedup.clone(),
+        };
+        declared.functions.insert(name, spec);
     }
     for (name, t) in registry.triggers().await? {
         // A trigger deployed with --force exports with `force: true`, so the file applies again.
         let force = crate::topic_check::check_topic(&t.topic, None, false).is_err();
-        declared.triggers.insert(name, TriggerSpec { function: t.function, topic: t.topic, force });
+        declared.triggers.insert(name, TriggerSpec { function: t.function, topic: t.topic, force, when: t.when });
     }
     let body = serde_norway::to_string(&declared).expect("a declaration serializes");
     Ok(format!(

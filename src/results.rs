@@ -42,18 +42,6 @@ impl Disposition {
     }
 }
 
-impl Disposition {
-    /// The kebab-case name, as in results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Disposition::Acked => "acked",
-            Disposition::Retry => "retry",
-            Disposition::Terminated => "terminated",
-            Disposition::DeadLettered => "dead-lettered",
-        }
-    }
-}
-
 /// One execution, as published on `riposte.results.<function>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultRecord {

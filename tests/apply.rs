@@ -164,7 +164,7 @@ async fn export_prints_references_for_secrets_and_applies_back_unchanged() {
 async fn a_bad_file_is_refused_with_its_line_and_nothing_is_written() {
     let nats = TestNats::start();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 7] = [
         (
             "functions:\n  falco-taint:\n    playbook: taint\n    setings: {}\n",
             "4",
@@ -189,6 +189,16 @@ async fn a_bad_file_is_refused_with_its_line_and_nothing_is_written() {
             "functions:\n  falco-taint:\n    playbook: taint\n    limits: {concurency: 2}\n",
             "2",
             &["concurency"],
+        ),
+        (
+            "functions:\n  falco-taint:\n    playbook: taint\ntriggers:\n  t1: {function: falco-taint, topic: \"falco.error.*\", when: \"alert.rul == 'x'\"}\n",
+            "5",
+            &["trigger t1", "line 1, column 6", "no field `rul`"],
+        ),
+        (
+            "functions:\n  falco-taint:\n    playbook: taint\n    dedup: {window_ms: 100}\n",
+            "2",
+            &["--dedup-window", "1s to 7d"],
         ),
     ];
     for (i, (text, line, says)) in cases.iter().enumerate() {

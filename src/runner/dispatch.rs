@@ -230,8 +230,14 @@ impl Dispatcher {
         async {
             let claim = match &parsed {
                 Ok(alert) => match self.policy().decide(&self.ctx.js, alert, attempt).await {
-                    Decision::Skip => return ack(&msg, AckKind::Ack).await,
-                    Decision::Duplicate { window } => return self.duplicate(&msg, &delivery, window).await,
+                    Decision::Skip => {
+                        self.metrics.condition_rejected();
+                        return ack(&msg, AckKind::Ack).await;
+                    }
+                    Decision::Duplicate { window } => {
+                        self.metrics.deduplicated();
+                        return self.duplicate(&msg, &delivery, window).await;
+                    }
                     Decision::Run { claim } => claim,
                 },
                 Err(_) => None,

@@ -116,6 +116,7 @@ impl Runner {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             counters: Arc::default(),
             metrics: config.metrics.clone(),
+            policy_counts: Arc::default(),
         });
         let changes = registry.watch().await?;
         let (stopper, shutdown) = Stopper::new();

@@ -63,6 +63,8 @@ pub async fn runner(nats: &TestNats, name: &str, backends: Option<Backends>) -> 
         state: StateDir::new(Some(super::shared_state())),
         pooling: false,
         containers: Default::default(),
+        metrics: None,
+        streams: Default::default(),
     };
     Runner::start(nats.client().await, config, backends).await.unwrap()
 }

@@ -27,9 +27,16 @@ pub async fn registry(client: async_nats::Client, streams: &StreamSettings) -> R
 pub async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, topic: &str) -> Function {
     let artifact = reg.put_artifact(bytes).await.unwrap();
     let manifest = Manifest::parse(&format!("name = \"{name}\"\nkind = \"wasm\"\n[limits]\n{limits}\n")).unwrap();
-    let f = Function { name: name.into(), manifest, artifact, settings: Settings::default(), runs_on: None };
+    let f = Function {
+        name: name.into(),
+        manifest,
+        artifact,
+        settings: Settings::default(),
+        runs_on: None,
+        policy: Default::default(),
+    };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into() };
+    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
     riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
