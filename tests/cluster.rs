@@ -8,11 +8,12 @@ mod support;
 use async_nats::jetstream;
 use riposte::execution::Status;
 use riposte::registry::Registry;
+use riposte::results::{read_results, ResultRecord};
 use riposte::streams::StreamSettings;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use support::cluster::TestCluster;
-use support::runner::{alert, deploy, handled, results, runner};
+use support::runner::{alert, deploy, runner};
 use support::{guests, wait_until};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -110,11 +111,11 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
     let results_reg = Registry::open(&pjs).await.unwrap();
     let want: std::collections::HashSet<String> = acked.iter().cloned().collect();
     wait_until(&format!("{} acknowledged alerts handled", want.len()), LONG, || async {
-        want.is_subset(&handled(&results_reg, "survivor").await)
+        want.is_subset(&handled_now(&results_reg).await)
     })
     .await;
     let mut runs: HashMap<String, usize> = HashMap::new();
-    for r in results(&results_reg, "survivor").await.into_iter().filter(|r| r.status == Status::Ok) {
+    for r in results_now(&results_reg).await.into_iter().filter(|r| r.status == Status::Ok) {
         *runs.entry(r.alert_uuid).or_default() += 1;
     }
     let duplicates: usize = runs.values().map(|c| c - 1).sum();
@@ -134,16 +135,37 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
     }
     let want: std::collections::HashSet<String> = more.iter().cloned().collect();
     wait_until("alerts handled by the runner whose node died", LONG, || async {
-        want.is_subset(&handled(&results_reg, "survivor").await)
+        want.is_subset(&handled_now(&results_reg).await)
     })
     .await;
-    let by_a = results(&results_reg, "survivor")
+    let by_a = results_now(&results_reg)
         .await
         .into_iter()
         .filter(|r| r.alert_uuid.starts_with("after-"))
         .all(|r| r.runner == "on-leader");
     assert!(by_a, "only the runner on the dead node was left");
     a.stop().await;
+}
+
+/// Every result of the function, read again while the results stream is between leaders (a read sent to the
+/// killed node's replica times out until the others elect a new leader).
+async fn results_now(reg: &Registry) -> Vec<ResultRecord> {
+    let deadline = Instant::now() + LONG;
+    loop {
+        match read_results(reg.jetstream(), Some("survivor"), None).await {
+            Ok(records) => return records,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("results not readable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the results stream stayed unreadable after the kill: {e}"),
+        }
+    }
+}
+
+/// Distinct uuids with an ok result.
+async fn handled_now(reg: &Registry) -> std::collections::HashSet<String> {
+    results_now(reg).await.into_iter().filter(|r| r.status == Status::Ok).map(|r| r.alert_uuid).collect()
 }
 
 /// The server leading the alert stream, once there is one.
