@@ -7,6 +7,14 @@
 //! container engine (when a container function is deployed or `--container-host` is given); Kubernetes
 //! configured and allowing, per SelfSubjectAccessReview, every verb the deployed functions need; the compile cache writable; the proxy and CA bundle usable.
 //! A failure of NATS or JetStream skips the checks that need them.
+//!
+//! NATS permissions are probed, not read (nats-server 2.9 has no API that tells a client its permissions): each
+//! subject a role publishes on gets one request built so that it changes nothing (a JetStream API call with
+//! a body the server refuses as invalid JSON, a name that does not exist, or a stream publish whose
+//! `Nats-Expected-Stream` header no stream has). A denied publish is dropped by the server, which tells the
+//! client so (`-ERR 'Permissions Violation for Publish to "SUBJECT"'`): the probes wait up to
+//! [`PROBE_TIMEOUT`] for their answers (some, such as a pull from a consumer that does not exist, get none
+//! even when allowed), then the subjects the server named are the denied ones.
 
 use crate::capability::http::{HttpClient, HttpConfig};
 use crate::function::Function;
@@ -72,6 +80,26 @@ pub struct DoctorConfig {
     pub kubeconfig: Option<PathBuf>,
     pub ca_bundle: Option<PathBuf>,
     pub proxy: Option<String>,
+    /// Whose NATS permissions to probe (`--role`): a runner's by default.
+    pub roles: Vec<Role>,
+}
+
+/// A set of NATS permissions riposte needs (README, least privilege).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// What `riposte run` publishes on: reading the registry, pulling and acking alerts, storing results.
+    Runner,
+    /// What deploying publishes on: creating streams and consumers, writing the registry and artifacts.
+    Deployer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Runner => "runner",
+            Role::Deployer => "deployer",
+        }
+    }
 }
 
 /// Clock skew beyond this is a warning, beyond [`SKEW_FAILURE`] a failure.
@@ -79,6 +107,8 @@ pub const SKEW_WARNING: Duration = Duration::from_secs(2);
 pub const SKEW_FAILURE: Duration = Duration::from_secs(60);
 /// How long a NATS request of the doctor may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a permission probe waits for an answer before it counts as denied.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs every check.
 pub async fn run(config: &DoctorConfig) -> Vec<Check> {
@@ -104,7 +134,9 @@ async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<B
             return None;
         }
     };
-    let client = match config.nats.connect(&url, local.then_some(&config.state)).await {
+    let (to, mut server_errors) = tokio::sync::mpsc::unbounded_channel();
+    let nats = crate::nats::NatsConfig { server_errors: Some(to), ..config.nats.clone() };
+    let client = match nats.connect(&url, local.then_some(&config.state)).await {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::failure("nats", e.to_string(), connect_fix(&e)));
@@ -152,7 +184,7 @@ async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<B
             ));
         }
     }
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let streams = [
         crate::streams::ALERT_STREAM.to_owned(),
         crate::streams::RESULTS_STREAM.to_owned(),
@@ -165,10 +197,134 @@ async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<B
         checks.push(stream(&js, name, cluster.is_some()).await);
     }
     checks.push(clock(&js).await);
+    for role in &config.roles {
+        checks.push(permissions(&client, *role, &mut server_errors).await);
+    }
     match crate::registry::Registry::existing(&js).await {
         Ok(Some(registry)) => registry.functions().await.ok(),
         _ => None,
     }
+}
+
+/// One publish a role makes, and how the probe makes it harmless.
+struct Probe {
+    subject: String,
+    body: &'static [u8],
+    /// Sent with a `Nats-Expected-Stream` no stream has: a stream that captures the subject refuses to store it.
+    guarded: bool,
+}
+
+/// A probe name no real stream, consumer or key has.
+const PROBE: &str = "riposte-doctor-probe";
+/// A body every JetStream API call refuses before acting ("invalid JSON").
+const NOT_JSON: &[u8] = b"riposte doctor: not JSON";
+
+fn api(subject: String) -> Probe {
+    Probe { subject, body: NOT_JSON, guarded: false }
+}
+
+fn stored(subject: String) -> Probe {
+    Probe { subject, body: b"riposte doctor probe", guarded: true }
+}
+
+/// The subjects `role` publishes on (README's least-privilege layout), one harmless probe each.
+fn probes(role: Role) -> Vec<Probe> {
+    use crate::fleet::RUNNERS_BUCKET as RUNNERS;
+    use crate::registry::{ARTIFACT_BUCKET as OBJ, REGISTRY_BUCKET as KV};
+    use crate::streams::{ALERT_STREAM as FALCO, RESULTS_STREAM as RESULTS};
+    let common = [
+        api("$JS.API.INFO".into()),
+        api(format!("$JS.API.STREAM.INFO.{FALCO}")),
+        api(format!("$JS.API.DIRECT.GET.KV_{KV}.$KV.{KV}.{PROBE}")),
+        api(format!("$JS.API.STREAM.MSG.GET.KV_{KV}")),
+        api(format!("$JS.API.DIRECT.GET.OBJ_{OBJ}.$O.{OBJ}.M.{PROBE}")),
+        api(format!("$JS.API.STREAM.MSG.GET.OBJ_{OBJ}")),
+        api(format!("$JS.API.CONSUMER.CREATE.KV_{KV}")),
+        api(format!("$JS.API.CONSUMER.CREATE.OBJ_{OBJ}")),
+        api(format!("$JS.API.CONSUMER.CREATE.{RESULTS}")),
+        api(format!("$JS.FC.{FALCO}.{PROBE}")),
+        stored(format!("$KV.{RUNNERS}.{PROBE}")),
+    ];
+    let mut probes: Vec<Probe> = common.into_iter().collect();
+    match role {
+        Role::Runner => probes.extend([
+            api(format!("$JS.API.CONSUMER.INFO.{FALCO}.{PROBE}")),
+            api(format!("$JS.API.CONSUMER.MSG.NEXT.{FALCO}.{PROBE}")),
+            api(format!("$JS.API.CONSUMER.MSG.NEXT.{RESULTS}.{PROBE}")),
+            api(format!("$JS.ACK.{FALCO}.{PROBE}.1.1.1.0.0.0")),
+            stored(format!("{}.{PROBE}", crate::streams::RESULTS_PREFIX)),
+            stored(format!("{}.{PROBE}", crate::streams::DEADLETTER_PREFIX)),
+            stored(format!("riposte.dedup.{PROBE}.{PROBE}")),
+        ]),
+        Role::Deployer => probes.extend([
+            api("$JS.API.STREAM.CREATE.RIPOSTE_DOCTOR_PROBE".into()),
+            api("$JS.API.STREAM.UPDATE.RIPOSTE_DOCTOR_PROBE".into()),
+            api("$JS.API.STREAM.DELETE.RIPOSTE_DOCTOR_PROBE".into()),
+            api(format!("$JS.API.STREAM.PURGE.OBJ_{OBJ}")),
+            api(format!("$JS.API.STREAM.PURGE.KV_{RUNNERS}")),
+            api(format!("$JS.API.CONSUMER.CREATE.{FALCO}")),
+            api(format!("$JS.API.CONSUMER.DELETE.{FALCO}.{PROBE}")),
+            stored(format!("$KV.{KV}.{PROBE}")),
+            stored(format!("$O.{OBJ}.C.{PROBE}")),
+        ]),
+    }
+    probes
+}
+
+/// Sends `probe` and waits for its answer, if any, at most [`PROBE_TIMEOUT`].
+async fn send(client: &async_nats::Client, probe: &Probe) {
+    let body = bytes::Bytes::from_static(probe.body);
+    let request = async {
+        if probe.guarded {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Expected-Stream", PROBE);
+            client.request_with_headers(probe.subject.clone(), headers, body).await
+        } else {
+            client.request(probe.subject.clone(), body).await
+        }
+    };
+    let _ = tokio::time::timeout(PROBE_TIMEOUT, request).await;
+}
+
+/// The subject of a server error `Permissions Violation for Publish to "SUBJECT"`.
+fn denied_publish(error: &str) -> Option<&str> {
+    let rest = error.strip_prefix("Permissions Violation for Publish to ")?;
+    Some(rest.trim_matches(|c| c == '"' || c == '\''))
+}
+
+/// Probes every subject `role` publishes on, all at once; `server_errors`: the connection's `-ERR` messages.
+async fn permissions(
+    client: &async_nats::Client,
+    role: Role,
+    server_errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> Check {
+    let name = format!("permissions ({})", role.as_str());
+    let probes = probes(role);
+    while server_errors.try_recv().is_ok() {}
+    futures::future::join_all(probes.iter().map(|p| send(client, p))).await;
+    // A denied probe waited PROBE_TIMEOUT for an answer that never comes: its violation, sent by the server as
+    // soon as it read the publish, has arrived by now (the flush is a last round trip for good measure).
+    let _ = client.flush().await;
+    let mut violations = std::collections::HashSet::new();
+    while let Ok(error) = server_errors.try_recv() {
+        violations.extend(denied_publish(&error).map(str::to_owned));
+    }
+    let denied: Vec<&str> = probes.iter().map(|p| p.subject.as_str()).filter(|s| violations.contains(*s)).collect();
+    if denied.is_empty() {
+        return Check::ok(
+            &name,
+            format!("every subject a {} publishes on is allowed ({} probed)", role.as_str(), probes.len()),
+        );
+    }
+    Check::failure(
+        &name,
+        format!("the server denies publishing on {} of {} subjects: {}", denied.len(), probes.len(), denied.join(", ")),
+        format!(
+            "grant this user the {} permissions of README's least-privilege layout (its server log names each \
+             denial: \"Permissions Violation\")",
+            role.as_str().to_ascii_uppercase()
+        ),
+    )
 }
 
 fn connect_fix(e: &NatsError) -> String {

@@ -36,6 +36,9 @@ pub struct NatsConfig {
     pub key: Option<PathBuf>,
     /// The connection's name, shown by the server's monitoring.
     pub name: String,
+    /// Where the server's error messages (`-ERR`, such as a permissions violation naming its subject) go
+    /// instead of the log; the doctor reads them to tell a denied publish from one nothing answers.
+    pub server_errors: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Why riposte could not reach NATS. Messages name the credential used, never its secret.
@@ -237,6 +240,7 @@ impl NatsConfig {
         let shown = servers.display();
         let (mut opts, credential) = self.credential(&servers, local).await?;
         let lost = Arc::new(AtomicBool::new(false));
+        let errors = self.server_errors.clone();
         opts = opts
             .name(&self.name)
             .connection_timeout(Duration::from_secs(5))
@@ -244,8 +248,15 @@ impl NatsConfig {
             .client_capacity(65_536)
             .subscription_capacity(65_536)
             .event_callback(move |event| {
-                let lost = lost.clone();
-                async move { log_event(&event, &lost) }
+                let (lost, errors) = (lost.clone(), errors.clone());
+                async move {
+                    match (&errors, &event) {
+                        (Some(to), async_nats::Event::ServerError(async_nats::ServerError::Other(text))) => {
+                            let _ = to.send(text.clone());
+                        }
+                        _ => log_event(&event, &lost),
+                    }
+                }
             });
         if let Some(ca) = &self.ca {
             readable("CA certificates (--nats-ca)", ca)?;

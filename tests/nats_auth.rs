@@ -588,3 +588,71 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     })
     .await;
 }
+
+/// The `permissions (ROLE)` check of `riposte doctor --json --nats URL --role ROLE`.
+fn doctor_permissions(url: &str, role: &str) -> serde_json::Value {
+    let out = riposte(&["doctor", "--json", "--nats", url, "--role", role], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    let checks = report["checks"].as_array().unwrap();
+    let name = format!("permissions ({role})");
+    let check = checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name}: {checks:#?}"));
+    assert_eq!(out.status.success(), check["level"] != "failure", "{report:#}");
+    check.clone()
+}
+
+/// Messages in each stream riposte keeps (the runners bucket aside: the doctor's clock probe writes there) and
+/// the alert stream's consumers (reading the registry makes short-lived ones on its bucket).
+async fn stored(js: &jetstream::Context) -> Vec<(String, u64)> {
+    let mut counts = Vec::new();
+    for name in ["FALCO", "RIPOSTE_RESULTS", "RIPOSTE_DEADLETTER", "KV_riposte-registry", "OBJ_riposte-artifacts"] {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let info = stream.info().await.unwrap();
+        counts.push((name.to_owned(), info.state.messages));
+        if name == "FALCO" {
+            counts.push((format!("{name} consumers"), info.state.consumer_count as u64));
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_probes_each_roles_permissions_and_changes_nothing() {
+    let nats = TestNats::start_with_config(&readme_least_privilege());
+    let port = nats.port();
+    let url = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
+    let (deployer, runner) = (url("deployer", "change-me-deployer"), url("runner", "change-me-runner"));
+    let js = jetstream::new(config(&deployer).connect(&deployer, None).await.unwrap());
+    riposte::streams::ensure(&js, None).await.unwrap();
+    let reg = Registry::open(&js).await.unwrap();
+    deploy(&reg, "dr-ok", &guests::ok(), "", "falco.error.>").await;
+    let before = stored(&js).await;
+
+    // The README's users have what their role needs.
+    let check = doctor_permissions(&runner, "runner");
+    assert_eq!(check["level"], "ok", "{check:#}");
+    let check = doctor_permissions(&deployer, "deployer");
+    assert_eq!(check["level"], "ok", "{check:#}");
+
+    // Each lacks the other's: named subject by subject, with the fix.
+    let check = doctor_permissions(&runner, "deployer");
+    assert_eq!(check["level"], "failure", "{check:#}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.contains("$JS.API.STREAM.CREATE.") && detail.contains("$KV.riposte-registry."), "{detail}");
+    assert!(!detail.contains("$JS.API.INFO,") && !detail.contains("$KV.riposte-runners."), "{detail}");
+    assert!(check["fix"].as_str().unwrap().contains("DEPLOYER permissions"), "{check:#}");
+    let check = doctor_permissions(&deployer, "runner");
+    assert_eq!(check["level"], "failure", "{check:#}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.contains("$JS.ACK.FALCO.") && detail.contains("riposte.results."), "{detail}");
+
+    // The probes changed nothing: no message, consumer or stream was added or removed, the function is intact.
+    assert_eq!(stored(&js).await, before);
+    assert!(js.get_stream("RIPOSTE_DOCTOR_PROBE").await.is_err());
+    assert!(reg.function("dr-ok").await.unwrap().is_some());
+    // The denials were the server's.
+    support::wait_for("the server to log a denial", LONG, || {
+        nats.log().contains("User \"runner\", Subject \"$JS.API.STREAM.CREATE.RIPOSTE_DOCTOR_PROBE\"")
+    })
+    .await;
+}

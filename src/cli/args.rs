@@ -63,6 +63,7 @@ impl NatsArgs {
             cert: self.cert.clone(),
             key: self.key.clone(),
             name: name.to_owned(),
+            server_errors: None,
         }
     }
 

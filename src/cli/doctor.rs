@@ -2,7 +2,7 @@
 //! machine would get, prints one line per check (and the fix), exits 1 when any check failed.
 
 use anyhow::Result;
-use riposte::doctor::{self, DoctorConfig, Level};
+use riposte::doctor::{self, DoctorConfig, Level, Role};
 use riposte::state_dir::StateDir;
 use std::process::ExitCode;
 
@@ -11,12 +11,23 @@ pub struct Args {
     /// One JSON object: {"checks": [{"name", "level", "detail", "fix"}], "failures": N, "warnings": N}.
     #[arg(long)]
     json: bool,
+    /// Whose NATS permissions to probe: `runner` (what `riposte run` publishes on), `deployer` (deploying,
+    /// creating streams), or both (`--role runner,deployer`). Each subject gets one request built to change
+    /// nothing; no answer within 2 s means the server denies it.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "runner")]
+    role: Vec<RoleArg>,
     #[command(flatten)]
     nats: super::args::NatsArgs,
     #[command(flatten)]
     backends: super::args::BackendArgs,
     #[command(flatten)]
     container: super::args::ContainerArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Runner,
+    Deployer,
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
@@ -27,6 +38,14 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         kubeconfig: args.backends.kubeconfig.clone(),
         ca_bundle: args.backends.ca_bundle.clone(),
         proxy: args.backends.proxy.clone(),
+        roles: args
+            .role
+            .iter()
+            .map(|r| match r {
+                RoleArg::Runner => Role::Runner,
+                RoleArg::Deployer => Role::Deployer,
+            })
+            .collect(),
     };
     let checks = doctor::run(&config).await;
     let count = |level| checks.iter().filter(|c| c.level == level).count();
