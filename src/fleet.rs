@@ -41,6 +41,9 @@ pub struct Heartbeat {
     pub handled: u64,
     /// Executions since start that did not (each retry counts).
     pub failed: u64,
+    /// Results and dead letters since start that could not be stored (their alerts were settled anyway).
+    #[serde(default)]
+    pub unstored: u64,
     /// Whether its container engine answers.
     pub container_engine: Access,
     /// Whether it has a Kubernetes cluster configured.
@@ -203,6 +206,7 @@ mod tests {
                 in_flight: 0,
                 handled: 0,
                 failed: 0,
+                unstored: 0,
                 container_engine: access.clone(),
                 kubernetes: access,
                 policy: BTreeMap::new(),

@@ -12,7 +12,7 @@
 //! registry, results, streams,  NATS: definitions and artifacts, execution records, streams and consumers,
 //!   dedup, nats, embedded      dedup keys shared by runners, connections, the local nats-server
 //! bottom                       alert, condition, manifest, function, trigger, execution, limits, wit, digest,
-//!                              name, state_dir, shutdown
+//!                              name, state_dir, shutdown, truncate
 //! ```
 //!
 //! Nothing below the runner knows how alerts are delivered; nothing below `runtime` imports it.
@@ -37,6 +37,7 @@ pub mod shutdown;
 pub mod state_dir;
 pub mod topic_check;
 pub mod trigger;
+pub mod truncate;
 pub mod wit;
 
 // NATS: where definitions, alerts and records live.

@@ -97,11 +97,46 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Extra time a timed-out call is given to unwind before it is abandoned.
 pub const TIMEOUT_SLACK: Duration = Duration::from_millis(250);
 
-/// Bytes of a guest's stdout and stderr kept per instance (Python tracebacks go there).
-pub const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
+/// Bytes of a WASM guest's stdout and stderr kept per alert, and of a container action's stderr: the last ones
+/// (a Python traceback ends there); earlier bytes are dropped and counted, never refused (a full pipe must not
+/// trap a warm instance).
+pub const GUEST_OUTPUT_BYTES: usize = 16 * 1024;
 
 /// Log lines a single execution may record; more are counted and dropped.
 pub const MAX_LOG_LINES: usize = 200;
+
+/// Bytes of one log line kept (a playbook's log call, a line of its output, a container's stderr line).
+pub const LOG_LINE_BYTES: usize = 4 * 1024;
+
+/// Bytes of a result's message (and a dead letter's error) kept; a longer one is cut, saying how much was dropped.
+pub const RESULT_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Bytes of a result's detail kept, as JSON; a larger detail is stored as its JSON text, cut.
+pub const RESULT_DETAIL_BYTES: usize = 64 * 1024;
+
+/// Bytes of log lines one result keeps in all; the lines past it are dropped and counted.
+pub const RESULT_LOGS_BYTES: usize = 64 * 1024;
+
+/// Bytes kept of the short texts of a record that an alert or a playbook fills (subject, uuid, reason).
+pub const RECORD_FIELD_BYTES: usize = 1024;
+
+/// Longest object key a playbook may give `object-store.put`.
+pub const OBJECT_KEY_BYTES: usize = 1024;
+
+/// Room left under the server's `max_payload` for a publish's headers: a record is at most
+/// `max_payload - PUBLISH_HEADROOM_BYTES` bytes of JSON.
+pub const PUBLISH_HEADROOM_BYTES: usize = 1024;
+
+/// Attempts to store one result or dead letter; after the last, the alert is settled without it (logged and
+/// counted) rather than run again.
+pub const RECORD_PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Delay before the second attempt to store a record; doubles with each attempt.
+pub const RECORD_PUBLISH_RETRY: Duration = Duration::from_millis(200);
+
+/// JetStream's own `max_deliver` on a trigger's consumer is `limits.max_deliver` plus this: a backstop that
+/// ends redelivery even if the runner never settles an alert (riposte dead-letters at `limits.max_deliver`).
+pub const MAX_DELIVER_BACKSTOP: i64 = 2;
 
 /// Largest HTTP response body handed to a guest.
 pub const MAX_HTTP_BODY: usize = 16 << 20;

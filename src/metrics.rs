@@ -1,6 +1,7 @@
 //! A runner's Prometheus metrics. Two kinds:
 //! - what the dispatcher decides per alert (received, handled per status, settled per disposition, execution
-//!   duration, in flight, redeliveries, dead letters, conditions rejected, duplicates), counted where the
+//!   duration, in flight, redeliveries, dead letters, conditions rejected, duplicates, records not stored),
+//!   counted where the
 //!   decision is taken through one [`TriggerMetrics`] per trigger whose series are resolved once, so an alert
 //!   costs a few atomic adds, no lookup and no allocation;
 //! - what is read at scrape time ([`Sample`]: each trigger's consumer backlog, warm instances, the compile
@@ -69,6 +70,7 @@ struct Inner {
     dead_letters: Family<TriggerLabels, Counter>,
     conditions_rejected: Family<TriggerLabels, Counter>,
     deduplicated: Family<TriggerLabels, Counter>,
+    unstored: Family<TriggerLabels, Counter>,
     duration: Family<FunctionLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<FunctionLabels, Gauge>,
     sample: Arc<Mutex<Sample>>,
@@ -97,6 +99,7 @@ impl Metrics {
         let dead_letters = Family::<TriggerLabels, Counter>::default();
         let conditions_rejected = Family::<TriggerLabels, Counter>::default();
         let deduplicated = Family::<TriggerLabels, Counter>::default();
+        let unstored = Family::<TriggerLabels, Counter>::default();
         let duration = Family::<FunctionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
         );
@@ -115,9 +118,8 @@ impl Metrics {
         registry.register("alerts_handled", "Executions of a function on an alert, by status", handled.clone());
         registry.register(
             "alerts_settled",
-            "Alerts settled with JetStream, by disposition (acked, retry, terminated, dead-lettered, \
-             already-handled: a redelivery whose reaction had succeeded; not-stored: result or dead letter could \
-             not be stored, delivered again)",
+            "Alerts settled with JetStream, by disposition (acked, retry, terminated, dead-lettered, dry-run, \
+             already-handled: a redelivery whose reaction had succeeded)",
             settled.clone(),
         );
         registry.register("dead_letters", "Alerts given up on and stored as dead letters", dead_letters.clone());
@@ -127,6 +129,11 @@ impl Metrics {
             conditions_rejected.clone(),
         );
         registry.register("alerts_deduplicated", "Alerts skipped as duplicates", deduplicated.clone());
+        registry.register(
+            "records_unstored",
+            "Results and dead letters that could not be stored after their retries (the alert was settled anyway)",
+            unstored.clone(),
+        );
         registry.register("execution_duration_seconds", "Time one execution of a function took", duration.clone());
         registry.register("alerts_in_flight", "Alerts being handled now", in_flight.clone());
         registry.register("build", "The riposte build", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
@@ -141,6 +148,7 @@ impl Metrics {
                 dead_letters,
                 conditions_rejected,
                 deduplicated,
+                unstored,
                 duration,
                 in_flight,
                 sample,
@@ -160,6 +168,7 @@ impl Metrics {
             dead_letters: m.dead_letters.get_or_create(&labels).clone(),
             conditions_rejected: m.conditions_rejected.get_or_create(&labels).clone(),
             deduplicated: m.deduplicated.get_or_create(&labels).clone(),
+            unstored: m.unstored.get_or_create(&labels).clone(),
             duration: m.duration.get_or_create(&f).clone(),
             in_flight: m.in_flight.get_or_create(&f).clone(),
             handled: Default::default(),
@@ -336,6 +345,7 @@ struct Series {
     dead_letters: Counter,
     conditions_rejected: Counter,
     deduplicated: Counter,
+    unstored: Counter,
     duration: Histogram,
     in_flight: Gauge,
     /// Resolved on first use: statuses and dispositions are few and fixed, so a handful of slots each.
@@ -423,6 +433,13 @@ impl TriggerMetrics {
     pub fn deduplicated(&self) {
         if let Some(s) = &self.0 {
             s.deduplicated.inc();
+        }
+    }
+
+    /// A result or dead letter could not be stored (the alert is settled anyway).
+    pub fn unstored(&self) {
+        if let Some(s) = &self.0 {
+            s.unstored.inc();
         }
     }
 

@@ -7,7 +7,7 @@
 //! is never changed silently: when it has other replicas than asked for, riposte says so and changes it only
 //! when told to (`--update-streams`); without `--replicas`, whatever an operator set is left alone.
 
-use crate::limits::{Limits, FLEET_ACK_PENDING_FACTOR};
+use crate::limits::{Limits, FLEET_ACK_PENDING_FACTOR, MAX_DELIVER_BACKSTOP};
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, consumer, stream};
 
@@ -23,6 +23,8 @@ pub const RESULTS_PREFIX: &str = "riposte.results";
 /// The dead-letter stream and its subjects.
 pub const DEADLETTER_STREAM: &str = "RIPOSTE_DEADLETTER";
 pub const DEADLETTER_PREFIX: &str = "riposte.deadletter";
+/// The object store of alerts too large for their dead letter (`<function>/<alert sequence>`).
+pub const DEADLETTER_OBJECTS: &str = "riposte-deadletters";
 
 /// How long alerts are kept in the alert stream (acked or not: other triggers may still need them).
 pub const ALERT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -131,6 +133,24 @@ pub async fn ensure_with(
         },
         settings,
     )
+    .await?;
+    // The backing stream of an object store, made here as registry.rs explains (nats-server 2.9).
+    ensure_stream(
+        js,
+        false,
+        stream::Config {
+            name: format!("OBJ_{DEADLETTER_OBJECTS}"),
+            description: Some("riposte: alerts too large for their dead letter".into()),
+            subjects: vec![format!("$O.{DEADLETTER_OBJECTS}.C.>"), format!("$O.{DEADLETTER_OBJECTS}.M.>")],
+            max_age: DEADLETTER_MAX_AGE,
+            allow_rollup: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        settings,
+    )
     .await
 }
 
@@ -212,8 +232,9 @@ pub async fn ensure_consumer(
         filter_subject: pattern.nats_filter().to_owned(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: limits.ack_wait(),
-        // riposte counts deliveries itself (limits.max_deliver) so that the last one is dead-lettered, never dropped.
-        max_deliver: -1,
+        // riposte counts deliveries itself (limits.max_deliver) so that the last one is dead-lettered, never
+        // dropped; JetStream stops a little later, so that not even a runner bug can redeliver for ever.
+        max_deliver: i64::from(limits.max_deliver) + MAX_DELIVER_BACKSTOP,
         max_ack_pending: i64::from(limits.concurrency) * FLEET_ACK_PENDING_FACTOR,
         deliver_policy: consumer::DeliverPolicy::New,
         ..Default::default()
@@ -223,12 +244,22 @@ pub async fn ensure_consumer(
         .get_or_create_consumer(&name, config.clone())
         .await
         .doing(format!("creating the consumer of trigger {}", trigger.name))?;
-    // A redeploy may change the function's concurrency or timeout: carry them over (editable on 2.9).
+    // A redeploy may change the function's concurrency, timeout or max_deliver, and a consumer made by an earlier
+    // riposte has no max_deliver: carry them over (nats-server 2.9.10 changes these three in place, tested).
     let current =
         consumer.info().await.doing(format!("reading the consumer of trigger {}", trigger.name))?.config.clone();
-    if current.max_ack_pending != config.max_ack_pending || current.ack_wait != config.ack_wait {
-        consumer =
-            stream.update_consumer(config).await.doing(format!("updating the consumer of trigger {}", trigger.name))?;
+    if current.max_ack_pending != config.max_ack_pending
+        || current.ack_wait != config.ack_wait
+        || current.max_deliver != config.max_deliver
+    {
+        match stream.update_consumer(config).await {
+            Ok(updated) => consumer = updated,
+            // The runner's own count (limits.max_deliver) still ends every alert: serve with the consumer as it is.
+            Err(e) => tracing::warn!(
+                trigger = %trigger.name, error = %e,
+                "the server refused to update the trigger's consumer; it keeps its earlier settings"
+            ),
+        }
     }
     Ok(consumer)
 }

@@ -253,3 +253,56 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     runner.stop().await;
     assert_none_left(&podman, "engine-action");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut() {
+    use riposte::handlers::ContainerSetup;
+    use riposte::limits::{RESULT_DETAIL_BYTES, RESULT_LOGS_BYTES};
+    use support::runner::{consumer_info, publish_body, registry, results, wait_settled};
+    let podman = Podman::start();
+    let nats = support::nats::TestNats::start();
+    let reg = registry(nats.client().await, &Default::default()).await;
+    // 1.5 MB of stdout lines and 1.5 MB of stderr lines.
+    let script = "cat >/dev/null; yes 0123456789abcdef | head -c 1500000; yes eeeeeeeeeeeeeeee | head -c 1500000 >&2";
+    let f = container_fn("loud-action", script, "max_deliver = 3\nretry_backoff_ms = 10", &[]);
+    reg.put_function(&f).await.unwrap();
+    let trigger = riposte::trigger::Trigger {
+        name: "loud-action-t".into(),
+        function: f.name.clone(),
+        topic: "falco.notice.*".into(),
+        when: None,
+    };
+    riposte::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
+    reg.put_trigger(&trigger).await.unwrap();
+    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
+    let backends =
+        riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
+    let config = riposte::runner::RunnerConfig {
+        name: "loud-runner".into(),
+        alert_subjects: vec!["falco.>".into()],
+        max_in_flight: 16,
+        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
+        pooling: false,
+        containers: ContainerSetup { host: Some(podman.host()), ca_bundle: None },
+        metrics: None,
+        streams: Default::default(),
+    };
+    let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
+    publish_body(&nats.client().await, "falco.notice.x", support::alert_json("terminal-shell-k8s")).await;
+    support::wait_until("the result", Duration::from_secs(90), || async {
+        !results(&reg, "loud-action").await.is_empty()
+    })
+    .await;
+    wait_settled(&reg, &trigger).await;
+    let recorded = results(&reg, "loud-action").await;
+    assert_eq!(recorded.len(), 1, "one run: {recorded:?}");
+    let r = &recorded[0];
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let detail = r.detail.as_ref().and_then(|d| d.as_str()).expect("the output is the detail");
+    assert!(detail.len() <= RESULT_DETAIL_BYTES && detail.ends_with("bytes dropped]"), "{}", detail.len());
+    let logs: usize = r.logs.iter().map(|l| l.message.len()).sum();
+    assert!(logs <= RESULT_LOGS_BYTES, "{logs}");
+    assert_eq!(consumer_info(&reg, &trigger).await.num_redelivered, 0);
+    runner.stop().await;
+    assert_none_left(&podman, "loud-action");
+}

@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "state_dir",
         "topic_check",
         "trigger",
+        "truncate",
         "wit",
     ],
     &["dedup", "embedded", "fleet", "nats", "registry", "results", "streams"],

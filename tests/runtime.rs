@@ -156,3 +156,61 @@ fn a_component_for_another_world_is_refused_with_a_clear_error() {
     let err = rt.load(&core_only, "plain.wasm").err().expect("a core module is not a playbook");
     assert!(err.to_string().contains("plain.wasm is not a usable playbook component"), "{err}");
 }
+
+/// The `output` log lines of an execution.
+fn printed(exec: &riposte::execution::Execution) -> Vec<&str> {
+    exec.logs.iter().filter(|l| l.level == "output").map(|l| l.message.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_instance_prints_10_kb_for_each_of_100_alerts_without_trapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let printer = rt.load(&guests::prints(10), "printer").unwrap();
+    let f = rt.function(printer, &function("", ""), recorder().1);
+    let line = "p".repeat(999);
+    for i in 0..100 {
+        let exec = f.handle(&alert()).await;
+        assert_eq!(exec.status, Status::Ok, "alert {i}: {exec:?}");
+        assert_eq!(printed(&exec), vec![line.as_str(); 10], "alert {i} has its own output, whole");
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(f.stats.instantiated.load(Relaxed), 1, "one warm instance served them all");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_printing_past_the_bound_keeps_the_end_and_says_how_much_was_dropped() {
+    use riposte::limits::GUEST_OUTPUT_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let printer = rt.load(&guests::prints(100), "printer").unwrap();
+    let exec = rt.function(printer, &function("", ""), recorder().1).handle(&alert()).await;
+    assert_eq!(exec.status, Status::Ok, "{exec:?}");
+    let kept: usize = printed(&exec).iter().map(|l| l.len() + 1).sum();
+    assert!(kept <= GUEST_OUTPUT_BYTES && kept > GUEST_OUTPUT_BYTES - 1000, "{kept} bytes kept");
+    let note = exec.logs.iter().find(|l| l.level == "warn").expect("a note says what was dropped");
+    assert!(note.message.contains(&format!("{} earlier bytes", 100_000 - GUEST_OUTPUT_BYTES)), "{}", note.message);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_function_stores_objects_in_its_own_namespace_and_gets_back_only_the_key() {
+    use riposte::capability::object_store::DirStore;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let objects = tempfile::tempdir().unwrap();
+    let store = Arc::new(DirStore::new(objects.path().to_owned()));
+    let guest = rt.load(&guests::puts_object(), "putter").unwrap();
+    for name in ["fa", "fb"] {
+        let (_, mut backends) = recorder();
+        backends.object_store = store.clone();
+        let func = Function { name: name.into(), ..function("", "\"object-store\"") };
+        let exec = rt.function(guest.clone(), &func, backends).handle(&alert()).await;
+        assert_eq!((exec.status, exec.message.as_str()), (Status::Ok, "default"), "only the key comes back: {exec:?}");
+        assert_eq!(std::fs::read(objects.path().join(name).join("default")).unwrap(), b"nginx");
+    }
+    // The recording backend of specs sees the namespace too.
+    let (rec, backends) = recorder();
+    let exec = rt.function(guest, &function("", "\"object-store\""), backends).handle(&alert()).await;
+    assert_eq!(exec.message, "default");
+    assert_eq!((rec.calls()[0]["function"].as_str(), rec.calls()[0]["key"].as_str()), (Some("t"), Some("default")));
+}

@@ -54,11 +54,11 @@ pub trait Kubernetes: Send + Sync {
     async fn create_capture_job(&self, job: &CaptureJob) -> CallResult<String>;
 }
 
-/// Object storage.
+/// Object storage: one namespace per function, so functions never see or overwrite each other's objects.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
-    /// Stores an object; returns where.
-    async fn put(&self, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String>;
+    /// Stores an object under `key` in `function`'s namespace; returns the key (never a host path).
+    async fn put(&self, function: &str, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String>;
 }
 
 /// The backends one runner (or one spec case) gives its functions.

@@ -146,9 +146,9 @@ impl Kubernetes for Recorder {
 
 #[async_trait::async_trait]
 impl ObjectStore for Recorder {
-    async fn put(&self, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String> {
-        let f = json!({"key": key, "content_type": content_type, "size": data.len()});
-        self.answer_string("object-store.put", f, &format!("mem://{key}"))
+    async fn put(&self, function: &str, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String> {
+        let f = json!({"function": function, "key": key, "content_type": content_type, "size": data.len()});
+        self.answer_string("object-store.put", f, key)
     }
 }
 
@@ -261,8 +261,8 @@ impl Kubernetes for Scoped {
 
 #[async_trait::async_trait]
 impl ObjectStore for Scoped {
-    async fn put(&self, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String> {
-        current()?.put(key, data, content_type).await
+    async fn put(&self, function: &str, key: &str, data: Vec<u8>, content_type: Option<String>) -> CallResult<String> {
+        current()?.put(function, key, data, content_type).await
     }
 }
 

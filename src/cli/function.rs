@@ -1,5 +1,6 @@
 //! `riposte function deploy | list | delete | logs | top | call`: deployed functions, in the registry.
 
+use super::print::cell;
 use anyhow::{bail, Context, Result};
 use riposte::alert::Alert;
 use riposte::deploy::{self, Source};
@@ -133,13 +134,13 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 }
                 println!(
                     "{:<24} {:<9} {:<14} {:<12} {:<16} {:<36} {}",
-                    name,
+                    cell(&name),
                     f.manifest.kind.as_str(),
-                    short(&f.artifact),
-                    f.runs_on.as_deref().unwrap_or("any"),
-                    if policy.is_empty() { "-".to_owned() } else { policy.join(",") },
-                    if bound.is_empty() { "-".to_owned() } else { bound.join(",") },
-                    f.settings.names().collect::<Vec<_>>().join(",")
+                    cell(short(&f.artifact)),
+                    cell(f.runs_on.as_deref().unwrap_or("any")),
+                    cell(&if policy.is_empty() { "-".to_owned() } else { policy.join(",") }),
+                    cell(&if bound.is_empty() { "-".to_owned() } else { bound.join(",") }),
+                    cell(&f.settings.names().collect::<Vec<_>>().join(","))
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -171,14 +172,14 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             for r in &records {
                 println!(
                     "{:<31} {:<15} {:<7} {:<14} {:<12} {:>9.1}  {:<40} {}",
-                    r.time,
+                    cell(&r.time),
                     r.status.as_str(),
                     r.attempt,
                     r.disposition.as_str(),
-                    r.runner,
+                    cell(&r.runner),
                     r.duration_us as f64 / 1000.0,
-                    r.subject,
-                    r.message.lines().next().unwrap_or_default()
+                    cell(&r.subject),
+                    cell(r.message.lines().next().unwrap_or_default())
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -268,7 +269,7 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         };
         out.push_str(&format!(
             "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10.2} {:>10.2}\n",
-            name,
+            cell(name),
             row.runs,
             row.failures,
             row.retries,

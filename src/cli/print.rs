@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use riposte::execution::Execution;
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,18 +12,38 @@ pub fn execution(exec: &Execution, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(exec)?);
     } else {
-        println!("{}: {}", exec.status.as_str(), exec.message);
+        println!("{}: {}", exec.status.as_str(), cell(&exec.message));
         if let Some(detail) = &exec.detail {
-            println!("detail: {detail}");
+            println!("detail: {}", cell(&detail.to_string()));
         }
         for line in &exec.logs {
-            println!("[{}] {}", line.level, line.message);
+            println!("[{}] {}", cell(&line.level), cell(&line.message));
         }
         for call in &exec.host_calls {
-            println!("dry run, not made: {call}");
+            println!("dry run, not made: {}", cell(&call.to_string()));
         }
     }
     Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Text from an alert, a playbook or the registry, safe to print in a table: control characters (ESC, CR,
+/// BEL, backspace, newline, the C1 set) and the bidirectional overrides are written as escapes (`\u{1b}`), so
+/// no cell can move the cursor, recolour, retitle or rewrite the terminal. Every cell the CLI prints goes
+/// through here.
+pub fn cell(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Reads an alert file, or stdin for `-`.
@@ -53,6 +74,13 @@ pub fn one_line(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(super::cell("falco.error.x"), "falco.error.x");
+        assert_eq!(super::cell("a\u{1b}[2Jb\r\n\u{9b}c\u{202e}"), "a\\u{1b}[2Jb\\u{d}\\u{a}\\u{9b}c\\u{202e}");
+        assert_eq!(super::cell("é ✓"), "é ✓");
+    }
+
     #[test]
     fn causes_already_shown_are_not_repeated() {
         let e =

@@ -1,6 +1,7 @@
 //! `riposte runner list`: the runners on this NATS, from their heartbeats, and functions pinned to a runner no
 //! one is running.
 
+use super::print::cell;
 use anyhow::Result;
 use riposte::fleet::{self, RunnerStatus, UnservedPin};
 use riposte::state_dir::StateDir;
@@ -10,9 +11,10 @@ use std::process::ExitCode;
 pub enum Command {
     /// Runners that sent a heartbeat (every 5 s; gone after 15 s without one, forgotten after 10 min):
     /// host, version, start, functions served (* = pinned here), alerts in flight, handled and failed since
-    /// start, container engine and Kubernetes access; under each runner, per trigger with a condition or dedup,
-    /// alerts matched, rejected, whose condition failed to evaluate, and deduplicated. Warns about functions
-    /// pinned (--runs-on) to a runner that no one is running.
+    /// start, results and dead letters it could not store since start (UNSTORED: their alerts were settled
+    /// anyway), container engine and Kubernetes access; under each runner, per trigger with a condition or
+    /// dedup, alerts matched, rejected, whose condition failed to evaluate, and deduplicated. Warns about
+    /// functions pinned (--runs-on) to a runner that no one is running.
     List {
         /// One JSON object: {"runners": [...], "unserved_pins": [...]}.
         #[arg(long)]
@@ -44,7 +46,7 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
 
 fn print_table(runners: &[RunnerStatus]) {
     println!(
-        "{:<20} {:<6} {:<20} {:<8} {:<20} {:>9} {:>9} {:>8} {:>6} {:<10} {:<10} FUNCTIONS",
+        "{:<20} {:<6} {:<20} {:<8} {:<20} {:>9} {:>9} {:>8} {:>6} {:>8} {:<10} {:<10} FUNCTIONS",
         "NAME",
         "STATUS",
         "HOST",
@@ -54,6 +56,7 @@ fn print_table(runners: &[RunnerStatus]) {
         "IN-FLIGHT",
         "HANDLED",
         "FAILED",
+        "UNSTORED",
         "CONTAINERS",
         "KUBERNETES"
     );
@@ -64,24 +67,29 @@ fn print_table(runners: &[RunnerStatus]) {
         let seen = format!("{}s ago", r.seconds_since);
         let functions = if functions.is_empty() { "-".to_owned() } else { functions.join(",") };
         println!(
-            "{:<20} {:<6} {:<20} {:<8} {:<20} {:>9} {:>9} {:>8} {:>6} {:<10} {:<10} {}",
-            h.name,
+            "{:<20} {:<6} {:<20} {:<8} {:<20} {:>9} {:>9} {:>8} {:>6} {:>8} {:<10} {:<10} {}",
+            cell(&h.name),
             if r.gone { "gone" } else { "alive" },
-            h.host,
-            h.version,
-            h.started_at.get(..19).unwrap_or(&h.started_at),
+            cell(&h.host),
+            cell(&h.version),
+            cell(h.started_at.get(..19).unwrap_or(&h.started_at)),
             seen,
             h.in_flight,
             h.handled,
             h.failed,
+            h.unstored,
             if h.container_engine.available { "yes" } else { "no" },
             if h.kubernetes.available { "yes" } else { "no" },
-            functions
+            cell(&functions)
         );
         for (trigger, c) in &h.policy {
             println!(
-                "  trigger {trigger}: matched {}, rejected {}, condition errors {}, deduplicated {}",
-                c.matched, c.rejected, c.errors, c.deduplicated
+                "  trigger {}: matched {}, rejected {}, condition errors {}, deduplicated {}",
+                cell(trigger),
+                c.matched,
+                c.rejected,
+                c.errors,
+                c.deduplicated
             );
         }
     }
@@ -92,6 +100,8 @@ fn warning(pin: &UnservedPin) -> String {
     format!(
         "function {} is pinned (--runs-on) to runner {}, which {why}: its alerts wait in JetStream until \
          `riposte run --name {}` starts (or redeploy it without --runs-on)",
-        pin.function, pin.runs_on, pin.runs_on
+        cell(&pin.function),
+        cell(&pin.runs_on),
+        cell(&pin.runs_on)
     )
 }

@@ -1,5 +1,6 @@
 //! `riposte trigger create | list | delete`: subject patterns bound to functions.
 
+use super::print::cell;
 use anyhow::{Context, Result};
 use riposte::deploy;
 use riposte::rules::RuleSet;
@@ -74,7 +75,14 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
                 let pattern = Pattern::parse(&t.topic);
                 let filter = pattern.as_ref().map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
                 let when = t.when.as_deref().unwrap_or("-");
-                println!("{:<32} {:<24} {:<32} {:<24} {}", name, t.function, t.topic, filter, when);
+                println!(
+                    "{:<32} {:<24} {:<32} {:<24} {}",
+                    cell(&name),
+                    cell(&t.function),
+                    cell(&t.topic),
+                    cell(&filter),
+                    cell(when)
+                );
                 if let (Some(rules), Ok(pattern)) = (&rules, &pattern) {
                     print_matches(rules, pattern);
                 }

@@ -9,6 +9,11 @@
 //! | failed / timeout, last attempt (`limits.max_deliver`) | `dead-lettered` | dead letter stored, then Term |
 //! | malformed alert, or a failure that cannot succeed later | `terminated` | Term |
 //!
+//! Records always fit (see `results`). Storing one is tried `RECORD_PUBLISH_ATTEMPTS` times; if it still fails
+//! (NATS unreachable, stream full), the failure is logged and counted and the alert is settled as the table says
+//! anyway: a record that cannot be stored never makes a reaction run again. JetStream's own `max_deliver`
+//! (`limits.max_deliver` + `MAX_DELIVER_BACKSTOP`) ends redelivery even if a runner never settles an alert.
+//!
 //! A redelivered alert (attempt > 1) whose reaction already succeeded — its `ok` result is stored, the runner
 //! stopped before the ack — is acked without running again.
 //!
@@ -27,13 +32,15 @@ use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
-use crate::limits::{DRAIN_TIMEOUT, REDELIVERY_SLACK};
+use crate::limits::{DRAIN_TIMEOUT, RECORD_PUBLISH_ATTEMPTS, RECORD_PUBLISH_RETRY, REDELIVERY_SLACK};
 use crate::metrics::TriggerMetrics;
 use crate::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
 use crate::shutdown::Shutdown;
+use crate::streams::StreamError;
 use crate::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -202,9 +209,9 @@ impl Dispatcher {
 
     /// Runs the function on one alert and settles it with JetStream.
     async fn settle(&self, msg: jetstream::Message, handler: &dyn Handler) {
-        let (attempt, published) = match msg.info() {
-            Ok(info) => (u32::try_from(info.delivered).unwrap_or(1).max(1), info.published),
-            Err(_) => (1, time::OffsetDateTime::now_utc()),
+        let (attempt, published, sequence) = match msg.info() {
+            Ok(info) => (u32::try_from(info.delivered).unwrap_or(1).max(1), info.published, info.stream_sequence),
+            Err(_) => (1, time::OffsetDateTime::now_utc(), 0),
         };
         let published_ns = published.unix_timestamp_nanos();
         let subject = msg.subject.to_string();
@@ -278,65 +285,63 @@ impl Dispatcher {
             if disposition == Disposition::Retry {
                 record.retry_in_ms = Some(retry_in.as_millis() as u64);
             }
-            if let Err(e) = results::publish_result(&self.ctx.js, &record).await {
-                // Without its result stored the alert is not settled: JetStream redelivers it.
-                tracing::error!(error = %e, "result not stored; the alert will be delivered again");
-                self.metrics.settled("not-stored");
-                ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                return;
-            }
+            self.store("result", || results::publish_result(&self.ctx.js, &record)).await;
             let kind = match disposition {
                 Disposition::Retry => AckKind::Nak(Some(retry_in)),
                 Disposition::Acked | Disposition::DryRun | Disposition::Deduplicated => AckKind::Ack,
                 Disposition::Terminated => AckKind::Term,
                 Disposition::DeadLettered => {
-                    let letter = DeadLetter {
-                        function: self.function.name.clone(),
-                        trigger: self.trigger.name.clone(),
-                        runner: self.ctx.runner.clone(),
-                        subject: subject.clone(),
-                        alert_uuid: uuid.clone(),
-                        attempts: attempt,
-                        status: exec.status,
-                        error: exec.message.clone(),
-                        alert: String::from_utf8_lossy(&msg.payload).into_owned(),
-                        time: record.time.clone(),
-                    };
-                    match results::publish_deadletter(&self.ctx.js, &letter).await {
-                        Ok(()) => {
-                            self.metrics.dead_lettered();
-                            AckKind::Term
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "dead letter not stored; the alert will be delivered again");
-                            AckKind::Nak(Some(Duration::from_secs(1)))
-                        }
+                    let letter = DeadLetter::new(&delivery, &exec, &msg.payload, sequence, record.time.clone());
+                    if self.store("dead letter", || results::publish_deadletter(&self.ctx.js, &letter)).await {
+                        self.metrics.dead_lettered();
                     }
+                    AckKind::Term
                 }
             };
-            let stored = !matches!(kind, AckKind::Nak(_)) || disposition == Disposition::Retry;
-            self.metrics.settled(if stored { disposition.as_str() } else { "not-stored" });
+            self.metrics.settled(disposition.as_str());
             ack(&msg, kind).await;
         }
         .instrument(span)
         .await
     }
 
-    /// Acks a duplicate with its `deduplicated` result (stored first: without it the alert is redelivered).
+    /// Acks a duplicate with its `deduplicated` result (stored like any result: tried, then settled anyway).
     async fn duplicate(&self, msg: &jetstream::Message, delivery: &Delivery<'_>, window: Duration) {
         let exec = Execution::refused(
             Status::Ok,
             format!("not run: an alert with the same dedup key ran within the {}s window", window.as_secs()),
         );
         let record = ResultRecord::new(delivery, &exec, Disposition::Deduplicated);
-        let kind = match results::publish_result(&self.ctx.js, &record).await {
-            Ok(()) => AckKind::Ack,
-            Err(e) => {
-                tracing::error!(error = %e, "result not stored; the alert will be delivered again");
-                AckKind::Nak(Some(Duration::from_secs(1)))
+        self.store("result", || results::publish_result(&self.ctx.js, &record)).await;
+        ack(msg, AckKind::Ack).await;
+    }
+
+    /// Stores a record, trying `RECORD_PUBLISH_ATTEMPTS` times with a doubling delay; after the last failure it is
+    /// logged and counted (metric `riposte_records_unstored_total`, the heartbeat's `unstored`,
+    /// `Runner::unstored_records`), and the caller settles the alert anyway. Whether it was stored.
+    async fn store<F, Fut>(&self, what: &str, mut publish: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), StreamError>>,
+    {
+        let mut delay = RECORD_PUBLISH_RETRY;
+        for tried in 1..=RECORD_PUBLISH_ATTEMPTS {
+            match publish().await {
+                Ok(()) => return true,
+                Err(e) if tried < RECORD_PUBLISH_ATTEMPTS => {
+                    tracing::warn!(error = %e, record = what, tried, "record not stored; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    let unstored = self.ctx.counters.unstored();
+                    self.metrics.unstored();
+                    let why = "record not stored; the alert is settled without it";
+                    tracing::error!(error = %e, record = what, tried, unstored, "{why}");
+                }
             }
-        };
-        ack(msg, kind).await;
+        }
+        false
     }
 
     /// Whether this function already handled the alert: a redelivery after a runner stopped between the reaction

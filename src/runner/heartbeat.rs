@@ -16,6 +16,8 @@ use tokio::sync::Semaphore;
 pub(crate) struct Counters {
     handled: AtomicU64,
     failed: AtomicU64,
+    /// Results and dead letters that could not be stored (their alerts were settled anyway).
+    unstored: AtomicU64,
 }
 
 impl Counters {
@@ -23,6 +25,16 @@ impl Counters {
     pub fn record(&self, ok: bool) {
         let counter = if ok { &self.handled } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one record that could not be stored; the count so far, this one included.
+    pub fn unstored(&self) -> u64 {
+        self.unstored.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Records that could not be stored since the runner started.
+    pub fn unstored_total(&self) -> u64 {
+        self.unstored.load(Ordering::Relaxed)
     }
 }
 
@@ -79,6 +91,7 @@ fn heartbeat(s: &Sources, containers: &Access) -> Heartbeat {
         in_flight: s.max_in_flight.saturating_sub(s.in_flight.available_permits()) as u64,
         handled: s.counters.handled.load(Ordering::Relaxed),
         failed: s.counters.failed.load(Ordering::Relaxed),
+        unstored: s.counters.unstored_total(),
         container_engine: containers.clone(),
         kubernetes: s.kubernetes.clone(),
         policy: s

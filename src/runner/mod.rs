@@ -141,6 +141,12 @@ impl Runner {
         Ok(Runner { stopper, task, heartbeat, observed, client, ctx })
     }
 
+    /// How many results and dead letters this runner could not store (each alert was settled anyway; each
+    /// failure is logged).
+    pub fn unstored_records(&self) -> u64 {
+        self.ctx.counters.unstored_total()
+    }
+
     /// Names of the triggers this runner is dispatching now.
     pub fn active_triggers(&self) -> BTreeSet<String> {
         self.observed.active.lock().unwrap().keys().cloned().collect()

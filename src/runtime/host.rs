@@ -4,17 +4,18 @@
 use crate::capability::{denied, Backends, Grants};
 use crate::execution::LogLine;
 use crate::function::Settings;
-use crate::limits::MAX_LOG_LINES;
+use crate::limits::{LOG_LINE_BYTES, MAX_LOG_LINES, OBJECT_KEY_BYTES};
 use crate::manifest::KubernetesVerb;
 use crate::wit::riposte::playbook as wit;
 use crate::wit::CallError;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// What a function's calls are checked against and served by; shared by all its instances.
 pub(crate) struct FunctionContext {
+    /// The function's name: its namespace in the object store.
+    pub name: String,
     pub settings: Settings,
     /// Values to redact from everything the function's executions report.
     pub secrets: Vec<String>,
@@ -41,7 +42,8 @@ pub(crate) struct HostState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limiter: MemoryLimiter,
-    pub output: MemoryOutputPipe,
+    /// The guest's stdout and stderr, taken after each alert.
+    pub output: super::output::GuestOutput,
     pub func: std::sync::Arc<FunctionContext>,
     pub call: CallState,
 }
@@ -132,7 +134,9 @@ impl wit::log::Host for HostState {
             wit::log::Level::Warn => "warn",
             wit::log::Level::Error => "error",
         };
+        // Redacted before it is cut, so a cut cannot leave half a secret unrecognised.
         let message = crate::function::redact(&self.func.secrets, &message);
+        let message = crate::truncate::truncate(&message, LOG_LINE_BYTES).into_owned();
         self.call.logs.push(LogLine { level: level.to_owned(), message });
     }
 }
@@ -224,8 +228,12 @@ impl wit::object_store::Host for HostState {
         if !self.func.grants.object_store {
             return Err(self.refuse("object-store"));
         }
+        if key.len() > OBJECT_KEY_BYTES {
+            let why = format!("object key of {} bytes: at most {OBJECT_KEY_BYTES} are allowed", key.len());
+            return Err(crate::capability::rejected("BadRequest", why, 400));
+        }
         let store = self.func.backends.object_store.clone();
-        store.put(&key, data, content_type).await
+        store.put(&self.func.name, &key, data, content_type).await
     }
 }
 

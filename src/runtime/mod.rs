@@ -7,14 +7,19 @@
 
 pub mod cache;
 pub(crate) mod host;
+pub(crate) mod output;
 
 use crate::alert::Alert;
 use crate::capability::{Backends, Grants};
 use crate::execution::{Execution, Status};
 use crate::function::Function;
-use crate::limits::{self, Limits, EPOCH_TICK, GUEST_OUTPUT_BYTES, MAX_MEMORY_MB, POOL_INSTANCES, TIMEOUT_SLACK};
+use crate::limits::{
+    self, Limits, EPOCH_TICK, LOG_LINE_BYTES, MAX_LOG_LINES, MAX_MEMORY_MB, POOL_INSTANCES, TIMEOUT_SLACK,
+};
+use crate::truncate::truncate;
 use crate::wit::{Outcome, Playbook, PlaybookPre, WitAlert};
 use host::{CallState, FunctionContext, HostState, MemoryExceeded, MemoryLimiter};
+use output::GuestOutput;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// How to build the runtime.
 #[derive(Debug, Clone)]
@@ -115,6 +119,7 @@ impl Runtime {
     /// A function of this runtime: the component with the function's settings, grants and limits.
     pub fn function(&self, component: Arc<LoadedComponent>, function: &Function, backends: Backends) -> WasmFunction {
         let ctx = FunctionContext {
+            name: function.name.clone(),
             grants: Grants::for_function(function),
             allow_daemonset: function
                 .settings
@@ -239,7 +244,7 @@ impl WasmFunction {
                 let t = Instant::now();
                 match self.instantiate().await {
                     Ok(w) => (w, t.elapsed().as_micros() as u64),
-                    Err(e) => return self.classify(e, None),
+                    Err(e) => return self.classify(e),
                 }
             }
         };
@@ -248,6 +253,8 @@ impl WasmFunction {
         warm.store.set_epoch_deadline(1);
         let result = warm.playbook.call_handle(&mut warm.store, &to_wit(alert)).await;
         let call = std::mem::take(&mut warm.store.data_mut().call);
+        // This alert's output (and, on a fresh instance, its start code's): taken now, so the next alert starts empty.
+        let output = warm.store.data().output.take();
         let mut exec = match result {
             Ok(Ok(outcome)) => match call.denied.clone() {
                 // The guest ignored a refusal: the function is misconfigured, say so rather than "ok".
@@ -255,10 +262,7 @@ impl WasmFunction {
                 None => ok_execution(outcome),
             },
             Ok(Err(err)) => Execution::from_call_error(err),
-            Err(e) => {
-                let tail = guest_output_tail(&warm.store.data().output);
-                self.classify(e, tail)
-            }
+            Err(e) => self.classify(e),
         };
         exec.instantiate_us = instantiate_us;
         exec.retry_after_ms = call.retry_after.map(|d| d.as_millis() as u64);
@@ -269,6 +273,7 @@ impl WasmFunction {
                 message: format!("{} more log lines dropped", call.dropped_logs),
             });
         }
+        exec.logs.extend(self.output_lines(&output));
         if exec.is_ok() && warm.uses < self.limits.reuse {
             self.idle.lock().unwrap().push(warm);
         } else if !exec.is_ok() {
@@ -278,7 +283,7 @@ impl WasmFunction {
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
-        let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+        let output = GuestOutput::new();
         let wasi = wasmtime_wasi::WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
         let state = HostState {
             wasi,
@@ -302,7 +307,7 @@ impl WasmFunction {
         Ok(Warm { store, playbook, uses: 0 })
     }
 
-    fn classify(&self, e: wasmtime::Error, stderr_tail: Option<String>) -> Execution {
+    fn classify(&self, e: wasmtime::Error) -> Execution {
         let (status, message) = if e.downcast_ref::<DeadlineExceeded>().is_some() {
             (Status::Timeout, self.timeout_message())
         } else if let Some(mem) = e.downcast_ref::<MemoryExceeded>() {
@@ -312,14 +317,33 @@ impl WasmFunction {
         } else {
             (Status::Trap, format!("the playbook failed: {e:#}"))
         };
-        let mut exec = Execution::refused(status, message);
-        if let Some(tail) = stderr_tail.filter(|t| !t.trim().is_empty()) {
-            exec.logs.push(crate::execution::LogLine {
-                level: "error".into(),
-                message: crate::function::redact(&self.ctx.secrets, &tail),
+        Execution::refused(status, message)
+    }
+
+    /// What the guest printed during one alert, as log lines of level `output` (the last `MAX_LOG_LINES`
+    /// non-empty ones, each cut at `LOG_LINE_BYTES`, secrets redacted), after a line saying how much of it was
+    /// dropped, if any.
+    fn output_lines(&self, output: &output::Captured) -> Vec<crate::execution::LogLine> {
+        let line = |text: &str| crate::execution::LogLine {
+            level: "output".into(),
+            message: truncate(&crate::function::redact(&self.ctx.secrets, text), LOG_LINE_BYTES).into_owned(),
+        };
+        let mut lines: Vec<&str> = output.text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
+        lines.drain(..skipped);
+        let mut out = Vec::with_capacity(lines.len() + 1);
+        if output.dropped > 0 || skipped > 0 {
+            out.push(crate::execution::LogLine {
+                level: "warn".into(),
+                message: format!(
+                    "output: {} earlier bytes and {skipped} earlier lines dropped (the last {} bytes and {MAX_LOG_LINES} lines of an alert's output are kept)",
+                    output.dropped,
+                    limits::GUEST_OUTPUT_BYTES
+                ),
             });
         }
-        exec
+        out.extend(lines.into_iter().map(line));
+        out
     }
 }
 
@@ -341,15 +365,6 @@ impl crate::execution::Handler for WasmFunction {
 fn ok_execution(outcome: Outcome) -> Execution {
     let detail = outcome.detail.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
     Execution { detail, ..Execution::refused(Status::Ok, outcome.message) }
-}
-
-/// The end of what the guest wrote to stdout and stderr (a Python traceback), read only after a crash.
-fn guest_output_tail(output: &MemoryOutputPipe) -> Option<String> {
-    let all = output.contents();
-    let text = String::from_utf8_lossy(&all);
-    let start = text.len().saturating_sub(4000);
-    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
-    Some(text[start..].to_owned())
 }
 
 fn to_wit(alert: &Alert) -> WitAlert {

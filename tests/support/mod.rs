@@ -1,7 +1,7 @@
 //! Shared test support, so no test copies setup: tiny guest components built from WAT against the real
 //! `wit/playbook.wit` ([`guests`]), a real nats-server ([`nats`]), a Podman API service ([`podman`]), the
-//! Kubernetes API emulator ([`kube`]), certificates and JWTs for secured NATS ([`secure`]), paths, sample
-//! alerts, and waiting on a condition with a deadline.
+//! Kubernetes API emulator ([`kube`]), certificates and JWTs for secured NATS ([`secure`]), the trigger engine's
+//! parts ([`runner`]), paths, sample alerts, and waiting on a condition with a deadline.
 #![allow(dead_code)]
 
 pub mod cluster;

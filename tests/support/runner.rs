@@ -1,5 +1,6 @@
 //! Driving the trigger engine from tests: deploy a guest component with a trigger, start an in-process
-//! runner with recorded capabilities, publish alerts, read results, scrape a metrics endpoint.
+//! runner with recorded capabilities, publish alerts, read results, wait for a trigger's consumer to settle
+//! everything, scrape a metrics endpoint.
 
 use async_nats::jetstream;
 use riposte::capability::recording::Recorder;
@@ -25,6 +26,15 @@ pub async fn registry(client: async_nats::Client, streams: &StreamSettings) -> R
 
 /// Deploys `bytes` as function `name` with `[limits]` lines `limits`, and trigger `<name>-t` on `topic`.
 pub async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, topic: &str) -> Function {
+    let f = deploy_function(reg, name, bytes, limits).await;
+    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
+    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    reg.put_trigger(&t).await.unwrap();
+    f
+}
+
+/// Deploys `bytes` as function `name` with `[limits]` lines `limits`, without a trigger.
+pub async fn deploy_function(reg: &Registry, name: &str, bytes: &[u8], limits: &str) -> Function {
     let artifact = reg.put_artifact(bytes).await.unwrap();
     let manifest = Manifest::parse(&format!("name = \"{name}\"\nkind = \"wasm\"\n[limits]\n{limits}\n")).unwrap();
     let f = Function {
@@ -36,10 +46,12 @@ pub async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, topi
         policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
-    reg.put_trigger(&t).await.unwrap();
     f
+}
+
+/// The trigger `name`, as deployed.
+pub async fn trigger(reg: &Registry, name: &str) -> Trigger {
+    reg.trigger(name).await.unwrap().unwrap_or_else(|| panic!("no trigger {name}"))
 }
 
 /// A runner named `name` on `client`, with recorded capabilities and `metrics` when given.
@@ -61,8 +73,13 @@ pub async fn runner(client: async_nats::Client, name: &str, metrics: Option<ripo
 
 /// A falcosidekick-shaped alert.
 pub fn alert(uuid: &str) -> String {
+    alert_with(uuid, "12:00:00.000000000: Error Write below binary dir (user=root)")
+}
+
+/// A falcosidekick-shaped alert with this output.
+pub fn alert_with(uuid: &str, output: &str) -> String {
     serde_json::json!({
-        "uuid": uuid, "output": "12:00:00.000000000: Error Write below binary dir (user=root)", "priority": "Error",
+        "uuid": uuid, "output": output, "priority": "Error",
         "rule": "Write below binary dir", "time": "2024-05-17T15:31:56.746609046Z",
         "output_fields": {"user.name": "root", "evt.time": 1}, "source": "syscall", "hostname": "h", "tags": []
     })
@@ -79,6 +96,13 @@ pub async fn publish(client: &async_nats::Client, subject: &str, prefix: &str, n
     // A request on the same connection returns after the server read every publish before it.
     client.request("$JS.API.INFO", bytes::Bytes::new()).await.unwrap();
     uuids
+}
+
+/// Publishes one alert body with core NATS and returns once the server has read it.
+pub async fn publish_body(client: &async_nats::Client, subject: &str, body: String) {
+    client.publish(subject.to_owned(), body.into()).await.unwrap();
+    client.flush().await.unwrap();
+    client.request("$JS.API.INFO", bytes::Bytes::new()).await.unwrap();
 }
 
 /// Every result of `function`.
@@ -132,4 +156,23 @@ pub async fn scrape(addr: &str) -> Exposition {
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     Exposition::parse(&body)
+}
+
+/// The state of a trigger's consumer.
+pub async fn consumer_info(reg: &Registry, trigger: &Trigger) -> jetstream::consumer::Info {
+    let mut c: jetstream::consumer::PullConsumer = reg
+        .jetstream()
+        .get_consumer_from_stream(trigger.consumer_name(), riposte::streams::ALERT_STREAM)
+        .await
+        .unwrap();
+    c.info().await.unwrap().clone()
+}
+
+/// Waits until nothing of the trigger's consumer is pending or waiting for an ack: every alert is settled.
+pub async fn wait_settled(reg: &Registry, trigger: &Trigger) {
+    super::wait_until("every alert settled", std::time::Duration::from_secs(60), || async {
+        let info = consumer_info(reg, trigger).await;
+        info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence > 0
+    })
+    .await;
 }
