@@ -1,11 +1,14 @@
 //! `riposte doctor`: checks a machine and its NATS before it goes live, each check ok, warning or failure with
-//! what to do. It only reads (the one write is the clock probe, a key put and purged in the runners bucket), so
-//! it is safe against a production NATS.
+//! what to do. It changes nothing that lasts: the clock probe is a key put and purged in the runners bucket,
+//! the container probe is created, started (with an entrypoint that does not exist) and removed, and the
+//! permission probes below are refused by the server. It is safe against a production NATS.
 //!
 //! Checks, in order: NATS reachable with the credentials given; JetStream enabled; riposte's streams and
-//! buckets present (and replicated when the server is clustered); this clock against the server's; the
-//! container engine (when a container function is deployed or `--container-host` is given); Kubernetes
-//! configured and allowing, per SelfSubjectAccessReview, every verb the deployed functions need; the compile cache writable; the proxy and CA bundle usable.
+//! buckets present (and replicated when the server is clustered); this clock against the server's; the NATS
+//! permissions of each `--role`; the container engine, starting a probe container (when a container function
+//! is deployed or `--container-host` is given); Kubernetes configured and allowing, per
+//! SelfSubjectAccessReview, every verb the deployed functions need; the compile cache writable; the proxy and
+//! CA bundle usable.
 //! A failure of NATS or JetStream skips the checks that need them.
 //!
 //! NATS permissions are probed, not read (nats-server 2.9 has no API that tells a client its permissions): each
@@ -466,13 +469,77 @@ async fn container_engine(config: &DoctorConfig, functions: &BTreeMap<String, Fu
         }
     }
     if missing.is_empty() {
-        Check::ok(name, format!("{} answers; every deployed container function's image is there", engine.host()))
+        let Some(function) = needed.first() else {
+            return Check::ok(name, format!("{} answers (no container function deployed to try)", engine.host()));
+        };
+        match start_probe(&engine, function).await {
+            Ok(()) => Check::ok(
+                name,
+                format!(
+                    "{} answers, holds every deployed container function's image, and starts a sandboxed \
+                     container of {} (its entrypoint replaced by one that does not exist: nothing ran)",
+                    engine.host(),
+                    function.artifact
+                ),
+            ),
+            Err(why) => Check::failure(
+                name,
+                format!("{} answers but cannot start a container of {}: {why}", engine.host(), function.artifact),
+                "run `podman run --rm IMAGE` (or docker) by hand to see the same error; rootless Podman without \
+                 systemd needs a containers.conf with runtime = \"runc\" and cgroup_manager = \"cgroupfs\" \
+                 (README, container actions)",
+            ),
+        }
     } else {
         Check::warning(
             name,
             format!("{} answers but lacks image {}", engine.host(), missing.join(", ")),
             "deploy the function from this machine (it builds the image) or pull the image here",
         )
+    }
+}
+
+/// Creates and starts a container of `function`'s image with its sandbox (no settings, no alert) and an
+/// entrypoint that does not exist: the engine got as far as the runtime's exec when the start fails with
+/// "not found" (nothing ran). The container is removed whatever happens.
+async fn start_probe(engine: &crate::container::ContainerEngine, function: &Function) -> Result<(), String> {
+    use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+    const ENTRYPOINT: &str = "/riposte-doctor-probe";
+    let probe = Function { settings: Default::default(), ..(*function).clone() };
+    let alert = crate::alert::Alert::parse(br#"{"output":"riposte doctor","priority":"Debug","rule":"doctor","time":"2024-01-01T00:00:00Z","output_fields":{}}"#)
+        .map_err(|e| e.to_string())?;
+    let mut body = crate::container::sandbox::create_body(&probe, &function.artifact, &alert, &Default::default());
+    body.entrypoint = Some(vec![ENTRYPOINT.to_owned()]);
+    body.cmd = None;
+    body.env = Some(vec!["HOME=/tmp".to_owned()]);
+    body.labels = Some(std::collections::HashMap::from([("riposte.doctor".to_owned(), "probe".to_owned())]));
+    (body.attach_stdin, body.open_stdin, body.stdin_once) = (Some(false), Some(false), Some(false));
+    let docker = engine.docker();
+    let options = CreateContainerOptions {
+        name: Some(format!("riposte-doctor-{}", uuid::Uuid::new_v4().simple())),
+        ..Default::default()
+    };
+    let id = tokio::time::timeout(REQUEST_TIMEOUT, docker.create_container(Some(options), body))
+        .await
+        .map_err(|_| "no answer to creating it within 5 s".to_owned())?
+        .map_err(|e| format!("creating it failed: {}", crate::container::short(&e)))?
+        .id;
+    let started = tokio::time::timeout(REQUEST_TIMEOUT * 6, docker.start_container(&id, None)).await;
+    let remove = RemoveContainerOptions { force: true, ..Default::default() };
+    let _ = docker.remove_container(&id, Some(remove)).await;
+    match started {
+        Err(_) => Err("no answer to starting it within 30 s".to_owned()),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let why = crate::container::short(&e);
+            let lower = why.to_ascii_lowercase();
+            if lower.contains("riposte-doctor-probe") && (lower.contains("not found") || lower.contains("no such file"))
+            {
+                Ok(())
+            } else {
+                Err(format!("starting it failed: {why}"))
+            }
+        }
     }
 }
 

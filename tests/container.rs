@@ -306,3 +306,28 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
     runner.stop().await;
     assert_none_left(&podman, "loud-action");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none() {
+    let podman = Podman::start();
+    let nats = support::nats::TestNats::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    riposte::streams::ensure(&js, None).await.unwrap();
+    let registry = riposte::registry::Registry::open(&js).await.unwrap();
+    let f = container_fn("doctored", "echo never run", "", &[("TOKEN", "s3cr3t-doctor")]);
+    registry.put_function(&f).await.unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(["doctor", "--json", "--nats", &nats.url(), "--container-host", &podman.host()])
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .output()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let check = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "container engine").unwrap();
+    assert_eq!(check["level"], "ok", "{report:#}");
+    assert!(check["detail"].as_str().unwrap().contains("starts a sandboxed container"), "{check}");
+    assert!(!out.stdout.windows(13).any(|w| w == b"s3cr3t-doctor"), "no setting in the report");
+    assert!(podman.containers_with("riposte.doctor=probe").is_empty(), "the probe container was removed");
+    assert_none_left(&podman, "doctored");
+}
