@@ -98,6 +98,14 @@ impl Settings {
                     known: manifest.settings.keys().cloned().collect::<Vec<_>>().join(", "),
                 });
             }
+            let spec = &manifest.settings[name];
+            if !value.is_empty() || spec.required {
+                spec.kind.check(value).map_err(|why| SettingsError::Invalid {
+                    playbook: manifest.name.clone(),
+                    name: name.clone(),
+                    why,
+                })?;
+            }
             values.insert(name.clone(), value.clone());
         }
         for (name, spec) in &manifest.settings {
@@ -140,6 +148,9 @@ pub enum SettingsError {
     Missing { playbook: String, name: String },
     #[error("playbook {playbook} has no setting {name} (it takes: {known})")]
     Unknown { playbook: String, name: String, known: String },
+    /// The value is not of the setting's type; `why` never contains the value.
+    #[error("setting {name} of playbook {playbook} {why}")]
+    Invalid { playbook: String, name: String, why: String },
     #[error("setting {0:?} is not KEY=VALUE")]
     Malformed(String),
 }
@@ -208,6 +219,32 @@ default = "red"
             ("KEY".to_owned(), "falco/alert".to_owned()),
         ]);
         assert_eq!(s.secret_values(&m), vec!["s3cr3t".to_owned()]);
+    }
+
+    #[test]
+    fn typed_settings_are_checked_without_showing_the_value() {
+        let m = Manifest::parse(
+            "name = \"x\"\nkind = \"wasm\"\n[settings.HOOK]\ntype = \"url\"\n[settings.ON]\ntype = \"bool\"\n[settings.N]\ntype = \"integer\"\n",
+        )
+        .unwrap();
+        let resolve = |k: &str, v: &str| Settings::resolve(&m, &[(k.into(), v.into())]).map_err(|e| e.to_string());
+        assert!(resolve("HOOK", "https://hooks.example.com/x").is_ok());
+        assert!(resolve("ON", "Yes").is_ok() && resolve("N", "42").is_ok());
+        let cases = [
+            ("HOOK", "127.0.0.1:9/s3cr3t", "setting HOOK of playbook x is not a URL: it has no scheme"),
+            ("HOOK", "ftp://h/s3cr3t", "is not an http:// or https:// URL"),
+            ("ON", "s3cr3t", "setting ON of playbook x must be true or false"),
+            ("N", "s3cr3t", "setting N of playbook x must be a whole number"),
+        ];
+        for (k, v, want) in cases {
+            let e = resolve(k, v).unwrap_err();
+            assert!(e.contains(want), "{k}={v}: {e}");
+            assert!(!e.contains("s3cr3t"), "the value is not shown: {e}");
+        }
+        let e =
+            Manifest::parse("name = \"x\"\nkind = \"wasm\"\n[settings.N]\ntype = \"integer\"\ndefault = \"many\"\n")
+                .unwrap_err();
+        assert_eq!(e, "the default of setting N must be a whole number");
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! ```text
 //! runner                       registry watch → one dispatcher per trigger → settle with JetStream
 //! deploy, spec, builder,       library operations the CLI calls: write functions and triggers, run specs,
-//!   handlers                   build playbooks, turn a deployed function into a handler
+//!   handlers, scaffold         build playbooks, turn a deployed function into a handler, create playbooks
 //! runtime | container          run one function on one alert (WASM component | container action)
 //! capability                   what a playbook may do: traits, real and recording backends, grants
 //! registry, results, streams,  NATS: definitions and artifacts, execution records, streams and consumers,
 //!   dedup, nats, embedded      dedup keys shared by runners, connections, the local nats-server
 //! bottom                       alert, condition, manifest, function, trigger, execution, limits, wit, digest,
-//!                              name, state_dir, shutdown, truncate
+//!                              name, state_dir, shutdown, truncate, assets (the WIT and helper library riposte
+//!                              carries)
 //! ```
 //!
 //! Nothing below the runner knows how alerts are delivered; nothing below `runtime` imports it.
@@ -24,6 +25,7 @@
 
 // Bottom: data types and limits, no I/O of their own.
 pub mod alert;
+pub mod assets;
 pub mod condition;
 pub mod digest;
 pub mod execution;
@@ -60,6 +62,7 @@ pub mod builder;
 pub mod deploy;
 pub mod doctor;
 pub mod handlers;
+pub mod scaffold;
 pub mod spec;
 
 // The trigger runner, and its metrics and probes endpoint.

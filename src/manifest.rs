@@ -200,6 +200,56 @@ pub struct SettingSpec {
     /// logs, results and listings. Declare `secret = false` for values that may be shown (a taint key).
     #[serde(default = "yes")]
     pub secret: bool,
+    /// What the value must be, checked at deploy time: `text` (anything, the default), `url` (http:// or
+    /// https:// with a host), `bool` (true/false/yes/no/on/off/1/0) or `integer`.
+    #[serde(default, rename = "type", skip_serializing_if = "SettingType::is_text")]
+    pub kind: SettingType,
+}
+
+/// The type of a setting's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingType {
+    /// Any text.
+    #[default]
+    Text,
+    /// An http:// or https:// URL with a host.
+    Url,
+    /// true/false, yes/no, on/off, 1/0 (any case).
+    Bool,
+    /// A whole number.
+    Integer,
+}
+
+impl SettingType {
+    fn is_text(&self) -> bool {
+        *self == SettingType::Text
+    }
+
+    /// Checks a value; the error says what is wrong without repeating the value (it may be a secret).
+    pub fn check(self, value: &str) -> Result<(), String> {
+        match self {
+            SettingType::Text => Ok(()),
+            SettingType::Url => match url::Url::parse(value.trim()) {
+                Err(url::ParseError::RelativeUrlWithoutBase) => {
+                    Err("is not a URL: it has no scheme (write http://… or https://…)".into())
+                }
+                Err(e) => Err(format!("is not a URL: {e}")),
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    Err("is not an http:// or https:// URL (write http://… or https://…)".into())
+                }
+                Ok(u) if u.host_str().is_none_or(str::is_empty) => Err("is not a URL: it has no host".into()),
+                Ok(_) => Ok(()),
+            },
+            SettingType::Bool => match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "false" | "yes" | "no" | "on" | "off" | "1" | "0" => Ok(()),
+                _ => Err("must be true or false (or yes/no, on/off, 1/0)".into()),
+            },
+            SettingType::Integer => {
+                value.trim().parse::<i64>().map(|_| ()).map_err(|_| "must be a whole number".to_owned())
+            }
+        }
+    }
 }
 
 /// Why a manifest could not be used.
@@ -213,7 +263,13 @@ pub enum ManifestError {
 
 impl Default for SettingSpec {
     fn default() -> Self {
-        SettingSpec { description: String::new(), required: false, default: None, secret: true }
+        SettingSpec {
+            description: String::new(),
+            required: false,
+            default: None,
+            secret: true,
+            kind: SettingType::Text,
+        }
     }
 }
 
@@ -243,6 +299,11 @@ impl Manifest {
             return Err(format!("name {:?} must be lower-case letters, digits and '-'", self.name));
         }
         self.limits.validate()?;
+        for (name, spec) in &self.settings {
+            if let Some(default) = &spec.default {
+                spec.kind.check(default).map_err(|why| format!("the default of setting {name} {why}"))?;
+            }
+        }
         if self.kind == Kind::Container && self.container.is_none() {
             return Err("kind = \"container\" needs a [container] section with an image".into());
         }

@@ -103,6 +103,15 @@ impl Registry {
         self.one(&format!("functions.{name}")).await
     }
 
+    /// When the current deployment of a function was written (the server's time of its registry entry), or
+    /// `None` when it is not deployed. Each deploy, an update included, starts a new deployment: results
+    /// stored since then are its own (`function logs` shows those by default).
+    pub async fn deployed_at(&self, name: &str) -> Result<Option<time::OffsetDateTime>, StreamError> {
+        let key = format!("functions.{name}");
+        let entry = self.kv.entry(&key).await.doing(format!("reading {key}"))?;
+        Ok(entry.filter(|e| matches!(e.operation, kv::Operation::Put)).map(|e| e.created))
+    }
+
     /// One trigger.
     pub async fn trigger(&self, name: &str) -> Result<Option<Trigger>, StreamError> {
         self.one(&format!("triggers.{name}")).await

@@ -331,6 +331,17 @@ pub async fn read_results(
     Ok(read_stream(js, RESULTS_STREAM, &filter, last, consumer::DeliverPolicy::All, None).await?.unwrap_or_default())
 }
 
+/// One function's results stored since `since`, oldest first; keeps the last `last` if given.
+pub async fn read_function_results_since(
+    js: &jetstream::Context,
+    function: &str,
+    since: time::OffsetDateTime,
+    last: Option<usize>,
+) -> Result<Vec<ResultRecord>, StreamError> {
+    let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
+    Ok(read_stream(js, RESULTS_STREAM, &results_subject(function), last, policy, None).await?.unwrap_or_default())
+}
+
 /// Every function's results stored since `since`, oldest first (JetStream starts the read at that time, so
 /// a short window over a long history reads only the window).
 pub async fn read_results_since(

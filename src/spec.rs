@@ -144,7 +144,7 @@ async fn run_case(
     let given: Vec<(String, String)> = case.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let settings = match Settings::resolve(manifest, &given) {
         Ok(s) => s,
-        Err(e @ crate::function::SettingsError::Missing { .. }) => {
+        Err(e @ (crate::function::SettingsError::Missing { .. } | crate::function::SettingsError::Invalid { .. })) => {
             return Ok((Execution::refused(Status::MissingSetting, e.to_string()), recorder.calls()))
         }
         Err(e) => return Err(format!("the case's settings are wrong: {e}")),
@@ -290,65 +290,144 @@ fn logs_suffix(exec: &Execution) -> String {
     exec.logs.iter().map(|l| format!("\n    [{}] {}", l.level, l.message)).collect()
 }
 
-/// Compares expected and recorded calls; `None` when they match, else the two lists side by side.
+/// Compares expected and recorded calls; `None` when they match, else every difference: for each call, each
+/// differing path with the expected and the recorded value, pretty-printed; when the number of calls differs,
+/// the calls themselves (an HTTP body shown once, as `json` when it is JSON).
 pub fn compare_calls(expected: &[Value], recorded: &[Value]) -> Option<String> {
-    let mut problems = Vec::new();
+    let mut out = Vec::new();
     if expected.len() != recorded.len() {
-        problems.push(format!("expected {} host call(s), recorded {}", expected.len(), recorded.len()));
+        out.push(format!("expected {} host call(s), recorded {}", expected.len(), recorded.len()));
     }
     for (i, (e, r)) in expected.iter().zip(recorded).enumerate() {
-        if let Err(path) = subset(e, r, "") {
-            problems.push(format!("call #{} differs at {}", i + 1, if path.is_empty() { "the top" } else { &path }));
+        let mut diffs = Vec::new();
+        differences(e, r, "", &mut diffs);
+        if diffs.is_empty() {
+            continue;
+        }
+        let call = r.get("call").and_then(Value::as_str).unwrap_or("?");
+        out.push(format!("call #{} ({call}) differs:", i + 1));
+        for d in diffs {
+            out.push(format!("  at {}", if d.path.is_empty() { "the top" } else { &d.path }));
+            out.push(format!("    expected: {}", pretty(&d.expected, 14)));
+            out.push(format!(
+                "    recorded: {}",
+                d.recorded.as_ref().map(|v| pretty(v, 14)).unwrap_or_else(|| "(absent)".into())
+            ));
         }
     }
-    if problems.is_empty() {
+    if out.is_empty() {
         return None;
     }
-    let show = |calls: &[Value]| -> String {
-        if calls.is_empty() {
-            return "      (none)".into();
-        }
-        calls.iter().enumerate().map(|(i, c)| format!("      #{} {}", i + 1, c)).collect::<Vec<_>>().join("\n")
-    };
-    Some(format!(
-        "{}\n    expected calls:\n{}\n    recorded calls:\n{}",
-        problems.join("; "),
-        show(expected),
-        show(recorded)
-    ))
+    if expected.len() != recorded.len() {
+        let show = |calls: &[Value]| -> String {
+            if calls.is_empty() {
+                return "  (none)".into();
+            }
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("  #{} {}", i + 1, pretty(&shown_call(c), 5)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        out.push(format!("expected calls:\n{}\nrecorded calls:\n{}", show(expected), show(recorded)));
+    }
+    Some(out.join("\n    "))
 }
 
-/// Whether `expected` is a subset of `actual`: object keys recursively, arrays element-wise with the same
-/// length, other values equal (integers and floats compare by value). The error is the path that differs.
-pub fn subset(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
+/// A recorded call as shown: the body once (`json` when it parsed, else `body`).
+fn shown_call(call: &Value) -> Value {
+    let mut call = call.clone();
+    if let Some(m) = call.as_object_mut() {
+        if m.contains_key("json") {
+            m.remove("body");
+        }
+    }
+    call
+}
+
+/// Pretty JSON, continuation lines indented by `indent` spaces (plus the report's own).
+fn pretty(value: &Value, indent: usize) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.replace('\n', &format!("\n    {}", " ".repeat(indent)))
+}
+
+/// One place where a recorded call differs from its expectation.
+#[derive(Debug, PartialEq)]
+pub struct Difference {
+    /// `.json.attachments[0].color`; empty for the whole value.
+    pub path: String,
+    pub expected: Value,
+    /// `None` when the key is absent.
+    pub recorded: Option<Value>,
+}
+
+/// Every place where `actual` does not satisfy `expected`: object keys recursively (keys not expected are not
+/// checked), arrays element-wise with the same length, `{ "<contains>" = [items] }` an array holding each item
+/// (as a subset) anywhere, `"<null>"` a key absent or null, other values equal (numbers by value).
+pub fn differences(expected: &Value, actual: &Value, path: &str, out: &mut Vec<Difference>) {
+    let differ = |out: &mut Vec<Difference>| {
+        out.push(Difference { path: path.to_owned(), expected: expected.clone(), recorded: Some(actual.clone()) })
+    };
     match (expected, actual) {
+        (Value::Object(e), _) if e.len() == 1 && e.contains_key(CONTAINS) => {
+            let items = match &e[CONTAINS] {
+                Value::Array(items) => items.clone(),
+                one => vec![one.clone()],
+            };
+            let Value::Array(a) = actual else { return differ(out) };
+            for item in items {
+                if !a.iter().any(|av| {
+                    let mut d = Vec::new();
+                    differences(&item, av, path, &mut d);
+                    d.is_empty()
+                }) {
+                    out.push(Difference {
+                        path: format!("{path} (an item like this)"),
+                        expected: item,
+                        recorded: Some(actual.clone()),
+                    });
+                }
+            }
+        }
         (Value::Object(e), Value::Object(a)) => {
             for (k, ev) in e {
                 let p = format!("{path}.{k}");
                 match a.get(k) {
                     Some(av) if is_null_marker(ev) => {
                         if !av.is_null() {
-                            return Err(p);
+                            out.push(Difference { path: p, expected: Value::Null, recorded: Some(av.clone()) });
                         }
                     }
-                    Some(av) => subset(ev, av, &p)?,
+                    Some(av) => differences(ev, av, &p, out),
                     None if ev.is_null() || is_null_marker(ev) => {}
-                    None => return Err(p),
+                    None => out.push(Difference { path: p, expected: ev.clone(), recorded: None }),
                 }
             }
-            Ok(())
         }
         (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
-                subset(ev, av, &format!("{path}[{i}]"))?;
+                differences(ev, av, &format!("{path}[{i}]"), out);
             }
-            Ok(())
         }
-        (Value::Number(e), Value::Number(a)) if e.as_f64() == a.as_f64() => Ok(()),
-        (e, a) if e == a => Ok(()),
-        _ => Err(path.to_owned()),
+        (Value::Number(e), Value::Number(a)) if e.as_f64() == a.as_f64() => {}
+        (e, a) if e == a => {}
+        _ => differ(out),
     }
 }
+
+/// Whether `expected` is satisfied by `actual` (see [`differences`]); the error is the first differing path.
+pub fn subset(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
+    let mut d = Vec::new();
+    differences(expected, actual, path, &mut d);
+    match d.into_iter().next() {
+        None => Ok(()),
+        Some(first) => Err(first.path),
+    }
+}
+
+/// `{ "<contains>" = [...] }` in an expectation: the array holds each item somewhere, in any order.
+const CONTAINS: &str = "<contains>";
 
 /// `"<null>"` in an expectation: the key must be absent or null (TOML has no null).
 fn is_null_marker(v: &Value) -> bool {
@@ -371,6 +450,40 @@ mod tests {
         assert!(subset(&json!({"g": "<null>"}), &json!({}), "").is_ok());
         assert!(subset(&json!({"g": "<null>"}), &json!({"g": 5}), "").is_err());
         assert!(compare_calls(&[json!({"call": "a"})], &[]).unwrap().contains("expected 1 host call(s), recorded 0"));
+    }
+
+    #[test]
+    fn every_difference_is_reported_once_with_both_values() {
+        let recorded =
+            json!({"call": "http.send", "body": "{\"text\":\"hi\",\"n\":1}", "json": {"text": "hi", "n": 1}});
+        let report =
+            compare_calls(&[json!({"call": "http.send", "json": {"text": "ho", "n": 2, "gone": true}})], &[recorded])
+                .unwrap();
+        for want in [
+            "call #1 (http.send) differs:",
+            "at .json.text",
+            "expected: \"ho\"",
+            "recorded: \"hi\"",
+            "at .json.n",
+            "at .json.gone",
+            "recorded: (absent)",
+        ] {
+            assert!(report.contains(want), "{want:?} in:\n{report}");
+        }
+        assert!(!report.contains("\\\"text"), "the body is not repeated as an escaped string:\n{report}");
+    }
+
+    #[test]
+    fn contains_finds_an_item_anywhere_in_a_list() {
+        let actual = json!({"fields": [{"title": "Rule", "value": "r"}, {"title": "Priority", "value": "Notice"}]});
+        assert!(
+            subset(&json!({"fields": {"<contains>": [{"title": "Priority", "value": "Notice"}]}}), &actual, "").is_ok()
+        );
+        assert!(subset(&json!({"fields": {"<contains>": {"title": "Rule"}}}), &actual, "").is_ok());
+        assert!(
+            subset(&json!({"fields": {"<contains>": [{"title": "Priority", "value": "Error"}]}}), &actual, "").is_err()
+        );
+        assert!(subset(&json!({"fields": {"<contains>": [{"title": "Rule"}]}}), &json!({"fields": "x"}), "").is_err());
     }
 
     #[test]

@@ -209,6 +209,7 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
     };
     let (ok, top, _) = cli(&["function", "top"]);
     assert!(ok, "{top}");
+    assert!(top.contains("OK P99 MS") && top.contains("P50/P99: every execution, failures included"), "{top}");
     assert_eq!(top_row(&top).as_deref(), Some("1"), "one execution: {top}");
     let (ok, top, _) = cli(&["function", "top", "--since", "1h"]);
     assert_eq!((ok, top_row(&top).as_deref()), (true, Some("1")), "{top}");
@@ -231,6 +232,16 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
     let triggers = reg.triggers().await.unwrap();
     assert_eq!(triggers.keys().collect::<Vec<_>>(), ["falco-slack-trigger-0"]);
     assert_eq!(triggers["falco-slack-trigger-0"].topic, "falco.critical.*");
+
+    // The redeploy started a new deployment: `function logs` shows its results (none yet), --all the earlier.
+    let (ok, logs, err) = cli(&["function", "logs", "falco-slack"]);
+    assert!(
+        ok && !logs.contains("falco.error.write_below_binary_dir"),
+        "the earlier deployment's result is hidden: {logs}"
+    );
+    assert!(err.contains("--all shows earlier deployments"), "{err}");
+    let (ok, logs, _) = cli(&["function", "logs", "falco-slack", "--all"]);
+    assert!(ok && logs.contains("falco.error.write_below_binary_dir"), "{logs}");
     run.kill().unwrap();
     run.wait().unwrap();
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &[
         "alert",
+        "assets",
         "condition",
         "digest",
         "execution",
@@ -26,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["dedup", "embedded", "fleet", "nats", "registry", "results", "streams"],
     &["capability"],
     &["container", "runtime"],
-    &["apply", "builder", "deploy", "doctor", "handlers", "spec"],
+    &["apply", "builder", "deploy", "doctor", "handlers", "scaffold", "spec"],
     &["health", "runner"],
 ];
 

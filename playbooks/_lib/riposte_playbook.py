@@ -58,11 +58,26 @@ def guarded(handle):
         except Err:
             raise
         except Exception as e:  # a bug or an alert shape we did not foresee
+            if _needs_sockets(e):
+                raise failed(f"the sandbox has no sockets: use post_json (the http capability) "
+                             f"instead of {type(e).__name__}: {e}")
             raise failed(f"playbook error: {type(e).__name__}: {e}")
 
     wrapper.__name__ = getattr(handle, "__name__", "handle")
     wrapper.__doc__ = getattr(handle, "__doc__", None)
     return wrapper
+
+
+_SOCKET_WORDS = ("ssl", "socket", "getaddrinfo", "unknown handle index")
+
+
+def _needs_sockets(e):
+    """Whether an exception comes from code that tried to open a network connection itself (requests,
+    urllib, http.client): the sandbox has no sockets, only the http capability."""
+    if isinstance(e, ConnectionError):
+        return True
+    text = f"{type(e).__name__} {e}".lower()
+    return any(w in text for w in _SOCKET_WORDS)
 
 
 def calling(what, fn, *args):
@@ -91,6 +106,7 @@ def done(message, **detail):
 
 
 def info(message):
+    """Log `message` at info level (it appears in the result's logs; secret values are redacted)."""
     log.write(log.Level.INFO, message)
 
 

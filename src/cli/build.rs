@@ -4,6 +4,7 @@ use anyhow::Result;
 use riposte::builder::Builder;
 use riposte::manifest::Kind;
 use riposte::state_dir::StateDir;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
-    let builder = Builder::new(playbooks.to_owned(), state);
+    let builder = builder(playbooks, state);
     let names = if args.names.is_empty() {
         builder
             .names()
@@ -35,6 +36,17 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
         println!("{:<10} {} {}", b.name, if b.rebuilt { "built " } else { "cached" }, b.path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A builder that says "building P…" on stderr when stderr is a terminal (a first build is silent for ~20 s
+/// otherwise); scripts and logs get nothing extra.
+pub fn builder(playbooks: &Path, state: &StateDir) -> Builder {
+    let builder = Builder::new(playbooks.to_owned(), state);
+    if std::io::stderr().is_terminal() {
+        builder.on_build(|name| eprintln!("building {name}…"))
+    } else {
+        builder
+    }
 }
 
 /// Builds several playbooks, as many at once as there are cores.

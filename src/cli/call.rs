@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result};
 use riposte::alert::Alert;
-use riposte::builder::Builder;
 use riposte::container::image::ImageStatus;
 use riposte::execution::Handler;
 use riposte::function::{parse_setting, Function, Settings};
@@ -36,7 +35,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
-    let builder = Builder::new(playbooks.to_owned(), state);
+    let builder = super::build::builder(playbooks, state);
     let (dir, manifest) = builder.manifest(&args.playbook)?;
     let given = args.settings.iter().map(|s| parse_setting(s)).collect::<Result<Vec<_>, _>>()?;
     let settings = Settings::resolve(&manifest, &given)?;

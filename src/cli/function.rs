@@ -6,7 +6,7 @@ use riposte::alert::Alert;
 use riposte::deploy::{self, Source};
 use riposte::digest::short;
 use riposte::execution::Status;
-use riposte::results::{read_results, read_results_since, Disposition, ResultRecord};
+use riposte::results::{read_function_results_since, read_results, read_results_since, Disposition, ResultRecord};
 use riposte::state_dir::StateDir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,19 +52,25 @@ pub enum Command {
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
-    /// Recent executions of a function, from the results stream.
+    /// Recent executions of a function's current deployment (since it was last deployed), from the results
+    /// stream; --all for every deployment's.
     Logs {
         name: String,
         /// How many, most recent last.
         #[arg(long, short = 'n', default_value_t = 20)]
         last: usize,
+        /// Results of earlier deployments of this name too (before it was last deployed, or deleted and
+        /// deployed again).
+        #[arg(long)]
+        all: bool,
         /// One JSON result per line.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
-    /// Executions, failures and p50/p99 duration per function, from the results stream.
+    /// Executions, failures and p50/p99 duration per function, from the results stream: P50/P99 over every
+    /// execution (failures included), OK P50/P99 over successful ones only.
     Top {
         /// Only executions of this recent a window: 90s, 30m, 1h, 7d (default: all the stream keeps, 7 days).
         #[arg(long, value_name = "DURATION", value_parser = parse_window)]
@@ -153,11 +159,19 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             println!("function {name} deleted");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logs { name, last, json, nats } => {
+        Command::Logs { name, last, all, json, nats } => {
             let registry = nats.registry(state).await?;
-            let records = read_results(registry.jetstream(), Some(&name), Some(last)).await?;
-            if records.is_empty() && registry.function(&name).await?.is_none() {
+            let deployed = registry.deployed_at(&name).await?;
+            let records = match deployed {
+                Some(at) if !all => read_function_results_since(registry.jetstream(), &name, at, Some(last)).await?,
+                _ => read_results(registry.jetstream(), Some(&name), Some(last)).await?,
+            };
+            if records.is_empty() && deployed.is_none() {
                 bail!("no function {name} and no results for it: see `riposte function list`");
+            }
+            if let (Some(at), false, false) = (deployed, all, json) {
+                let at = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                eprintln!("riposte: results since {name} was deployed at {at}; --all shows earlier deployments' too");
             }
             if json {
                 for r in &records {
@@ -233,7 +247,8 @@ pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Per function: executions, failures (any status but ok), retries, dead letters, alerts deduplicated (not
-/// executions), p50/p99 duration.
+/// executions), and duration percentiles twice: over every execution (failures included: a timeout counts with
+/// its full wait) and over the successful ones only. A function with no success shows `-` there.
 pub fn top_table(records: &[ResultRecord]) -> String {
     #[derive(Default)]
     struct Row {
@@ -242,7 +257,8 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         retries: u64,
         dead: u64,
         dedup: u64,
-        durations: Vec<u64>,
+        all: Vec<u64>,
+        ok: Vec<u64>,
     }
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for r in records {
@@ -255,30 +271,39 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         row.failures += u64::from(r.status != Status::Ok);
         row.retries += u64::from(r.disposition == Disposition::Retry);
         row.dead += u64::from(r.disposition == Disposition::DeadLettered);
-        row.durations.push(r.duration_us);
+        row.all.push(r.duration_us);
+        if r.status == Status::Ok {
+            row.ok.push(r.duration_us);
+        }
+    }
+    fn q(sorted: &[u64], p: f64) -> String {
+        if sorted.is_empty() {
+            return "-".into();
+        }
+        format!("{:.2}", sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0)
     }
     let mut out = format!(
-        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10} {:>10}\n",
-        "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "DEDUP", "P50 MS", "P99 MS"
+        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+        "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "DEDUP", "P50 MS", "P99 MS", "OK P50 MS", "OK P99 MS"
     );
     for (name, mut row) in rows {
-        row.durations.sort_unstable();
-        let q = |p: f64| match row.durations.len() {
-            0 => 0.0,
-            n => row.durations[((n as f64 - 1.0) * p).round() as usize] as f64 / 1000.0,
-        };
+        row.all.sort_unstable();
+        row.ok.sort_unstable();
         out.push_str(&format!(
-            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10.2} {:>10.2}\n",
+            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
             cell(name),
             row.runs,
             row.failures,
             row.retries,
             row.dead,
             row.dedup,
-            q(0.50),
-            q(0.99)
+            q(&row.all, 0.50),
+            q(&row.all, 0.99),
+            q(&row.ok, 0.50),
+            q(&row.ok, 0.99)
         ));
     }
+    out.push_str("P50/P99: every execution, failures included; OK P50/P99: successful executions only\n");
     out
 }
 

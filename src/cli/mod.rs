@@ -7,6 +7,7 @@ mod call;
 mod deploy;
 mod doctor;
 mod function;
+mod new;
 mod playbook;
 mod print;
 mod run;
@@ -44,6 +45,9 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a playbook (playbooks/NAME: manifest and app.py) and its spec (specs/NAME.toml), from riposte's
+    /// webhook template or --from another playbook; `riposte spec NAME` passes as generated.
+    New(new::Args),
     /// Build playbooks into WebAssembly components (all of them when none is named); cached by source digest.
     Build(build::Args),
     /// Run playbook specs (specs/<playbook>.toml) with recorded capabilities: no network, no cluster.
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start tokio");
     let result = runtime.block_on(async {
         match cli.command {
+            Command::New(args) => new::run(args, &cli.playbooks),
             Command::Build(args) => build::run(args, &cli.playbooks, &state).await,
             Command::Spec(args) => spec::run(args, &cli.playbooks, &state).await,
             Command::Call(args) => call::run(args, &cli.playbooks, &state).await,

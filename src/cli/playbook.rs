@@ -1,4 +1,4 @@
-//! `riposte playbook list`.
+//! `riposte playbook list | helpers`.
 
 use anyhow::Result;
 use riposte::builder::Builder;
@@ -8,17 +8,39 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Every playbook in the catalog with its kind, capabilities and settings.
-    List,
+    /// Every playbook in the catalog with its kind, capabilities and settings. A playbook whose manifest is
+    /// invalid is listed as INVALID with the error; the exit code is 0 unless --strict.
+    List {
+        /// Exit with 1 when a manifest is invalid.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// The helper library playbooks import (`from riposte_playbook import …`): each helper and its doc.
+    Helpers,
 }
 
 pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::List => {
+        Command::List { strict } => {
             let builder = Builder::new(playbooks.to_owned(), state);
+            let names = builder.names();
+            if names.is_empty() {
+                anyhow::bail!(
+                    "no playbooks in {}: pass --playbooks DIR, or create one with `riposte new NAME`",
+                    playbooks.display()
+                );
+            }
             println!("{:<10} {:<9} {:<32} SETTINGS", "NAME", "KIND", "CAPABILITIES");
-            for name in builder.names() {
-                let (_, m) = builder.manifest(&name)?;
+            let mut invalid = 0;
+            for name in names {
+                let m = match builder.manifest(&name) {
+                    Ok((_, m)) => m,
+                    Err(e) => {
+                        invalid += 1;
+                        println!("{name:<10} {:<9} {e}", "INVALID");
+                        continue;
+                    }
+                };
                 let settings: Vec<String> = m
                     .settings
                     .iter()
@@ -40,6 +62,14 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                     println!("{:<10} {}", "", m.description);
                 }
             }
+            if strict && invalid > 0 {
+                eprintln!("riposte: {invalid} playbook manifest(s) invalid (see INVALID above)");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Helpers => {
+            print!("{}", riposte::assets::helper_reference());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,7 +1,6 @@
 //! `riposte spec [PLAYBOOK...]`.
 
 use anyhow::{Context, Result};
-use riposte::builder::Builder;
 use riposte::runtime::{Runtime, RuntimeConfig};
 use riposte::spec::{run_cases, SpecFile};
 use riposte::state_dir::StateDir;
@@ -17,8 +16,13 @@ pub struct Args {
     specs: Option<PathBuf>,
 }
 
+/// `specs/` beside the catalog.
+pub fn default_specs_dir(playbooks: &Path) -> PathBuf {
+    playbooks.parent().unwrap_or(Path::new(".")).join("specs")
+}
+
 pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
-    let specs_dir = args.specs.unwrap_or_else(|| playbooks.parent().unwrap_or(Path::new(".")).join("specs"));
+    let specs_dir = args.specs.unwrap_or_else(|| default_specs_dir(playbooks));
     let mut files: Vec<PathBuf> = if args.names.is_empty() {
         std::fs::read_dir(&specs_dir)
             .with_context(|| format!("cannot read the specs folder {}", specs_dir.display()))?
@@ -30,7 +34,7 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
         args.names.iter().map(|n| specs_dir.join(format!("{n}.toml"))).collect()
     };
     files.sort();
-    let builder = Builder::new(playbooks.to_owned(), state);
+    let builder = super::build::builder(playbooks, state);
     let specs = files.iter().map(|f| SpecFile::load(f)).collect::<Result<Vec<_>, _>>()?;
     let names: Vec<String> = specs.iter().map(|s| s.playbook.clone()).collect();
     super::build::build_all(&builder, &names).await?;

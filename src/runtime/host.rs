@@ -23,6 +23,10 @@ pub(crate) struct FunctionContext {
     pub backends: Backends,
     /// `ALLOW_DAEMONSET_PODS=true` in the settings lets delete-pod remove DaemonSet pods.
     pub allow_daemonset: bool,
+    /// The playbook's name and the settings its manifest declares, to tell an undeclared setting from an
+    /// unset one.
+    pub playbook: String,
+    pub declared: std::collections::BTreeSet<String>,
 }
 
 /// The state of one execution (reset before each alert a warm instance serves).
@@ -117,6 +121,10 @@ impl wit::settings::Host for HostState {
     async fn require(&mut self, name: String) -> Result<String, CallError> {
         match self.func.settings.get(&name) {
             Some(v) if !v.is_empty() => Ok(v.to_owned()),
+            None if !self.func.declared.contains(&name) => Err(CallError::MissingSetting(format!(
+                "setting {name} is not declared in playbooks/{}/playbook.toml: add [settings.{name}]",
+                self.func.playbook
+            ))),
             _ => Err(CallError::MissingSetting(format!("setting {name} is not set: deploy with -e {name}=VALUE"))),
         }
     }

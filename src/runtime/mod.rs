@@ -128,6 +128,8 @@ impl Runtime {
             secrets: function.settings.secret_values(&function.manifest),
             settings: function.settings.clone(),
             backends,
+            playbook: function.manifest.name.clone(),
+            declared: function.manifest.settings.keys().cloned().collect(),
         };
         let limits = function.manifest.limits.clone();
         WasmFunction {
@@ -262,7 +264,7 @@ impl WasmFunction {
                 None => ok_execution(outcome),
             },
             Ok(Err(err)) => Execution::from_call_error(err),
-            Err(e) => self.classify(e),
+            Err(e) => self.classify_with_output(e, &output.text),
         };
         exec.instantiate_us = instantiate_us;
         exec.retry_after_ms = call.retry_after.map(|d| d.as_millis() as u64);
@@ -318,6 +320,13 @@ impl WasmFunction {
             (Status::Trap, format!("the playbook failed: {e:#}"))
         };
         Execution::refused(status, message)
+    }
+
+    /// `classify`, saying what to do when the guest reached for sockets (see [`no_sockets_hint`]).
+    fn classify_with_output(&self, e: wasmtime::Error, output: &str) -> Execution {
+        let mut exec = self.classify(e);
+        exec.message = no_sockets_hint(exec.message, output);
+        exec
     }
 
     /// What the guest printed during one alert, as log lines of level `output` (the last `MAX_LOG_LINES`
@@ -383,6 +392,19 @@ fn to_wit(alert: &Alert) -> WitAlert {
     }
 }
 
+/// A failure's message, led by what to do when the guest reached for sockets: Python's socket module reaches
+/// WASI sockets, which the host does not give, and the trap says "unknown handle index" or names getaddrinfo (or
+/// the guest printed "SSL module is not available"), which tells a playbook author nothing.
+fn no_sockets_hint(message: String, output: &str) -> String {
+    let needs_sockets =
+        |t: &str| ["getaddrinfo", "unknown handle index", "wasi:sockets", "SSL module"].iter().any(|w| t.contains(w));
+    if needs_sockets(&message) || needs_sockets(output) {
+        format!("the sandbox has no sockets: use post_json (the http capability); {message}")
+    } else {
+        message
+    }
+}
+
 /// Advances the engine's epoch every `EPOCH_TICK` until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -408,5 +430,24 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_sockets_hint;
+
+    #[test]
+    fn a_guest_that_reached_for_sockets_is_told_to_use_post_json() {
+        let trap = "the playbook failed: error while executing at wasm backtrace: getaddrinfo: unknown handle index 3";
+        assert!(no_sockets_hint(trap.into(), "").starts_with("the sandbox has no sockets: use post_json"));
+        let printed = "ImportError: SSL module is not available";
+        let hinted = no_sockets_hint("the playbook crashed: wasm trap: unreachable".into(), printed);
+        assert_eq!(
+            hinted,
+            "the sandbox has no sockets: use post_json (the http capability); the playbook crashed: wasm trap: unreachable"
+        );
+        let other = "the playbook crashed: wasm trap: integer divide by zero";
+        assert_eq!(no_sockets_hint(other.into(), "ZeroDivisionError"), other);
     }
 }

@@ -164,6 +164,22 @@ const WASI_STDOUT_WORLD: &[&str] = &[
      }",
 ];
 
+/// Calls settings.require(`name`) and returns its answer as the outcome: `err(missing-setting(…))` when the
+/// host refuses (the two results share a layout: discriminant at 0, payload at 4).
+pub fn requires_setting(name: &str) -> Vec<u8> {
+    let module = module(
+        r#"(import "riposte:playbook/settings@0.1.0" "require" (func $require (param i32 i32 i32)))"#,
+        &format!("(call $require (i32.const 3072) (i32.const {}) (i32.const 4096)) (i32.const 4096)", name.len()),
+    );
+    // The name goes at 3072, inside the data every guest has.
+    let module = module.replacen(
+        "(data (i32.const 2048)",
+        &format!("(data (i32.const 3072) \"{name}\")\n  (data (i32.const 2048)"),
+        1,
+    );
+    component(&module)
+}
+
 /// Wraps a core module (WAT) into a component for the playbook world.
 pub fn component(wat_text: &str) -> Vec<u8> {
     encode(wat_text, &[], "playbook")
