@@ -508,7 +508,13 @@ async fn start_probe(engine: &crate::container::ContainerEngine, function: &Func
     let probe = Function { settings: Default::default(), ..(*function).clone() };
     let alert = crate::alert::Alert::parse(br#"{"output":"riposte doctor","priority":"Debug","rule":"doctor","time":"2024-01-01T00:00:00Z","output_fields":{}}"#)
         .map_err(|e| e.to_string())?;
-    let mut body = crate::container::sandbox::create_body(&probe, &function.artifact, &alert, &Default::default());
+    let mut body = crate::container::sandbox::create_body(
+        &probe,
+        &function.artifact,
+        &alert,
+        &Default::default(),
+        &Default::default(),
+    );
     body.entrypoint = Some(vec![ENTRYPOINT.to_owned()]);
     body.cmd = None;
     body.env = Some(vec!["HOME=/tmp".to_owned()]);

@@ -11,6 +11,7 @@ use crate::container::engine::NetworkEnv;
 use crate::container::ContainerEngine;
 use crate::execution::{Execution, Handler};
 use crate::function::Function;
+use crate::limits::CONTAINER_SWEEP_EVERY;
 use crate::manifest::Kind;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
@@ -41,6 +42,9 @@ pub struct ContainerSetup {
     pub host: Option<String>,
     /// CA bundle mounted into containers that have network.
     pub ca_bundle: Option<PathBuf>,
+    /// The runner's name (set by the runner): its containers carry it, and at its first connection to the
+    /// engine the containers of this name left by an earlier run are removed.
+    pub runner: Option<String>,
 }
 
 /// A handler being loaded (or loaded) once, shared by every caller that asks for it meanwhile.
@@ -55,6 +59,8 @@ pub struct HandlerCache {
     container_setup: ContainerSetup,
     /// Connected on the first container function (a runner with only WASM functions needs no engine).
     containers: tokio::sync::Mutex<Option<ContainerEngine>>,
+    /// Removes containers past their deadline while this runner is connected to an engine.
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     loaded: Mutex<HashMap<String, (Function, HandlerCell)>>,
 }
 
@@ -76,6 +82,7 @@ impl HandlerCache {
             artifacts: state.artifacts(),
             container_setup,
             containers: tokio::sync::Mutex::new(None),
+            sweeper: Mutex::new(None),
             loaded: Mutex::new(HashMap::new()),
         })
     }
@@ -156,15 +163,47 @@ impl HandlerCache {
         }
     }
 
+    /// Connects to the container engine now when one of `functions` is a container function: a restarted
+    /// runner removes the containers its killed predecessor left behind before any alert comes (see
+    /// [`ContainerSetup::runner`]). Without an engine this is only logged; each alert then says why.
+    pub async fn connect_early<'a>(&self, functions: impl IntoIterator<Item = &'a Function>) {
+        if let Some(function) = functions.into_iter().find(|f| f.manifest.kind == Kind::Container) {
+            if let Err(e) = self.container_engine(function).await {
+                tracing::warn!(error = %e, "no container engine yet");
+            }
+        }
+    }
+
     async fn container_engine(&self, function: &Function) -> Result<ContainerEngine, LoadError> {
         let mut engine = self.containers.lock().await;
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
         let network = NetworkEnv::from_env(self.container_setup.ca_bundle.clone());
-        let connected = ContainerEngine::connect_with(self.container_setup.host.as_deref(), network)
+        let mut connected = ContainerEngine::connect_with(self.container_setup.host.as_deref(), network)
             .await
             .map_err(|e| LoadError::NoContainerEngine { function: function.name.clone(), why: e.to_string() })?;
+        if let Some(runner) = &self.container_setup.runner {
+            connected = connected.for_runner(runner);
+            // Before any alert runs here: an earlier run of this runner that was killed left these behind
+            // (their alerts are redelivered and run again in new containers).
+            match connected.remove_left_by(runner).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(runner = %runner, "removed {n} container(s) left by an earlier run of this runner")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot look for containers left by an earlier run"),
+            }
+            let sweeping = connected.clone();
+            *self.sweeper.lock().unwrap() = Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CONTAINER_SWEEP_EVERY).await;
+                    if let Err(e) = sweeping.remove_overdue().await {
+                        tracing::debug!(error = %e, "cannot look for containers past their deadline");
+                    }
+                }
+            }));
+        }
         *engine = Some(connected.clone());
         Ok(connected)
     }
@@ -211,5 +250,13 @@ impl Handler for DryRun {
         let (mut exec, calls) = recording::recorded(self.secrets.clone(), self.inner.handle(alert)).await;
         exec.host_calls = calls;
         exec
+    }
+}
+
+impl Drop for HandlerCache {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            sweeper.abort();
+        }
     }
 }

@@ -195,5 +195,18 @@ pub const CONTAINER_PIDS: i64 = 256;
 /// Size of the writable `/tmp` (a tmpfs) every container action gets on its read-only root filesystem.
 pub const CONTAINER_TMPFS_MB: u64 = 64;
 
+/// An alert of at most this many bytes is also put in a container action's `FALCO_ALERT` environment variable.
+/// Larger ones are not (Linux refuses a single environment string over 128 KiB, `MAX_ARG_STRLEN`: the
+/// container would fail with "argument list too long"); every alert is on stdin and in the read-only file
+/// named by `FALCO_ALERT_FILE` whatever its size.
+pub const CONTAINER_ENV_ALERT_BYTES: usize = 64 * 1024;
+
+/// A container action still there this long after its deadline (`riposte.deadline` label) is removed by any
+/// runner connected to its engine: the deadline holds even when the runner that started it was killed.
+pub const CONTAINER_SWEEP_GRACE: Duration = Duration::from_secs(5);
+
+/// How often a runner connected to a container engine looks for container actions past their deadline.
+pub const CONTAINER_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// How long connecting to the container engine may take before riposte says it is not reachable.
 pub const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

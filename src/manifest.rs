@@ -177,6 +177,30 @@ pub struct ContainerSection {
     /// (e.g. `busybox = "/bin/busybox"`), so an image can be built offline from what the host has.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub context: BTreeMap<String, String>,
+    /// Who the container runs as: `"root"` asks for root explicitly, `"UID"` or `"UID:GID"` (numbers) for
+    /// another user; unset, it runs as 65534:65534 (nobody), whatever the image's `USER` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl ContainerSection {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(user) = &self.user {
+            let numeric = |part: &str| !part.is_empty() && part.len() <= 10 && part.bytes().all(|b| b.is_ascii_digit());
+            let ok = user == "root"
+                || match user.split_once(':') {
+                    Some((uid, gid)) => numeric(uid) && numeric(gid),
+                    None => numeric(user),
+                };
+            if !ok {
+                return Err(format!(
+                    "[container] user {:?} must be \"root\", \"UID\" or \"UID:GID\" (numbers); leave it out to run as 65534:65534",
+                    user.chars().take(64).collect::<String>()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
@@ -306,6 +330,9 @@ impl Manifest {
         }
         if self.kind == Kind::Container && self.container.is_none() {
             return Err("kind = \"container\" needs a [container] section with an image".into());
+        }
+        if let Some(section) = &self.container {
+            section.validate()?;
         }
         Ok(())
     }

@@ -230,7 +230,7 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
         max_in_flight: 16,
         state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
         pooling: false,
-        containers: ContainerSetup { host: Some(podman.host()), ca_bundle: None },
+        containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
         metrics: None,
         streams: Default::default(),
     };
@@ -283,7 +283,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
         max_in_flight: 16,
         state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
         pooling: false,
-        containers: ContainerSetup { host: Some(podman.host()), ca_bundle: None },
+        containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
         metrics: None,
         streams: Default::default(),
     };
@@ -330,4 +330,134 @@ async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none
     assert!(!out.stdout.windows(13).any(|w| w == b"s3cr3t-doctor"), "no setting in the report");
     assert!(podman.containers_with("riposte.doctor=probe").is_empty(), "the probe container was removed");
     assert_none_left(&podman, "doctored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_runs_as_nobody_unless_root_is_asked_and_a_big_alert_arrives_whole() {
+    use riposte::limits::CONTAINER_ENV_ALERT_BYTES;
+    let podman = Podman::start();
+    let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
+    // An alert well over Linux's 128 KiB limit on one environment string (it used to fail with "argument
+    // list too long"), within what an alert may be.
+    let mut big: serde_json::Value = serde_json::from_str(&support::alert_json("terminal-shell-k8s")).unwrap();
+    big["output_fields"]["big"] = "x".repeat(200 * 1024).into();
+    let big = Alert::parse(big.to_string().as_bytes()).unwrap();
+    assert!(big.raw.len() > 128 * 1024 && big.raw.len() > CONTAINER_ENV_ALERT_BYTES);
+    let script = r#"
+        stdin=$(cat | wc -c)
+        file=$(wc -c < "$FALCO_ALERT_FILE")
+        if echo x >> "$FALCO_ALERT_FILE" 2>/dev/null; then ro=false; else ro=true; fi
+        printf '{"uid":"%s","gid":"%s","stdin":%s,"file":%s,"file_path":"%s","file_ro":%s,"env":%s}\n' \
+          "$(id -u)" "$(id -g)" "$stdin" "$file" "$FALCO_ALERT_FILE" "$ro" "${#FALCO_ALERT}"
+    "#;
+    let function = container_fn("test-user", script, "", &[]);
+    let exec = engine.function(&function).handle(&big).await;
+    assert_eq!(exec.status, Status::Ok, "{exec:?}");
+    let d = exec.detail.expect("JSON output");
+    assert_eq!((d["uid"].as_str(), d["gid"].as_str()), (Some("65534"), Some("65534")), "nobody by default");
+    assert_eq!(d["stdin"], big.raw.len(), "the whole alert on stdin");
+    assert_eq!(d["file"], big.raw.len(), "and in the file");
+    assert_eq!(d["file_path"], "/run/riposte/alert.json");
+    assert_eq!(d["file_ro"], true, "which is read-only");
+    assert_eq!(d["env"], 0, "too big for FALCO_ALERT");
+
+    // A small alert is in FALCO_ALERT too; root only when the manifest asks for it.
+    let small = alert();
+    let mut root = container_fn("test-user", script, "", &[]);
+    root.manifest.container.as_mut().unwrap().user = Some("root".into());
+    let exec = engine.function(&root).handle(&small).await;
+    assert_eq!(exec.status, Status::Ok, "{exec:?}");
+    let d = exec.detail.expect("JSON output");
+    assert_eq!(d["uid"], "0", "root when asked explicitly");
+    assert_eq!((d["env"].as_u64(), d["file"].as_u64()), (Some(small.raw.len() as u64), Some(small.raw.len() as u64)));
+    assert_none_left(&podman, "test-user");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_ones_by_any_runner() {
+    use riposte::container::{DEADLINE_LABEL, RUNNER_LABEL};
+    use riposte::handlers::ContainerSetup;
+    let podman = Podman::start();
+    let nats = support::nats::TestNats::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    riposte::streams::ensure(&js, None).await.unwrap();
+    let registry = riposte::registry::Registry::open(&js).await.unwrap();
+    let f = container_fn("test-killed", "cat >/dev/null; exec sleep 600", "timeout_ms = 60000", &[]);
+    registry.put_function(&f).await.unwrap();
+    let trigger = riposte::trigger::Trigger {
+        name: "test-killed-t".into(),
+        function: f.name.clone(),
+        topic: "falco.notice.*".into(),
+        when: None,
+    };
+    riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
+    registry.put_trigger(&trigger).await.unwrap();
+
+    // A runner process starts a container for the alert, and is killed outright (SIGKILL) meanwhile.
+    let state = tempfile::tempdir().unwrap();
+    let mut run = support::riposte_bin(state.path())
+        .args(["run", "--nats", &nats.url(), "--name", "site-k", "--container-host", &podman.host()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = nats.client().await;
+    client
+        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let of_site_k = format!("{RUNNER_LABEL}=site-k");
+    support::wait_until("the runner's container", Duration::from_secs(90), || {
+        let found = !podman.containers_with(&of_site_k).is_empty();
+        async move { found }
+    })
+    .await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(podman.containers_with(&of_site_k).len(), 1, "a killed runner cannot remove its container");
+
+    // Containers of another runner (gone too): one past its deadline, one not yet.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let other = |name: &str, deadline: u64| {
+        let out = support::podman::podman()
+            .args(["run", "-d", "--name", name, "--label", &format!("{FUNCTION_LABEL}=test-other")])
+            .args(["--label", &format!("{RUNNER_LABEL}=elsewhere"), "--label", &format!("{DEADLINE_LABEL}={deadline}")])
+            .args([test_image(), "exec sleep 600"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    other(&format!("riposte-test-overdue-{suffix}"), now - 60);
+    other(&format!("riposte-test-current-{suffix}"), now + 3600);
+
+    // The runner restarts: before any alert, it removes what its earlier run left; and it removes what is
+    // past its deadline whoever started it.
+    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
+    let backends =
+        riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
+    let config = riposte::runner::RunnerConfig {
+        name: "site-k".into(),
+        alert_subjects: vec!["falco.>".into()],
+        max_in_flight: 16,
+        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
+        pooling: false,
+        containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
+        metrics: None,
+        streams: Default::default(),
+    };
+    let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
+    assert!(podman.containers_with(&of_site_k).is_empty(), "removed when the runner restarted");
+    let overdue = format!("{DEADLINE_LABEL}={}", now - 60);
+    support::wait_until("the overdue container's removal", Duration::from_secs(60), || {
+        let gone = podman.containers_with(&overdue).is_empty();
+        async move { gone }
+    })
+    .await;
+    let current = podman.containers_with(&format!("{DEADLINE_LABEL}={}", now + 3600));
+    assert_eq!(current.len(), 1, "a container before its deadline is left alone");
+    runner.stop().await;
+    let _ = support::podman::podman().args(["rm", "-f", "-t", "0", &format!("riposte-test-current-{suffix}")]).output();
+    assert_none_left(&podman, "test-other");
 }

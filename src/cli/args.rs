@@ -101,7 +101,11 @@ impl ContainerArgs {
 
     /// Where a runner (or `function call`) runs container functions.
     pub fn setup(&self, backends: &BackendArgs) -> riposte::handlers::ContainerSetup {
-        riposte::handlers::ContainerSetup { host: self.container_host.clone(), ca_bundle: backends.ca_bundle.clone() }
+        riposte::handlers::ContainerSetup {
+            host: self.container_host.clone(),
+            ca_bundle: backends.ca_bundle.clone(),
+            runner: None,
+        }
     }
 }
 

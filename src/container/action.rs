@@ -1,6 +1,9 @@
 //! One alert, one container: create it, attach, start, feed the alert on stdin, wait for the end of its
 //! process (see [`exit`](super::exit)), collect stdout and stderr, and remove it — also when the deadline
-//! passes (the removal kills it), when the engine fails, and when the caller drops the future.
+//! passes (the removal kills it), when the engine fails, and when the caller drops the future. The alert is also
+//! written to a file the container mounts read-only. A runner killed outright cannot remove anything: its
+//! containers carry its name and their deadline, and the engine module removes them (see
+//! [`engine`](super::engine)).
 
 use super::engine::ContainerEngine;
 use super::exit::ExitError;
@@ -86,8 +89,24 @@ impl Handler for ContainerFunction {
     async fn handle(&self, alert: &Alert) -> Execution {
         let started = Instant::now();
         let docker = &self.engine.docker;
-        let body = sandbox::create_body(&self.function, &self.image, alert, &self.engine.network);
+        let limits = &self.function.manifest.limits;
         let name = format!("riposte-{}-{}", self.function.name, uuid::Uuid::new_v4().simple());
+        let alert_file = match self.engine.alert_file(&name, &alert.raw) {
+            Ok(file) => file,
+            Err(e) => {
+                return Execution::refused(
+                    Status::Failed,
+                    format!("cannot write the alert file for a container of {}: {e}", self.image),
+                )
+            }
+        };
+        let deadline = std::time::SystemTime::now() + limits.timeout();
+        let run = sandbox::Run {
+            alert_file: Some(alert_file.path()),
+            runner: self.engine.runner.as_deref(),
+            deadline_unix: deadline.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() + 1).unwrap_or(0),
+        };
+        let body = sandbox::create_body(&self.function, &self.image, alert, &self.engine.network, &run);
         let options = CreateContainerOptions { name: Some(name), ..Default::default() };
         let id = match docker.create_container(Some(options), body).await {
             Ok(created) => created.id,
@@ -101,7 +120,6 @@ impl Handler for ContainerFunction {
         };
         let created_us = started.elapsed().as_micros() as u64;
         let mut removal = Removal { docker: docker.clone(), id: Some(id.clone()) };
-        let limits = &self.function.manifest.limits;
         let mut exec = match tokio::time::timeout(limits.timeout(), self.run(alert, &id)).await {
             Ok(Ok(ended)) => outcome::execution(&ended, limits.memory_mb, &self.secrets),
             Ok(Err(e)) => Execution::refused(
@@ -116,6 +134,7 @@ impl Handler for ContainerFunction {
         if let Err(e) = removal.now().await {
             tracing::warn!(function = %self.function.name, container = %id, "cannot remove container: {}", short(&e));
         }
+        drop(alert_file);
         exec.instantiate_us = created_us;
         exec.duration_us = started.elapsed().as_micros() as u64;
         exec

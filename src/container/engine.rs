@@ -1,12 +1,18 @@
 //! The connection to a Docker Engine API (Docker or `podman system service`): which socket, and a clear
-//! one-line error when nothing answers there.
+//! one-line error when nothing answers there. Also where the alert files containers mount are written, and
+//! where containers that outlived their runner are removed: a runner killed mid-alert cannot remove its
+//! container, so a starting runner removes those of its own name ([`ContainerEngine::remove_left_by`]) and
+//! every runner removes those past their deadline ([`ContainerEngine::remove_overdue`]).
 
 use super::exit::ExitProbe;
 use super::short;
 use super::{ContainerError, ContainerFunction};
+use super::{DEADLINE_LABEL, FUNCTION_LABEL, RUNNER_LABEL};
 use crate::function::Function;
-use crate::limits::CONTAINER_CONNECT_TIMEOUT;
+use crate::limits::{CONTAINER_CONNECT_TIMEOUT, CONTAINER_SWEEP_GRACE};
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +27,10 @@ pub struct ContainerEngine {
     pub(crate) host: Arc<str>,
     pub(crate) network: Arc<NetworkEnv>,
     pub(crate) exits: ExitProbe,
+    /// The runner whose containers these are (label [`RUNNER_LABEL`]); `None` for one-off commands.
+    pub(crate) runner: Option<Arc<str>>,
+    /// Where alert files are written for the containers to mount (removed when the last clone goes).
+    pub(crate) alert_dir: Arc<AlertDir>,
 }
 
 /// What a container with network gets from the runner: its proxy settings and CA bundle.
@@ -79,7 +89,80 @@ impl ContainerEngine {
             Err(_) => return Err(unreachable(format!("no answer in {:?}", CONTAINER_CONNECT_TIMEOUT))),
         }
         let exits = ExitProbe::for_host(&host_uri);
-        Ok(ContainerEngine { docker, host: host.into(), network: Arc::new(network), exits })
+        let alert_dir =
+            AlertDir::create().map_err(|e| unreachable(format!("cannot create a directory for alert files: {e}")))?;
+        Ok(ContainerEngine {
+            docker,
+            host: host.into(),
+            network: Arc::new(network),
+            exits,
+            runner: None,
+            alert_dir: Arc::new(alert_dir),
+        })
+    }
+
+    /// The same engine, its containers labelled as started by runner `name`.
+    pub fn for_runner(mut self, name: &str) -> ContainerEngine {
+        self.runner = Some(name.into());
+        self
+    }
+
+    /// Removes every container of runner `name` (label [`RUNNER_LABEL`]), running or not: called by a starting
+    /// runner, they were left by an earlier run of it that was killed. Returns how many were removed.
+    pub async fn remove_left_by(&self, name: &str) -> Result<usize, ContainerError> {
+        self.remove_where(&format!("{RUNNER_LABEL}={name}"), |_| true).await
+    }
+
+    /// Removes every riposte container whose deadline (label [`DEADLINE_LABEL`]) passed more than
+    /// [`CONTAINER_SWEEP_GRACE`] ago, whichever runner started it. Returns how many were removed.
+    pub async fn remove_overdue(&self) -> Result<usize, ContainerError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let cutoff = now.saturating_sub(CONTAINER_SWEEP_GRACE).as_secs();
+        self.remove_where(FUNCTION_LABEL, |labels| {
+            labels.get(DEADLINE_LABEL).and_then(|d| d.parse::<u64>().ok()).is_some_and(|d| d < cutoff)
+        })
+        .await
+    }
+
+    async fn remove_where(
+        &self,
+        label: &str,
+        pick: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Result<usize, ContainerError> {
+        let engine_error = |source| ContainerError::Engine { host: self.host.to_string(), source };
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let listed = self.docker.list_containers(Some(options)).await.map_err(engine_error)?;
+        let mut removed = 0;
+        for container in listed {
+            let (Some(id), labels) = (container.id, container.labels.unwrap_or_default()) else { continue };
+            if !labels.contains_key(FUNCTION_LABEL) || !pick(&labels) {
+                continue;
+            }
+            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            match self.docker.remove_container(&id, Some(options)).await {
+                Ok(()) => {
+                    let function = labels.get(FUNCTION_LABEL).map(String::as_str).unwrap_or_default();
+                    tracing::warn!(container = %id, function, "removed a container left past its deadline or by an earlier run");
+                    removed += 1;
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(e) => return Err(engine_error(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Writes `raw` (an alert) to a file a container can mount read-only; it goes when the guard drops.
+    pub(crate) fn alert_file(&self, name: &str, raw: &str) -> std::io::Result<AlertFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.alert_dir.0.join(format!("{name}.json"));
+        // Readable by the container's user (65534, mapped by a user namespace): the alert is no secret.
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path)?;
+        let guard = AlertFile(path);
+        file.write_all(raw.as_bytes())?;
+        Ok(guard)
     }
 
     /// The engine address in use.
@@ -95,5 +178,40 @@ impl ContainerEngine {
     /// The handler that runs `function` (a container playbook; its artifact is the image) once per alert.
     pub fn function(&self, function: &Function) -> ContainerFunction {
         ContainerFunction::new(self.clone(), function)
+    }
+}
+
+/// A per-engine directory for alert files, removed on drop: private name, traversable (0711) so a container's
+/// unprivileged user reaches the file it is given, not listable.
+#[derive(Debug)]
+pub(crate) struct AlertDir(PathBuf);
+
+impl AlertDir {
+    fn create() -> std::io::Result<AlertDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!("riposte-alerts-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new().mode(0o711).create(&path)?;
+        Ok(AlertDir(path))
+    }
+}
+
+impl Drop for AlertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An alert file, removed on drop.
+pub(crate) struct AlertFile(PathBuf);
+
+impl AlertFile {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for AlertFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

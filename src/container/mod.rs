@@ -1,6 +1,7 @@
 //! Container actions: playbooks that are container images, run once per alert through the Docker Engine API
 //! (Docker or Podman, with `bollard`). A container action gets the same settings and limits as a WASM playbook:
-//! settings as environment variables, the alert on stdin and in `FALCO_ALERT`, its stdout as the output.
+//! settings as environment variables, the alert on stdin, in a read-only file (`FALCO_ALERT_FILE`) and, when
+//! small, in `FALCO_ALERT`; its stdout as the output.
 //!
 //! - [`engine`]: the connection to the engine, and where "no engine reachable" is explained.
 //! - [`image`]: making sure the image exists, built from the playbook's Containerfile when it does not.
@@ -22,6 +23,12 @@ pub use engine::ContainerEngine;
 /// The label every container riposte creates carries, with the function's name as its value: list them with
 /// `podman ps -a --filter label=riposte.function`.
 pub const FUNCTION_LABEL: &str = "riposte.function";
+/// The label naming the runner that started a container: a starting runner removes the ones of its own name
+/// left by an earlier run (killed before it could remove them).
+pub const RUNNER_LABEL: &str = "riposte.runner";
+/// The label holding a container's deadline (seconds since the epoch): past it (and
+/// [`CONTAINER_SWEEP_GRACE`](crate::limits::CONTAINER_SWEEP_GRACE)), any runner on the engine removes it.
+pub const DEADLINE_LABEL: &str = "riposte.deadline";
 
 /// Why the container engine could not be used (running one alert never fails this way: it becomes an
 /// [`Execution`](crate::execution::Execution)).

@@ -104,8 +104,12 @@ impl Runner {
         } else {
             crate::fleet::Access { available: false, detail: "no cluster configured".into() }
         };
-        let handlers =
-            HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, config.containers.clone())?;
+        let containers = ContainerSetup { runner: Some(config.name.clone()), ..config.containers.clone() };
+        let handlers = HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, containers)?;
+        if let Ok(functions) = registry.functions().await {
+            let here = functions.values().filter(|f| f.runs_on.as_ref().is_none_or(|r| *r == config.name));
+            handlers.connect_early(here).await;
+        }
         let runners = crate::fleet::open_with(&js, &config.streams).await?;
         let started_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
