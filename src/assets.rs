@@ -44,18 +44,21 @@ pub fn write_build_assets(root: &Path) -> std::io::Result<BuildAssets> {
     Ok(assets)
 }
 
-/// Writes `text` to `path` unless it holds exactly that already; through a temporary file, so a concurrent
-/// build never reads half a file.
+/// Writes `text` to `path` unless it holds exactly that already; through a temporary file of its own (named by
+/// process and call, since playbooks build in parallel threads), so a concurrent build never reads half a
+/// file and two writers never rename each other's file away.
 fn write_once(path: &Path, text: &str) -> std::io::Result<()> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
     let dir = path.parent().expect("asset paths have a folder");
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}-{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("asset"),
-        std::process::id()
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
@@ -146,6 +149,21 @@ pub fn helper_reference() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_writing_the_assets_at_once_all_succeed() {
+        // Playbooks build in parallel threads of one process: each writes the assets on a fresh state dir.
+        for _ in 0..20 {
+            let root = tempfile::tempdir().unwrap();
+            let failures: Vec<String> = std::thread::scope(|s| {
+                let writers: Vec<_> = (0..8).map(|_| s.spawn(|| write_build_assets(root.path()))).collect();
+                writers.into_iter().filter_map(|w| w.join().unwrap().err().map(|e| e.to_string())).collect()
+            });
+            assert!(failures.is_empty(), "{failures:?}");
+            let assets = write_build_assets(root.path()).unwrap();
+            assert_eq!(std::fs::read_to_string(assets.wit.join("playbook.wit")).unwrap(), PLAYBOOK_WIT);
+        }
+    }
 
     #[test]
     fn every_public_helper_has_a_docstring() {
