@@ -13,7 +13,7 @@ pub struct Args {
     json: bool,
     /// Whose NATS permissions to probe: `runner` (what `riposte run` publishes on), `deployer` (deploying,
     /// creating streams), or both (`--role runner,deployer`). Each subject gets one request built to change
-    /// nothing; no answer within 2 s means the server denies it.
+    /// nothing; the subjects the server answers with a permissions violation are listed (about 2 s).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "runner")]
     role: Vec<RoleArg>,
     #[command(flatten)]
