@@ -35,6 +35,27 @@ fn container_fn(name: &str, script: &str, limits: &str, settings: &[(&str, &str)
     }
 }
 
+/// A NATS server with riposte's streams, `f` deployed in its registry and, with `topic`, its trigger
+/// `<name>-t` and consumer.
+async fn deployed(f: &Function, topic: Option<&str>) -> (support::nats::TestNats, riposte::registry::Registry) {
+    let nats = support::nats::TestNats::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    riposte::streams::ensure(&js, None).await.unwrap();
+    let registry = riposte::registry::Registry::open(&js).await.unwrap();
+    registry.put_function(f).await.unwrap();
+    if let Some(topic) = topic {
+        let trigger = riposte::trigger::Trigger {
+            name: format!("{}-t", f.name),
+            function: f.name.clone(),
+            topic: topic.into(),
+            when: None,
+        };
+        riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
+        registry.put_trigger(&trigger).await.unwrap();
+    }
+    (nats, registry)
+}
+
 fn assert_none_left(podman: &Podman, name: &str) {
     let left = podman.containers_with(&format!("{FUNCTION_LABEL}={name}"));
     assert!(left.is_empty(), "containers of {name} left behind: {left:?}");
@@ -205,21 +226,9 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     use riposte::handlers::ContainerSetup;
     use riposte::results::read_results;
     let podman = Podman::start();
-    let nats = support::nats::TestNats::start();
-    let js = async_nats::jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
-    let registry = riposte::registry::Registry::open(&js).await.unwrap();
-
     let f = container_fn("engine-action", "cat >/dev/null; echo '{\"message\": \"reacted in a container\"}'", "", &[]);
-    registry.put_function(&f).await.unwrap();
-    let trigger = riposte::trigger::Trigger {
-        name: "engine-action-t".into(),
-        function: f.name.clone(),
-        topic: "falco.notice.*".into(),
-        when: None,
-    };
-    riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
-    registry.put_trigger(&trigger).await.unwrap();
+    let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
+    let js = registry.jetstream().clone();
 
     let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
     let backends =
@@ -310,12 +319,8 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none() {
     let podman = Podman::start();
-    let nats = support::nats::TestNats::start();
-    let js = async_nats::jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
-    let registry = riposte::registry::Registry::open(&js).await.unwrap();
     let f = container_fn("doctored", "echo never run", "", &[("TOKEN", "s3cr3t-doctor")]);
-    registry.put_function(&f).await.unwrap();
+    let (nats, _registry) = deployed(&f, None).await;
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["doctor", "--json", "--nats", &nats.url(), "--container-host", &podman.host()])
@@ -378,20 +383,8 @@ async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_
     use riposte::container::{DEADLINE_LABEL, RUNNER_LABEL};
     use riposte::handlers::ContainerSetup;
     let podman = Podman::start();
-    let nats = support::nats::TestNats::start();
-    let js = async_nats::jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
-    let registry = riposte::registry::Registry::open(&js).await.unwrap();
     let f = container_fn("test-killed", "cat >/dev/null; exec sleep 600", "timeout_ms = 60000", &[]);
-    registry.put_function(&f).await.unwrap();
-    let trigger = riposte::trigger::Trigger {
-        name: "test-killed-t".into(),
-        function: f.name.clone(),
-        topic: "falco.notice.*".into(),
-        when: None,
-    };
-    riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
-    registry.put_trigger(&trigger).await.unwrap();
+    let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
 
     // A runner process starts a container for the alert, and is killed outright (SIGKILL) meanwhile.
     let state = tempfile::tempdir().unwrap();
