@@ -35,6 +35,9 @@ impl Podman {
         let socket = dir.path().join("podman.sock");
         let child = podman()
             .args(["system", "service", "--time=0", &format!("unix://{}", socket.display())])
+            // conmon writes a file `oom` into its working directory when a container is OOM-killed (the memory
+            // test does that): keep it in the temp dir, not the repository.
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // Its log (a line per container that exits without reading stdin, and such) is in the temp dir.
