@@ -1,7 +1,8 @@
 //! Writing a playbook as a newcomer does, through the `riposte` binary: `riposte new` in a catalog outside the
 //! repository, its generated spec passing as generated, readable spec diffs, settings checked at build and
-//! deploy time, Python errors as `file:line`, `playbook list` with a broken manifest, the helper reference.
-//! Python builds are slow (~20 s of CPU): the tests build one playbook in all, cached in the shared state dir.
+//! deploy time, Python errors as `file:line`, the no-sockets hint, `playbook list` with a broken manifest, the
+//! helper reference.
+//! Python builds are slow (~20 s of CPU): the tests build two playbooks in all, cached in the shared state dir.
 
 mod support;
 
@@ -196,6 +197,25 @@ fn a_python_error_is_its_file_line_and_code_and_a_terminal_sees_the_build_start(
     assert_eq!(error, "playbooks/broken/app.py:5: SyntaxError: '(' was never closed\n    x = (1,\n        ^");
 }
 
+#[test]
+fn a_playbook_that_opens_a_connection_itself_is_told_to_use_post_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("playbooks/net/playbook.toml"), "name = \"net\"\nkind = \"wasm\"\n");
+    // What a newcomer writes from habit: the standard library's HTTP client (bundled, but without sockets).
+    write(
+        &dir.path().join("playbooks/net/app.py"),
+        "import urllib.request\nfrom riposte_playbook import guarded\n\nclass WitWorld:\n    @guarded\n    def handle(self, alert):\n        urllib.request.urlopen(\"http://127.0.0.1:9/hook\")\n",
+    );
+    write(&dir.path().join("alert.json"), &support::alert_json("terminal-shell-k8s"));
+    let out = riposte_in(dir.path(), &["call", "net", "--alert", "alert.json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("failed: the sandbox has no sockets: use post_json (the http capability)"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+}
+
 /// Runs a shell command line under `script`, with this command's environment and directory.
 trait UnderScript {
     fn program_script(&mut self, line: &str) -> Command;
@@ -244,6 +264,33 @@ fn a_url_setting_that_is_not_a_url_is_refused_at_deploy_time_without_showing_it(
             "riposte: setting SLACK_WEBHOOK_URL of playbook slack is not a URL: it has no scheme (write http://… or https://…)",
             "{args:?}"
         );
+        assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
+    }
+}
+
+#[test]
+fn bool_and_integer_settings_that_do_not_parse_are_refused_at_deploy_time_without_showing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("playbooks/p/playbook.toml"),
+        "name = \"p\"\nkind = \"wasm\"\n[settings.ON]\ntype = \"bool\"\n[settings.N]\ntype = \"integer\"\n",
+    );
+    let deploy = |settings: &[&str]| {
+        let mut args = vec!["function", "deploy", "x", "--playbook", "p", "--nats", "nats://127.0.0.1:9"];
+        for s in settings {
+            args.extend(["-e", s]);
+        }
+        riposte_in(dir.path(), &args)
+    };
+    let cases = [
+        (vec!["ON=maybe-s3cr3t"], "riposte: setting ON of playbook p must be true or false (or yes/no, on/off, 1/0)"),
+        (vec!["ON=yes", "N=4s3cr3t"], "riposte: setting N of playbook p must be a whole number"),
+    ];
+    for (settings, want) in cases {
+        let out = deploy(&settings);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{settings:?}: {stdout}{stderr}");
+        assert_eq!(stderr.trim(), want, "{settings:?}");
         assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
     }
 }

@@ -68,13 +68,20 @@ def guarded(handle):
     return wrapper
 
 
-_SOCKET_WORDS = ("ssl", "socket", "getaddrinfo", "unknown handle index")
+_SOCKET_WORDS = ("ssl", "socket", "getaddrinfo", "unknown handle index",
+                 # urllib and http.client encode the host name with the idna codec before they resolve it
+                 "unknown encoding: idna")
+# Modules that only work with sockets: imported inside a function they are not bundled, so the import fails.
+_NETWORK_MODULES = ("socket", "ssl", "urllib", "http", "requests", "urllib3", "httpx", "aiohttp", "smtplib",
+                    "ftplib", "websocket", "websockets")
 
 
 def _needs_sockets(e):
     """Whether an exception comes from code that tried to open a network connection itself (requests,
     urllib, http.client): the sandbox has no sockets, only the http capability."""
     if isinstance(e, ConnectionError):
+        return True
+    if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in _NETWORK_MODULES:
         return True
     text = f"{type(e).__name__} {e}".lower()
     return any(w in text for w in _SOCKET_WORDS)

@@ -396,8 +396,11 @@ fn to_wit(alert: &Alert) -> WitAlert {
 /// WASI sockets, which the host does not give, and the trap says "unknown handle index" or names getaddrinfo (or
 /// the guest printed "SSL module is not available"), which tells a playbook author nothing.
 fn no_sockets_hint(message: String, output: &str) -> String {
-    let needs_sockets =
-        |t: &str| ["getaddrinfo", "unknown handle index", "wasi:sockets", "SSL module"].iter().any(|w| t.contains(w));
+    let needs_sockets = |t: &str| {
+        ["getaddrinfo", "unknown handle index", "wasi:sockets", "SSL module", "unknown encoding: idna"]
+            .iter()
+            .any(|w| t.contains(w))
+    };
     if needs_sockets(&message) || needs_sockets(output) {
         format!("the sandbox has no sockets: use post_json (the http capability); {message}")
     } else {
