@@ -80,7 +80,7 @@ impl RuleSet {
 
     /// Adds the rules of one file's text.
     pub fn add(&mut self, text: &str) -> Result<(), String> {
-        let items: Vec<serde_yaml::Value> = match serde_yaml::from_str::<Option<Vec<serde_yaml::Value>>>(text) {
+        let items: Vec<serde_norway::Value> = match serde_norway::from_str::<Option<Vec<serde_norway::Value>>>(text) {
             Ok(items) => items.unwrap_or_default(),
             Err(e) => return Err(format!("{e} (a rules file is a YAML list of rule, macro and list items)")),
         };
@@ -95,7 +95,7 @@ impl RuleSet {
                 Some(Err(p)) => return Err(format!("rule {name:?} has priority {p:?}, which Falco does not know")),
                 None => None,
             };
-            let enabled = map.get("enabled").and_then(serde_yaml::Value::as_bool);
+            let enabled = map.get("enabled").and_then(serde_norway::Value::as_bool);
             match self.rules.iter_mut().find(|r| r.name == name) {
                 Some(rule) => {
                     rule.priority = priority.or(rule.priority);

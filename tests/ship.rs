@@ -359,7 +359,7 @@ fn manifests() -> Vec<(String, Value)> {
     let mut docs = Vec::new();
     for file in files.into_iter().filter(|f| !f.ends_with("falcosidekick-values.yaml")) {
         let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in serde_norway::Deserializer::from_str(&text) {
             let value: Value =
                 serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if !value.is_null() {
@@ -523,7 +523,7 @@ fn the_deployment_probes_the_metrics_port_and_falcosidekick_publishes_where_the_
     let nats_url = |c: &Value| {
         c["env"].as_array().unwrap().iter().find(|e| e["name"] == "RIPOSTE_NATS_URL").map(|e| e["value"].clone())
     };
-    let values: Value = serde_yaml::from_str(
+    let values: Value = serde_norway::from_str(
         &std::fs::read_to_string(support::root().join("deploy/kubernetes/falcosidekick-values.yaml")).unwrap(),
     )
     .unwrap();
@@ -542,7 +542,7 @@ fn the_response_configmap_deploys_catalog_playbooks_with_secrets_only_by_referen
     let docs = manifests();
     let map = docs.iter().find(|(_, d)| d["kind"] == "ConfigMap").map(|(_, d)| d.clone()).unwrap();
     let response: Value =
-        serde_yaml::from_str(map["data"]["response.yaml"].as_str().expect("data.response.yaml")).unwrap();
+        serde_norway::from_str(map["data"]["response.yaml"].as_str().expect("data.response.yaml")).unwrap();
     let functions = response["functions"].as_array().expect("functions");
     for f in functions {
         let manifest = playbook_toml(f["playbook"].as_str().unwrap());
