@@ -57,7 +57,9 @@ async fn main() {
     let engine = ContainerEngine::connect(Some(&podman_service.host())).await.unwrap();
     let dir = support::root().join("playbooks/webhook-action");
     let manifest = Manifest::load(&dir).unwrap();
-    engine.ensure_image(&manifest, &dir).await.unwrap();
+    // The example takes the host's busybox, which lies outside its folder: allowed as its README says.
+    let busybox = riposte::container::image::ContextAllow::new(["/bin/busybox".into()]);
+    engine.ensure_image(&manifest, &dir, &busybox).await.unwrap();
     let image = manifest.container.as_ref().unwrap().image.clone();
     let url = format!("http://host.containers.internal:{port}/hook");
     let settings = Settings::resolve(&manifest, &[("WEBHOOK_URL".into(), url.clone())]).unwrap();

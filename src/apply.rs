@@ -18,7 +18,7 @@
 //! [`crate::deploy`] (artifact before function, consumer before trigger, definition before consumer on
 //! delete). Applying the same file twice writes nothing the second time.
 
-use crate::deploy::{self, DeployError, PreparedFunction, Source};
+use crate::deploy::{self, DeployError, PreparedFunction, Source, Workshop};
 use crate::function::Function;
 use crate::limits::Limits;
 use crate::name::valid_name;
@@ -245,8 +245,7 @@ pub async fn plan(
     path: &Path,
     registry: &Registry,
     prune: bool,
-    playbooks: &Path,
-    state: &StateDir,
+    here: Workshop<'_>,
 ) -> Result<Plan, ApplyError> {
     let fline = |name: &str| line_of(text, "functions", name);
     let tline = |name: &str| line_of(text, "triggers", name);
@@ -286,7 +285,7 @@ pub async fn plan(
         }
         let source = Source::Playbook(resolve_playbook(&spec.playbook, base));
         let mut prepared =
-            deploy::prepare(name, &source, &given, spec.runs_on.clone(), playbooks, state).await.map_err(deploy_err)?;
+            deploy::prepare(name, &source, &given, spec.runs_on.clone(), here).await.map_err(deploy_err)?;
         for (setting, value) in &spec.settings {
             let secret = prepared.function.manifest.settings.get(setting).is_none_or(|s| s.secret);
             if secret && matches!(value, SettingValue::Literal(_)) {

@@ -9,7 +9,7 @@
 
 use crate::builder::{BuildError, Builder};
 use crate::condition::{Condition, ConditionError};
-use crate::container::image::ImageStatus;
+use crate::container::image::{ContextAllow, ImageStatus};
 use crate::container::{ContainerEngine, ContainerError};
 use crate::function::{parse_setting, Function, ResponsePolicy, Settings, SettingsError};
 use crate::manifest::{Kind, Manifest};
@@ -29,6 +29,15 @@ pub enum Source {
     Playbook(String),
     /// A component file, with an optional manifest (default: no capabilities, default limits).
     Wasm { file: PathBuf, manifest: Option<PathBuf> },
+}
+
+/// Where playbooks are found and built on this machine: the catalog, the state directory (compile cache), and
+/// the host files outside a playbook's folder that its image build may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Workshop<'a> {
+    pub playbooks: &'a Path,
+    pub state: &'a StateDir,
+    pub allow: &'a ContextAllow,
 }
 
 /// A function checked and ready to be written, with its component bytes (none for a container function).
@@ -134,9 +143,9 @@ pub async fn prepare(
     source: &Source,
     settings: &[String],
     runs_on: Option<String>,
-    playbooks: &Path,
-    state: &StateDir,
+    here: Workshop<'_>,
 ) -> Result<PreparedFunction, DeployError> {
+    let Workshop { playbooks, state, allow } = here;
     if !valid_name(name) {
         return Err(DeployError::FunctionName(name.to_owned()));
     }
@@ -157,7 +166,7 @@ pub async fn prepare(
                     (manifest, settings, component.digest.clone(), Some(bytes), None)
                 }
                 Kind::Container => {
-                    let note = ensure_image_here(&manifest, &dir).await?;
+                    let note = ensure_image_here(&manifest, &dir, allow).await?;
                     let image = manifest.container.as_ref().map(|c| c.image.clone()).unwrap_or_default();
                     (manifest, settings, image, None, Some(note))
                 }
@@ -216,9 +225,9 @@ pub fn builder_for(playbook: &str, playbooks: &Path, state: &StateDir) -> Result
 
 /// Builds a container playbook's image in this machine's container engine when it is missing there (the
 /// engine runners on this machine use). With no engine here, the runners that take the function need it.
-async fn ensure_image_here(manifest: &Manifest, dir: &Path) -> Result<ImageNote, DeployError> {
+async fn ensure_image_here(manifest: &Manifest, dir: &Path, allow: &ContextAllow) -> Result<ImageNote, DeployError> {
     match ContainerEngine::connect(None).await {
-        Ok(engine) => Ok(match engine.ensure_image(manifest, dir).await? {
+        Ok(engine) => Ok(match engine.ensure_image(manifest, dir, allow).await? {
             ImageStatus::Present => ImageNote::Present,
             ImageStatus::Built => ImageNote::Built { host: engine.host().to_owned() },
         }),

@@ -477,9 +477,14 @@ async fn container_engine(config: &DoctorConfig, functions: &BTreeMap<String, Fu
                 name,
                 format!(
                     "{} answers, holds every deployed container function's image, and starts a sandboxed \
-                     container of {} (its entrypoint replaced by one that does not exist: nothing ran)",
+                     container of {} (its entrypoint replaced by one that does not exist: nothing ran); {}",
                     engine.host(),
-                    function.artifact
+                    function.artifact,
+                    if engine.enforces_deadlines() {
+                        "the engine (Podman) kills a container at its deadline even with no runner left"
+                    } else {
+                        "a container outliving a killed runner is stopped by the next runner's sweep only"
+                    }
                 ),
             ),
             Err(why) => Check::failure(
@@ -503,7 +508,7 @@ async fn container_engine(config: &DoctorConfig, functions: &BTreeMap<String, Fu
 /// entrypoint that does not exist: the engine got as far as the runtime's exec when the start fails with
 /// "not found" (nothing ran). The container is removed whatever happens.
 async fn start_probe(engine: &crate::container::ContainerEngine, function: &Function) -> Result<(), String> {
-    use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+    use bollard::query_parameters::RemoveContainerOptions;
     const ENTRYPOINT: &str = "/riposte-doctor-probe";
     let probe = Function { settings: Default::default(), ..(*function).clone() };
     let alert = crate::alert::Alert::parse(br#"{"output":"riposte doctor","priority":"Debug","rule":"doctor","time":"2024-01-01T00:00:00Z","output_fields":{}}"#)
@@ -521,15 +526,12 @@ async fn start_probe(engine: &crate::container::ContainerEngine, function: &Func
     body.labels = Some(std::collections::HashMap::from([("riposte.doctor".to_owned(), "probe".to_owned())]));
     (body.attach_stdin, body.open_stdin, body.stdin_once) = (Some(false), Some(false), Some(false));
     let docker = engine.docker();
-    let options = CreateContainerOptions {
-        name: Some(format!("riposte-doctor-{}", uuid::Uuid::new_v4().simple())),
-        ..Default::default()
-    };
-    let id = tokio::time::timeout(REQUEST_TIMEOUT, docker.create_container(Some(options), body))
+    // Created the way the runner creates containers (on Podman, through its own API, with a deadline).
+    let name = format!("riposte-doctor-{}", uuid::Uuid::new_v4().simple());
+    let id = tokio::time::timeout(REQUEST_TIMEOUT, engine.create_container(&name, body, REQUEST_TIMEOUT * 12))
         .await
         .map_err(|_| "no answer to creating it within 5 s".to_owned())?
-        .map_err(|e| format!("creating it failed: {}", crate::container::short(&e)))?
-        .id;
+        .map_err(|e| format!("creating it failed: {e}"))?;
     let started = tokio::time::timeout(REQUEST_TIMEOUT * 6, docker.start_container(&id, None)).await;
     let remove = RemoveContainerOptions { force: true, ..Default::default() };
     let _ = docker.remove_container(&id, Some(remove)).await;

@@ -173,8 +173,10 @@ pub struct ContainerSection {
     /// Process limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
-    /// Files of the build host added to the Containerfile's build context, name in the context → host path
-    /// (e.g. `busybox = "/bin/busybox"`), so an image can be built offline from what the host has.
+    /// Files added to the Containerfile's build context, name in the context → path (relative to the playbook
+    /// folder, or absolute), e.g. `busybox = "/bin/busybox"`, so an image can be built offline from what the
+    /// host has. A file outside the playbook folder is used only when the person building allows it
+    /// (`--context-allow`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub context: BTreeMap<String, String>,
     /// Who the container runs as: `"root"` asks for root explicitly, `"UID"` or `"UID:GID"` (numbers) for
@@ -185,6 +187,15 @@ pub struct ContainerSection {
 
 impl ContainerSection {
     fn validate(&self) -> Result<(), String> {
+        for name in self.context.keys() {
+            let plain = |part: &str| !part.is_empty() && part != "." && part != "..";
+            if name.len() > 255 || !name.split('/').all(plain) {
+                return Err(format!(
+                    "[container] context name {:?} must be a relative path in the build context, without '..', e.g. busybox",
+                    name.chars().take(64).collect::<String>()
+                ));
+            }
+        }
         if let Some(user) = &self.user {
             let numeric = |part: &str| !part.is_empty() && part.len() <= 10 && part.bytes().all(|b| b.is_ascii_digit());
             let ok = user == "root"
@@ -352,6 +363,22 @@ mod tests {
         assert!(e.contains("unknown capability \"kubernetes.exec\""), "{e}");
         for c in ["http", "object-store", "kubernetes.*", "kubernetes.isolate-pod"] {
             assert_eq!(Capability::try_from(c.to_owned()).unwrap().to_string(), c);
+        }
+    }
+
+    #[test]
+    fn a_context_name_stays_inside_the_build_context() {
+        let parse = |name: &str| {
+            Manifest::parse(&format!(
+                "name = \"x\"\nkind = \"container\"\n[container]\nimage = \"i\"\ncontext = {{ {name:?} = \"/bin/busybox\" }}\n"
+            ))
+        };
+        for good in ["busybox", "bin/busybox"] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/x", "../x", "a/../../x", "a//b", ".", &"x".repeat(256)] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("[container] context name"), "{bad}: {e}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Container actions against a real Podman (its Docker-compatible API on a socket in a temp dir): the example
 //! playbook posts the alert, settings arrive as env, the sandbox holds, a hang is killed at the deadline, a
-//! memory hog fails cleanly, and no container is ever left behind.
+//! memory hog fails cleanly, and no container is ever left behind. An image is built from host files outside
+//! its playbook's folder only when the command line allows them.
 
 mod support;
 
@@ -68,7 +69,9 @@ async fn example_webhook_action_posts_the_alert_and_its_output_is_recorded() {
     let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
     let dir = support::root().join("playbooks/webhook-action");
     let manifest = Manifest::load(&dir).unwrap();
-    engine.ensure_image(&manifest, &dir).await.unwrap();
+    // The example takes the host's busybox, outside its folder: allowed as README says.
+    let busybox = riposte::container::image::ContextAllow::new(["/bin/busybox".into()]);
+    engine.ensure_image(&manifest, &dir, &busybox).await.unwrap();
 
     // The container reaches the host through podman's bridge as host.containers.internal.
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -209,6 +212,7 @@ async fn riposte_call_runs_a_container_playbook() {
         .env("RIPOSTE_STATE_DIR", support::shared_state())
         .args(["call", "webhook-action", "--alert", "specs/alerts/terminal-shell-k8s.json", "--json"])
         .args(["-e", &format!("WEBHOOK_URL={url}"), "--container-host", &podman.host()])
+        .args(["--context-allow", "/bin/busybox"])
         .output()
         .await
         .unwrap();
@@ -332,6 +336,7 @@ async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none
     let check = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "container engine").unwrap();
     assert_eq!(check["level"], "ok", "{report:#}");
     assert!(check["detail"].as_str().unwrap().contains("starts a sandboxed container"), "{check}");
+    assert!(check["detail"].as_str().unwrap().contains("kills a container at its deadline"), "{check}");
     assert!(!out.stdout.windows(13).any(|w| w == b"s3cr3t-doctor"), "no setting in the report");
     assert!(podman.containers_with("riposte.doctor=probe").is_empty(), "the probe container was removed");
     assert_none_left(&podman, "doctored");
@@ -453,4 +458,152 @@ async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_
     runner.stop().await;
     let _ = support::podman::podman().args(["rm", "-f", "-t", "0", &format!("riposte-test-current-{suffix}")]).output();
     assert_none_left(&podman, "test-other");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_takes_host_files_outside_its_playbook_folder_only_when_the_command_line_allows_them() {
+    let podman = Podman::start();
+    let base = test_image();
+    let catalog = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let host_file = host.path().join("tool.txt");
+    std::fs::write(&host_file, "from the host").unwrap();
+    let image = format!("localhost/riposte-test-context-{}:1", uuid::Uuid::new_v4().simple());
+    // A playbook whose image copies context file `x` (= `path`) and whose command prints it.
+    let playbook = |name: &str, path: &str| {
+        let dir = catalog.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("Containerfile"), format!("FROM {base}\nCOPY x /x\n")).unwrap();
+        std::fs::write(
+            dir.join("playbook.toml"),
+            format!(
+                "name = \"{name}\"\nkind = \"container\"\n[container]\nimage = \"{image}\"\ncontainerfile = \"Containerfile\"\ncommand = [\"cat >/dev/null; cat /x\"]\ncontext = {{ x = {path:?} }}\n"
+            ),
+        )
+        .unwrap();
+        dir
+    };
+    let state = tempfile::tempdir().unwrap();
+    let riposte = |args: &[&str]| {
+        let out = support::riposte_bin(state.path())
+            .current_dir(support::root())
+            .env("RIPOSTE_PLAYBOOKS", catalog.path())
+            .env("RIPOSTE_CONTAINER_HOST", podman.host())
+            .env_remove("RIPOSTE_CONTEXT_ALLOW")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let call = ["call", "--alert", "specs/alerts/terminal-shell-k8s.json", "--json"];
+    let image_exists = || podman_image_exists(&image);
+
+    // A host file named in the manifest: refused, by `call` and by a deploy (before it reaches NATS).
+    playbook("shadow", "/etc/shadow");
+    let (ok, _, err) = riposte(&[&call[..], &["shadow"]].concat());
+    assert!(!ok, "{err}");
+    assert!(err.contains("[container] context x = \"/etc/shadow\" is outside the playbook folder"), "{err}");
+    assert!(err.contains("--context-allow /etc/shadow") && err.trim().lines().count() == 1, "{err}");
+    let (ok, _, err) =
+        riposte(&["deploy-playbook", "-p", "shadow", "-t", "falco.notice.*", "--nats", "nats://127.0.0.1:1"]);
+    assert!(!ok && err.contains("--context-allow /etc/shadow"), "{err}");
+    // A link in the folder to a host file is outside as well.
+    let link = playbook("link", "x-link");
+    std::os::unix::fs::symlink(&host_file, link.join("x-link")).unwrap();
+    let (ok, _, err) = riposte(&[&call[..], &["link"]].concat());
+    assert!(!ok && err.contains("[container] context x = \"x-link\" is outside the playbook folder"), "{err}");
+    assert!(!image_exists(), "nothing was built");
+
+    // The same host file, allowed on the command line: built, and in the image.
+    let host_path = host_file.to_str().unwrap();
+    playbook("allowed", host_path);
+    let (ok, out, err) = riposte(&[&call[..], &["allowed", "--context-allow", host.path().to_str().unwrap()]].concat());
+    assert!(ok, "{out}{err}");
+    let exec: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(exec["message"], "from the host", "{exec}");
+    assert!(image_exists());
+    let _ = support::podman::podman().args(["rmi", "-f", &image]).output();
+    assert_none_left(&podman, "allowed");
+}
+
+fn podman_image_exists(image: &str) -> bool {
+    support::podman::podman().args(["image", "exists", image]).status().unwrap().success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and_none_is_left() {
+    use riposte::container::RUNNER_LABEL;
+    let podman = Podman::start();
+    let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
+    assert!(engine.enforces_deadlines(), "Podman is detected");
+    let f = container_fn("test-orphan", "cat >/dev/null; exec sleep 600", "timeout_ms = 2000\nmemory_mb = 48", &[]);
+    let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let mut run = support::riposte_bin(state.path())
+        .args(["run", "--nats", &nats.url(), "--name", "site-o", "--container-host", &podman.host()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = nats.client().await;
+    client
+        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let of_site_o = format!("{RUNNER_LABEL}=site-o");
+    let running = || {
+        let out = support::podman::podman()
+            .args(["ps", "--format", "{{.Names}}", "--filter", &format!("label={of_site_o}")])
+            .args(["--filter", "status=running"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect::<Vec<_>>()
+    };
+    support::wait_until("the runner's container", Duration::from_secs(90), || {
+        let found = !running().is_empty();
+        async move { found }
+    })
+    .await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let seen = Instant::now();
+
+    // The engine created it hardened, as the sandbox says, with a deadline of its own.
+    let name = running().pop().expect("still running right after its runner was killed");
+    let out = support::podman::podman().args(["inspect", &name]).output().unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (config, host) = (&inspect[0]["Config"], &inspect[0]["HostConfig"]);
+    assert_eq!(config["Timeout"], 3, "timeout_ms rounded up, plus a second: {config}");
+    assert_eq!(config["User"], "65534:65534");
+    assert_eq!(config["OpenStdin"], true);
+    assert_eq!(config["Labels"][FUNCTION_LABEL], "test-orphan");
+    let env: Vec<&str> = config["Env"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
+    assert!(env.contains(&"FALCO_ALERT_FILE=/run/riposte/alert.json") && env.contains(&"HOME=/tmp"), "{env:?}");
+    assert!(env.iter().any(|e| e.starts_with("FALCO_ALERT={")), "{env:?}");
+    assert_eq!(host["CapAdd"], serde_json::json!([]));
+    assert!(host["CapDrop"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_CHROOT"), "{}", host["CapDrop"]);
+    assert_eq!(host["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+    assert_eq!((host["Privileged"].as_bool(), host["ReadonlyRootfs"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(host["NetworkMode"], "none");
+    assert_eq!((host["Memory"].as_i64(), host["MemorySwap"].as_i64()), (Some(48 << 20), Some(48 << 20)));
+    assert_eq!(host["PidsLimit"], riposte::limits::CONTAINER_PIDS);
+    assert_eq!(host["Tmpfs"]["/tmp"].as_str().map(|t| t.contains("size=64m")), Some(true), "{}", host["Tmpfs"]);
+    let binds = host["Binds"].as_array().unwrap();
+    assert!(binds.iter().any(|b| b.as_str().is_some_and(|b| b.contains(":/run/riposte/alert.json:ro"))), "{binds:?}");
+
+    // No runner is left: the engine stops it at its deadline all the same (the next runner removes it).
+    let stopped = Duration::from_secs(3) + Duration::from_secs(15);
+    support::wait_until("the engine to stop the orphaned container", stopped.saturating_sub(seen.elapsed()), || {
+        let gone = running().is_empty();
+        async move { gone }
+    })
+    .await;
+    let _ = support::podman::podman().args(["rm", "-f", "-t", "0", &name]).output();
+    assert_none_left(&podman, "test-orphan");
 }

@@ -20,6 +20,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     prune: bool,
     #[command(flatten)]
+    build: super::args::BuildArgs,
+    #[command(flatten)]
     nats: super::args::NatsArgs,
 }
 
@@ -33,7 +35,16 @@ pub struct ExportArgs {
 pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     let (text, declared) = apply::read(&args.file)?;
     let registry = args.nats.registry(state).await?;
-    let plan = apply::plan(&text, &declared, &args.file, &registry, args.prune, playbooks, state).await?;
+    let allow = args.build.allow();
+    let plan = apply::plan(
+        &text,
+        &declared,
+        &args.file,
+        &registry,
+        args.prune,
+        riposte::deploy::Workshop { playbooks, state, allow: &allow },
+    )
+    .await?;
     let mut counts = [0usize; 4];
     for step in &plan.steps {
         let (word, i) = match &step.action {

@@ -1,5 +1,5 @@
 //! Argument groups shared by several commands (`#[command(flatten)]`): how to reach NATS, the real capability
-//! backends, and the container engine.
+//! backends, the container engine, and what an image build may take from the host.
 
 use anyhow::Result;
 use riposte::capability::Backends;
@@ -80,6 +80,23 @@ impl NatsArgs {
         let js = async_nats::jetstream::new(client);
         riposte::streams::ensure_with(&js, None, &self.streams()).await?;
         Ok(Registry::open_with(&js, &self.streams()).await?)
+    }
+}
+
+/// What an image build may take from the host, shared by every command that builds container images.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BuildArgs {
+    /// A host file (or folder) that a container playbook's `[container] context` may put into its image
+    /// although it lies outside the playbook's folder, e.g. /bin/busybox for webhook-action (repeatable; the
+    /// variable takes a ':'-separated list). Without it, only files inside the playbook's folder are used.
+    #[arg(long = "context-allow", env = "RIPOSTE_CONTEXT_ALLOW", value_name = "PATH", value_delimiter = ':')]
+    pub context_allow: Vec<PathBuf>,
+}
+
+impl BuildArgs {
+    /// The host paths allowed.
+    pub fn allow(&self) -> riposte::container::image::ContextAllow {
+        riposte::container::image::ContextAllow::new(self.context_allow.iter().cloned())
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Args {
     backends: super::args::BackendArgs,
     #[command(flatten)]
     container: super::args::ContainerArgs,
+    #[command(flatten)]
+    build: super::args::BuildArgs,
     /// Print the execution as JSON.
     #[arg(long)]
     json: bool,
@@ -49,7 +51,7 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
     }
     let exec = if manifest.kind == Kind::Container {
         let engine = args.container.engine(args.backends.ca_bundle.clone()).await?;
-        if engine.ensure_image(&manifest, &dir).await? == ImageStatus::Built {
+        if engine.ensure_image(&manifest, &dir, &args.build.allow()).await? == ImageStatus::Built {
             tracing::info!(playbook = %args.playbook, "built image {}", manifest.container.as_ref().map(|c| c.image.as_str()).unwrap_or(""));
         }
         let image = manifest.container.as_ref().map(|c| c.image.clone()).unwrap_or_default();

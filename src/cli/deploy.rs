@@ -37,6 +37,8 @@ pub struct PlaybookArgs {
     #[command(flatten)]
     policy: super::args::PolicyArgs,
     #[command(flatten)]
+    build: super::args::BuildArgs,
+    #[command(flatten)]
     nats: super::args::NatsArgs,
 }
 
@@ -53,9 +55,16 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     let base = Path::new(&args.playbook).file_name().and_then(|n| n.to_str()).unwrap_or(&args.playbook).to_owned();
     let name = format!("falco-{base}");
     let source = Source::Playbook(args.playbook.clone());
-    let prepared = deploy::prepare(&name, &source, &args.settings, args.runs_on.clone(), playbooks, state)
-        .await?
-        .with_policy(args.policy.policy())?;
+    let allow = args.build.allow();
+    let prepared = deploy::prepare(
+        &name,
+        &source,
+        &args.settings,
+        args.runs_on.clone(),
+        deploy::Workshop { playbooks, state, allow: &allow },
+    )
+    .await?
+    .with_policy(args.policy.policy())?;
     print_image_note(&prepared);
     let registry = args.nats.registry(state).await?;
     let deployed = deploy::deploy_with_triggers(&registry, &prepared, triggers(&name), args.force).await?;

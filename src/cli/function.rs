@@ -39,6 +39,8 @@ pub enum Command {
         #[command(flatten)]
         policy: super::args::PolicyArgs,
         #[command(flatten)]
+        build: super::args::BuildArgs,
+        #[command(flatten)]
         nats: super::args::NatsArgs,
     },
     /// Deployed functions: kind, artifact, runner pinning, dry-run/dedup, triggers, setting names (never values).
@@ -98,7 +100,7 @@ pub enum Command {
 
 pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, nats } => {
+        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats } => {
             let source = match (playbook, wasm) {
                 (Some(p), None) => Source::Playbook(p),
                 (None, Some(file)) => Source::Wasm { file, manifest },
@@ -107,9 +109,16 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             if let Some(w) = &when {
                 riposte::condition::Condition::compile(w)?;
             }
-            let prepared = deploy::prepare(&name, &source, &settings, runs_on, playbooks, state)
-                .await?
-                .with_policy(policy.policy())?;
+            let allow = build.allow();
+            let prepared = deploy::prepare(
+                &name,
+                &source,
+                &settings,
+                runs_on,
+                deploy::Workshop { playbooks, state, allow: &allow },
+            )
+            .await?
+            .with_policy(policy.policy())?;
             super::deploy::print_image_note(&prepared);
             let registry = nats.registry(state).await?;
             deploy::write_function(&registry, &prepared).await?;

@@ -3,10 +3,12 @@
 //! passes (the removal kills it), when the engine fails, and when the caller drops the future. The alert is also
 //! written to a file the container mounts read-only. A runner killed outright cannot remove anything: its
 //! containers carry its name and their deadline, and the engine module removes them (see
-//! [`engine`](super::engine)).
+//! [`engine`](super::engine)); on Podman the engine also kills them at their deadline (see
+//! [`libpod`](super::libpod)).
 
 use super::engine::ContainerEngine;
 use super::exit::ExitError;
+use super::libpod::engine_timeout;
 use super::outcome::{self, Ended};
 use super::sandbox;
 use super::short;
@@ -15,7 +17,7 @@ use crate::execution::{Execution, Handler, Status};
 use crate::function::{redact, Function};
 use crate::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
 use bollard::container::LogOutput;
-use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions, LogsOptions, RemoveContainerOptions};
+use bollard::query_parameters::{AttachContainerOptions, LogsOptions, RemoveContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use std::time::Instant;
@@ -107,11 +109,11 @@ impl Handler for ContainerFunction {
             deadline_unix: deadline.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() + 1).unwrap_or(0),
         };
         let body = sandbox::create_body(&self.function, &self.image, alert, &self.engine.network, &run);
-        let options = CreateContainerOptions { name: Some(name), ..Default::default() };
-        let id = match docker.create_container(Some(options), body).await {
-            Ok(created) => created.id,
+        // On Podman the engine holds the deadline too, in case this runner is killed before it can.
+        let id = match self.engine.create_container(&name, body, engine_timeout(limits.timeout())).await {
+            Ok(id) => id,
             Err(e) => {
-                let why = redact(&self.secrets, &short(&e));
+                let why = redact(&self.secrets, &e);
                 return Execution::refused(
                     Status::Failed,
                     format!("cannot create a container of {} on {}: {why}", self.image, self.engine.host),

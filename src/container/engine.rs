@@ -5,12 +5,14 @@
 //! every runner removes those past their deadline ([`ContainerEngine::remove_overdue`]).
 
 use super::exit::ExitProbe;
+use super::libpod::Libpod;
 use super::short;
 use super::{ContainerError, ContainerFunction};
 use super::{DEADLINE_LABEL, FUNCTION_LABEL, RUNNER_LABEL};
 use crate::function::Function;
 use crate::limits::{CONTAINER_CONNECT_TIMEOUT, CONTAINER_SWEEP_GRACE};
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ pub struct ContainerEngine {
     pub(crate) runner: Option<Arc<str>>,
     /// Where alert files are written for the containers to mount (removed when the last clone goes).
     pub(crate) alert_dir: Arc<AlertDir>,
+    /// Podman's own API, when the engine is Podman: containers are created there, with a deadline the engine
+    /// enforces (see [`libpod`](super::libpod)).
+    pub(crate) libpod: Option<Libpod>,
 }
 
 /// What a container with network gets from the runner: its proxy settings and CA bundle.
@@ -89,6 +94,10 @@ impl ContainerEngine {
             Err(_) => return Err(unreachable(format!("no answer in {:?}", CONTAINER_CONNECT_TIMEOUT))),
         }
         let exits = ExitProbe::for_host(&host_uri);
+        let libpod = match exits.plain() {
+            Some((client, base)) => Libpod::detect(client, base).await,
+            None => None,
+        };
         let alert_dir =
             AlertDir::create().map_err(|e| unreachable(format!("cannot create a directory for alert files: {e}")))?;
         Ok(ContainerEngine {
@@ -98,6 +107,7 @@ impl ContainerEngine {
             exits,
             runner: None,
             alert_dir: Arc::new(alert_dir),
+            libpod,
         })
     }
 
@@ -163,6 +173,31 @@ impl ContainerEngine {
         let guard = AlertFile(path);
         file.write_all(raw.as_bytes())?;
         Ok(guard)
+    }
+
+    /// Creates container `name` from `body` (see [`sandbox`](super::sandbox)) and returns its id. On Podman
+    /// this goes through its own API, and the engine kills the container `deadline` after it starts whatever
+    /// becomes of the runner (see [`libpod`](super::libpod)); elsewhere through the Docker API, where only the
+    /// runners' sweep stands behind the deadline. The error is a few words.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        deadline: std::time::Duration,
+    ) -> Result<String, String> {
+        match &self.libpod {
+            Some(libpod) => libpod.create(name, &body, deadline).await.map_err(|e| e.to_string()),
+            None => {
+                let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
+                self.docker.create_container(Some(options), body).await.map(|c| c.id).map_err(|e| short(&e))
+            }
+        }
+    }
+
+    /// Whether the engine itself kills a container at its deadline, runner or not (Podman, through its own
+    /// API); otherwise only the sweep of a runner does.
+    pub fn enforces_deadlines(&self) -> bool {
+        self.libpod.is_some()
     }
 
     /// The engine address in use.

@@ -61,6 +61,14 @@ impl ExitProbe {
         }
     }
 
+    /// The plain-HTTP client and base address of the engine, when it is reached that way.
+    pub(crate) fn plain(&self) -> Option<(&reqwest::Client, &str)> {
+        match self {
+            ExitProbe::Plain { client, base } => Some((client, base)),
+            ExitProbe::Typed => None,
+        }
+    }
+
     /// Waits until the container has ended and says how (polling; the caller bounds the time).
     pub async fn ended(&self, docker: &Docker, id: &str) -> Result<Exit, ExitError> {
         let mut pause = POLL_FIRST;

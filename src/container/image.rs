@@ -1,6 +1,10 @@
 //! The image of a container playbook: present in the engine, or built there from the playbook's
 //! Containerfile (through the engine API, so it works with Docker and Podman alike and needs no CLI).
-//! The build context is the playbook's folder plus the host files named in `[container] context`.
+//!
+//! The build context is the playbook's folder (its symbolic links packed as links, never as what they point
+//! to) plus the files named in `[container] context`. A playbook is someone else's code: its manifest may name
+//! only files inside its own folder (after resolving links and `..`), unless the person building names a host
+//! path on the command line ([`ContextAllow`], `--context-allow`). Anything else is refused before any build.
 
 use super::engine::ContainerEngine;
 use super::short;
@@ -8,7 +12,8 @@ use super::ContainerError;
 use crate::manifest::{Kind, Manifest};
 use bollard::query_parameters::BuildImageOptions;
 use futures::StreamExt;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// Whether the image was already there or had to be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,10 +22,89 @@ pub enum ImageStatus {
     Built,
 }
 
+/// Host paths outside a playbook's folder that its `[container] context` may add to an image build, as the
+/// person building named them (`--context-allow PATH`): a file, or a folder and everything under it.
+#[derive(Debug, Clone, Default)]
+pub struct ContextAllow(Vec<PathBuf>);
+
+impl ContextAllow {
+    /// Allows `paths` (compared once links are resolved: `/bin/busybox` allows `/usr/bin/busybox` too).
+    pub fn new(paths: impl IntoIterator<Item = PathBuf>) -> ContextAllow {
+        ContextAllow(paths.into_iter().collect())
+    }
+
+    fn allows(&self, real: &Path) -> bool {
+        self.0.iter().filter_map(|p| p.canonicalize().ok()).any(|allowed| real.starts_with(allowed))
+    }
+}
+
+/// A file of the build context named in `[container] context`, opened and checked.
+pub struct ContextFile {
+    file: std::fs::File,
+    /// Where it really is (no link left).
+    pub path: PathBuf,
+}
+
+/// Opens every file `[container] context` names (`name in the context → path`, a relative path from the
+/// playbook folder `dir`), checking that each one really lies inside `dir` or under a path of `allow`. The check
+/// is made on the opened file (its `/proc/self/fd` link), so no link swapped in meanwhile can redirect it.
+pub fn context_files(
+    playbook: &str,
+    dir: &Path,
+    context: &BTreeMap<String, String>,
+    allow: &ContextAllow,
+) -> Result<BTreeMap<String, ContextFile>, ContainerError> {
+    let root = dir.canonicalize()?;
+    let mut files = BTreeMap::new();
+    for (name, path) in context {
+        let unreadable = |why: String| ContainerError::ContextFile {
+            playbook: playbook.to_owned(),
+            name: name.clone(),
+            path: path.clone(),
+            why,
+        };
+        let outside = |real: &Path| ContainerError::ContextOutside {
+            playbook: playbook.to_owned(),
+            name: name.clone(),
+            path: path.clone(),
+            real: real.display().to_string(),
+            // What to pass: the manifest's own path when it is absolute (`/bin/busybox`), else where it leads.
+            allow: if Path::new(path).is_absolute() { path.clone() } else { real.display().to_string() },
+        };
+        let inside = |real: &Path| real.starts_with(&root) || allow.allows(real);
+        // Checked before opening (a refused file is never read), and again on the opened file.
+        let real = root.join(path).canonicalize().map_err(|e| unreadable(e.to_string()))?;
+        if !inside(&real) {
+            return Err(outside(&real));
+        }
+        let file = std::fs::File::open(&real).map_err(|e| unreadable(e.to_string()))?;
+        let real = real_path(&file).map_err(|e| unreadable(e.to_string()))?;
+        if !inside(&real) {
+            return Err(outside(&real));
+        }
+        if !file.metadata().map_err(|e| unreadable(e.to_string()))?.is_file() {
+            return Err(unreadable("not a regular file".into()));
+        }
+        files.insert(name.clone(), ContextFile { file, path: real });
+    }
+    Ok(files)
+}
+
+/// The path an open file really has.
+fn real_path(file: &std::fs::File) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 impl ContainerEngine {
     /// Makes sure the image of the container playbook in `dir` exists in the engine, building it from its
-    /// Containerfile when it does not.
-    pub async fn ensure_image(&self, manifest: &Manifest, dir: &Path) -> Result<ImageStatus, ContainerError> {
+    /// Containerfile when it does not; `allow` names the host files outside `dir` its context may add.
+    pub async fn ensure_image(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        allow: &ContextAllow,
+    ) -> Result<ImageStatus, ContainerError> {
         let section = match (&manifest.kind, &manifest.container) {
             (Kind::Container, Some(section)) => section,
             _ => return Err(ContainerError::NotContainer(manifest.name.clone())),
@@ -31,17 +115,19 @@ impl ContainerEngine {
         let Some(containerfile) = &section.containerfile else {
             return Err(ContainerError::NoImage { image: section.image.clone(), playbook: manifest.name.clone() });
         };
-        self.build_image(&section.image, dir, containerfile, &section.context).await?;
+        let extra = context_files(&manifest.name, dir, &section.context, allow)?;
+        self.build_image(&section.image, dir, containerfile, extra).await?;
         Ok(ImageStatus::Built)
     }
 
-    /// Builds `image` from `dir/containerfile`, with the host files of `extra` added to the context.
+    /// Builds `image` from `dir/containerfile`, with the files of `extra` (checked by [`context_files`]) added
+    /// to the context.
     pub async fn build_image(
         &self,
         image: &str,
         dir: &Path,
         containerfile: &str,
-        extra: &std::collections::BTreeMap<String, String>,
+        extra: BTreeMap<String, ContextFile>,
     ) -> Result<(), ContainerError> {
         let fail = |why: String| ContainerError::Build {
             image: image.to_owned(),
@@ -49,8 +135,8 @@ impl ContainerEngine {
             why,
         };
         let context = {
-            let (dir, extra) = (dir.to_owned(), extra.clone());
-            tokio::task::spawn_blocking(move || context_tar(&dir, &extra))
+            let dir = dir.to_owned();
+            tokio::task::spawn_blocking(move || context_tar(&dir, extra))
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(format!("cannot pack the build context: {e}")))?
@@ -80,14 +166,80 @@ impl ContainerEngine {
     }
 }
 
-/// The build context as a tar: every file of `dir`, then `extra` (name in the context → host path).
-fn context_tar(dir: &Path, extra: &std::collections::BTreeMap<String, String>) -> std::io::Result<Vec<u8>> {
+/// The build context as a tar: every file of `dir` (links as links), then `extra` under their names.
+fn context_tar(dir: &Path, extra: BTreeMap<String, ContextFile>) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(true);
+    // A link in the folder stays a link: following it would pack whatever it points to (/etc/shadow, say).
+    tar.follow_symlinks(false);
     tar.append_dir_all(".", dir)?;
-    for (name, host_path) in extra {
-        tar.append_path_with_name(host_path, name)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{host_path} (context file {name}): {e}")))?;
+    for (name, mut extra) in extra {
+        tar.append_file(&name, &mut extra.file).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{} (context file {name}): {e}", extra.path.display()))
+        })?;
     }
     tar.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(name: &str, path: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(name.to_owned(), path.to_owned())])
+    }
+
+    #[test]
+    fn a_context_file_must_be_inside_the_folder_or_allowed_on_the_command_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("playbook");
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/tool"), "inside").unwrap();
+        std::fs::write(tmp.path().join("beside"), "outside").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.join("shadow-link")).unwrap();
+        std::os::unix::fs::symlink("bin/tool", dir.join("tool-link")).unwrap();
+        let none = ContextAllow::default();
+
+        let files = context_files("p", &dir, &context("tool", "bin/tool"), &none).unwrap();
+        assert_eq!(files["tool"].path, dir.canonicalize().unwrap().join("bin/tool"));
+        let files = context_files("p", &dir, &context("tool", "tool-link"), &none).unwrap();
+        assert_eq!(files["tool"].path, dir.canonicalize().unwrap().join("bin/tool"), "a link inside, to inside");
+
+        for path in ["/etc/shadow", "shadow-link", "../beside", "bin/../../beside", "/etc/../etc/shadow"] {
+            let err = context_files("p", &dir, &context("x", path), &none).err().expect(path).to_string();
+            assert!(err.contains(&format!("[container] context x = {path:?}")), "{err}");
+            assert!(err.contains("outside the playbook folder") && err.contains("--context-allow"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+
+        // Named on the command line: the file itself, or a folder holding it; links resolved on both sides.
+        let beside = ContextAllow::new([tmp.path().join("beside")]);
+        assert!(context_files("p", &dir, &context("x", "../beside"), &beside).is_ok());
+        let folder = ContextAllow::new([tmp.path().to_owned()]);
+        assert!(context_files("p", &dir, &context("x", "../beside"), &folder).is_ok());
+        let shadow = ContextAllow::new([PathBuf::from("/etc/shadow")]);
+        assert!(context_files("p", &dir, &context("x", "shadow-link"), &shadow).is_ok());
+        assert!(context_files("p", &dir, &context("x", "shadow-link"), &beside).is_err(), "another file allowed");
+
+        let err = context_files("p", &dir, &context("x", "missing"), &none).err().unwrap().to_string();
+        assert!(err.contains("[container] context x = \"missing\"") && !err.contains('\n'), "{err}");
+        let err = context_files("p", &dir, &context("x", "bin"), &none).err().unwrap().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn the_folders_own_links_are_packed_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Containerfile"), "FROM scratch\n").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("shadow-link")).unwrap();
+        let bytes = context_tar(dir.path(), BTreeMap::new()).unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let link = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().ends_with("shadow-link"))
+            .expect("the link is in the context");
+        assert_eq!(link.header().entry_type(), tar::EntryType::Symlink);
+        assert_eq!(link.size(), 0, "nothing of what it points to");
+    }
 }

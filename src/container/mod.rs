@@ -7,6 +7,8 @@
 //! - [`image`]: making sure the image exists, built from the playbook's Containerfile when it does not.
 //! - [`sandbox`]: what a container may do (no privileges, no capabilities, read-only root, no network, limits).
 //! - [`action`]: one alert, one container: create, feed, wait, kill at the deadline, always remove.
+//! - [`libpod`]: on Podman, containers are created through its own API so that the engine holds the deadline
+//!   even when no runner is left.
 //! - [`exit`](self::exit): when a container has ended, and its exit code (fast: Podman's `stopped` counts).
 //! - [`outcome`]: exit code, stdout and stderr → an [`Execution`](crate::execution::Execution).
 
@@ -14,6 +16,7 @@ pub mod action;
 pub mod engine;
 mod exit;
 pub mod image;
+mod libpod;
 pub mod outcome;
 pub mod sandbox;
 
@@ -46,6 +49,12 @@ pub enum ContainerError {
     Build { image: String, containerfile: String, why: String },
     #[error("playbook {0} is not a container playbook (kind = \"container\" with a [container] section)")]
     NotContainer(String),
+    #[error(
+        "playbook {playbook}: [container] context {name} = {path:?} is outside the playbook folder ({real}), nothing built: to put that host file into the image, pass --context-allow {allow} (or set RIPOSTE_CONTEXT_ALLOW)"
+    )]
+    ContextOutside { playbook: String, name: String, path: String, real: String, allow: String },
+    #[error("playbook {playbook}: [container] context {name} = {path:?}: {why}")]
+    ContextFile { playbook: String, name: String, path: String, why: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
