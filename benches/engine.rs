@@ -131,7 +131,7 @@ async fn main() {
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
     riposte::streams::ensure(&js, None).await.unwrap();
-    let reg = Registry::open(&js).await.unwrap();
+    let reg = Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()));
     let state = StateDir::new(Some(support::shared_state()));
     let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
     let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap();
@@ -149,6 +149,7 @@ async fn main() {
         containers: Default::default(),
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(support::settings_keys()),
     };
     let runner = Runner::start(nats.client().await, config.clone(), backends.clone()).await.unwrap();
     let only_metrics = std::env::var_os("BENCH_ONLY_METRICS").is_some();

@@ -13,6 +13,7 @@ use riposte::alert::Alert;
 use riposte::builder::Builder;
 use riposte::capability::recording::Recorder;
 use riposte::capability::Backends;
+use riposte::execution::Handler;
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::runtime::{Runtime, RuntimeConfig, WasmFunction};

@@ -304,11 +304,14 @@ pub async fn plan(
         let policy = crate::function::ResponsePolicy { dry_run: spec.dry_run, dedup: spec.dedup.clone() };
         let prepared = prepared.with_policy(policy).map_err(deploy_err)?;
         let f = &prepared.function;
+        deploy::check_key(registry, f).map_err(deploy_err)?;
         let detail = describe_function(&spec.playbook, f);
-        let action = match current_functions.get(name) {
+        // The stored function's secret settings are sealed: compared opened.
+        let action = match current_functions.get(name).map(|old| registry.open_settings(old.clone())) {
             None => Action::Create,
-            Some(old) if old == f => Action::Unchanged,
-            Some(old) => Action::Update(function_changes(old, f)),
+            Some(Ok(old)) if old == *f => Action::Unchanged,
+            Some(Ok(old)) => Action::Update(function_changes(&old, f)),
+            Some(Err(_)) => Action::Update(vec!["settings sealed with another settings key: sealed again".into()]),
         };
         steps.push(Step { kind: "function", name: name.clone(), action, detail });
         functions.push(prepared);

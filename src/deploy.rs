@@ -97,6 +97,8 @@ pub enum DeployError {
     #[error("function {0} is a container action: --dry-run works for WebAssembly playbooks only (a container reaches the world itself, its calls cannot be recorded)")]
     DryRunContainer(String),
     #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
+    #[error(transparent)]
     Nats(#[from] StreamError),
 }
 
@@ -235,9 +237,11 @@ async fn ensure_image_here(manifest: &Manifest, dir: &Path, allow: &ContextAllow
     }
 }
 
-/// Writes the artifact, then the function, and carries a new concurrency or timeout over to the consumers of
-/// the function's existing triggers.
+/// Writes the artifact, then the function (its secret settings sealed with the registry's key: refused before
+/// anything is written when it has none), and carries a new concurrency or timeout over to the consumers of the
+/// function's existing triggers.
 pub async fn write_function(registry: &Registry, prepared: &PreparedFunction) -> Result<(), DeployError> {
+    check_key(registry, &prepared.function)?;
     if let Some(bytes) = &prepared.bytes {
         registry.put_artifact(bytes).await?;
     }
@@ -250,6 +254,14 @@ pub async fn write_function(registry: &Registry, prepared: &PreparedFunction) ->
     let limits = &prepared.function.manifest.limits;
     for t in registry.triggers().await?.into_values().filter(|t| t.function == prepared.function.name) {
         crate::streams::ensure_consumer(registry.jetstream(), &t, limits).await?;
+    }
+    Ok(())
+}
+
+/// Refuses a function with secret settings when the registry has no settings key to seal them with.
+pub fn check_key(registry: &Registry, function: &Function) -> Result<(), DeployError> {
+    if crate::seal::needs_key(function) && registry.keys().is_none() {
+        return Err(crate::seal::SealError::NoKey { function: function.name.clone() }.into());
     }
     Ok(())
 }

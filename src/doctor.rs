@@ -85,6 +85,8 @@ pub struct DoctorConfig {
     pub proxy: Option<String>,
     /// Whose NATS permissions to probe (`--role`): a runner's by default.
     pub roles: Vec<Role>,
+    /// The settings key a runner here would be given: it must open every deployed function's secret settings.
+    pub settings_keys: Option<crate::seal::SettingsKeys>,
 }
 
 /// A set of NATS permissions riposte needs (README, least privilege).
@@ -116,12 +118,53 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs every check.
 pub async fn run(config: &DoctorConfig) -> Vec<Check> {
     let mut checks = Vec::new();
-    let functions = nats_checks(config, &mut checks).await.unwrap_or_default();
+    let functions = nats_checks(config, &mut checks).await;
+    if let Some(functions) = &functions {
+        checks.push(settings_key(config.settings_keys.as_ref(), functions));
+    }
+    let functions = functions.unwrap_or_default();
     checks.push(container_engine(config, &functions).await);
     checks.push(kubernetes(config, &functions).await);
     checks.push(compile_cache(&config.state));
     checks.push(http(config));
     checks
+}
+
+/// Whether the settings key opens the secret settings of every deployed function (a runner given it runs them
+/// all; one without it refuses them).
+fn settings_key(keys: Option<&crate::seal::SettingsKeys>, functions: &BTreeMap<String, Function>) -> Check {
+    const NAME: &str = "settings key";
+    let sealed: Vec<&Function> = functions.values().filter(|f| crate::seal::needs_key(f)).collect();
+    if sealed.is_empty() {
+        return Check::ok(NAME, "no deployed function has secret settings");
+    }
+    let names = |fs: &[&Function]| fs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ");
+    let Some(keys) = keys else {
+        return Check::failure(
+            NAME,
+            format!("none given, and {} function(s) have secret settings: {}", sealed.len(), names(&sealed)),
+            "give the key file they were deployed with: --settings-key-file FILE (RIPOSTE_SETTINGS_KEY_FILE)",
+        );
+    };
+    let mut refused = Vec::new();
+    let mut first_error = None;
+    for f in &sealed {
+        if let Err(e) = crate::seal::open_settings(Some(keys), (*f).clone()) {
+            refused.push(*f);
+            first_error.get_or_insert(e.to_string());
+        }
+    }
+    match first_error {
+        None => Check::ok(
+            NAME,
+            format!("key {} opens the secret settings of {} function(s)", keys.sealing_key_id(), sealed.len()),
+        ),
+        Some(e) => Check::failure(
+            NAME,
+            format!("key {} does not open the settings of {} ({e})", keys.sealing_key_id(), names(&refused)),
+            "give runners the key file those functions were deployed with, or deploy them again with this key",
+        ),
+    }
 }
 
 /// NATS, JetStream, streams, clock; the deployed functions when the registry can be read.

@@ -1,5 +1,6 @@
 //! The result of running one function on one alert: what riposte records, publishes and shows, for WASM and
-//! container functions alike. It never holds setting values (they are redacted before it is built).
+//! container functions alike. It never holds setting values: [`Handler::handle`] redacts every execution a
+//! handler finishes ([`Execution::redact`]) before anyone else sees it.
 
 use crate::wit::CallError;
 use serde::{Deserialize, Serialize};
@@ -60,8 +61,20 @@ impl Status {
 /// Anything that reacts to one alert: a WASM function or a container action.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
-    /// Runs the reaction; every failure is an `Execution` with a status, never a panic.
-    async fn handle(&self, alert: &crate::alert::Alert) -> Execution;
+    /// Runs the reaction and redacts the function's secret values from every field of the execution: the one
+    /// way executions leave a handler, so results, dead letters, runner logs and CLI output never hold them.
+    async fn handle(&self, alert: &crate::alert::Alert) -> Execution {
+        let mut exec = self.react(alert).await;
+        exec.redact(self.secrets());
+        exec
+    }
+
+    /// Runs the reaction; every failure is an `Execution` with a status, never a panic. Call
+    /// [`handle`](Self::handle) instead.
+    async fn react(&self, alert: &crate::alert::Alert) -> Execution;
+
+    /// The secret setting values of the function (see [`crate::function::Settings::secret_values`]).
+    fn secrets(&self) -> &[String];
 
     /// Its warm-instance counters, for handlers that keep instances (WASM functions).
     fn instances(&self) -> Option<InstanceCounts> {
@@ -129,6 +142,28 @@ impl Execution {
         }
     }
 
+    /// Replaces every secret value ([`crate::redact::redact`]) in every text of the execution: message, reason,
+    /// detail (its strings and keys, at any depth), log lines and dry-run host calls.
+    pub fn redact(&mut self, secrets: &[String]) {
+        if secrets.is_empty() {
+            return;
+        }
+        let r = |text: &str| crate::redact::redact(secrets, text);
+        self.message = r(&self.message);
+        if let Some(reason) = &mut self.reason {
+            *reason = r(reason);
+        }
+        if let Some(detail) = self.detail.take() {
+            self.detail = Some(crate::redact::redact_json(secrets, detail));
+        }
+        for line in &mut self.logs {
+            line.level = r(&line.level);
+            line.message = r(&line.message);
+        }
+        let calls = std::mem::take(&mut self.host_calls);
+        self.host_calls = calls.into_iter().map(|c| crate::redact::redact_json(secrets, c)).collect();
+    }
+
     /// Status, message and reason from an error the guest returned.
     pub fn from_call_error(err: CallError) -> Execution {
         let (status, message, reason) = match err {
@@ -141,5 +176,30 @@ impl Execution {
             CallError::Failed(m) => (Status::Failed, m, None),
         };
         Execution { reason, ..Execution::refused(status, message) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_covers_every_field() {
+        let secret = "Canary-Tok3n-XYZ";
+        let mut exec = Execution {
+            reason: Some(format!("Reason{secret}")),
+            detail: Some(serde_json::json!({"k": secret, secret: [1, {"deep": format!("x{secret}x")}]})),
+            logs: vec![LogLine { level: "info".into(), message: format!("host {}.invalid", secret.to_lowercase()) }],
+            host_calls: vec![serde_json::json!({"url": format!("https://h/{secret}")})],
+            ..Execution::refused(Status::Rejected, format!("refused {secret}"))
+        };
+        exec.redact(&[secret.to_owned()]);
+        let text = serde_json::to_string(&exec).unwrap();
+        assert!(!text.to_lowercase().contains(&secret.to_lowercase()), "{text}");
+        assert_eq!(exec.message, "refused ***");
+        assert_eq!(exec.reason.as_deref(), Some("Reason***"));
+        assert_eq!(exec.detail.as_ref().unwrap()["***"][1]["deep"], "x***x");
+        assert_eq!(exec.logs[0].message, "host ***.invalid");
+        assert_eq!(exec.host_calls[0]["url"], "https://h/***");
     }
 }

@@ -44,6 +44,9 @@ pub struct Heartbeat {
     /// Results and dead letters since start that could not be stored (their alerts were settled anyway).
     #[serde(default)]
     pub unstored: u64,
+    /// Functions it refuses to run, and why (their secret settings do not open with its settings key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, String>,
     /// Whether its container engine answers.
     pub container_engine: Access,
     /// Whether it has a Kubernetes cluster configured.
@@ -207,6 +210,7 @@ mod tests {
                 handled: 0,
                 failed: 0,
                 unstored: 0,
+                refused: BTreeMap::new(),
                 container_engine: access.clone(),
                 kubernetes: access,
                 policy: BTreeMap::new(),

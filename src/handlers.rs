@@ -246,7 +246,11 @@ impl DryRun {
 
 #[async_trait::async_trait]
 impl Handler for DryRun {
-    async fn handle(&self, alert: &Alert) -> Execution {
+    fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    async fn react(&self, alert: &Alert) -> Execution {
         let (mut exec, calls) = recording::recorded(self.secrets.clone(), self.inner.handle(alert)).await;
         exec.host_calls = calls;
         exec

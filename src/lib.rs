@@ -13,7 +13,7 @@
 //!   dedup, nats, embedded      dedup keys shared by runners, connections, the local nats-server
 //! bottom                       alert, condition, manifest, function, trigger, execution, limits, wit, digest,
 //!                              name, state_dir, shutdown, truncate, assets (the WIT and helper library riposte
-//!                              carries)
+//!                              carries), redact (secret values out of text), seal (setting values at rest)
 //! ```
 //!
 //! Nothing below the runner knows how alerts are delivered; nothing below `runtime` imports it.
@@ -34,7 +34,9 @@ pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod name;
+pub mod redact;
 pub mod rules;
+pub mod seal;
 pub mod shutdown;
 pub mod state_dir;
 pub mod topic_check;

@@ -2,11 +2,17 @@
 //! `triggers.<name>`), component binaries in an object store keyed by their sha256. Every runner watches the
 //! bucket, so a deploy on any machine reaches the whole fleet without a restart.
 //!
+//! Secret setting values are stored sealed ([`crate::seal`]): [`Registry::put_function`] seals them with the
+//! settings key, and the watch a runner reads opens them; [`Registry::functions`] and [`Registry::function`]
+//! return functions as stored (values sealed), which is all listings, triggers and export need. A reader of the
+//! bucket without the key sees setting names and ciphertext.
+//!
 //! nats-server 2.9 answers the account-info request that async-nats' `create_key_value` /
 //! `create_object_store` make in a shape the client rejects, so the backing streams (`KV_<bucket>`,
 //! `OBJ_<bucket>`) are created here with the same settings and opened with `get_key_value` / `get_object_store`.
 
 use crate::function::Function;
+use crate::seal::{SealError, SettingsKeys};
 use crate::streams::{Doing, StreamError, StreamSettings};
 use crate::trigger::Trigger;
 use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
@@ -25,13 +31,17 @@ pub struct Registry {
     js: jetstream::Context,
     kv: kv::Store,
     objects: ObjectStore,
+    keys: Option<SettingsKeys>,
 }
 
 /// One change seen by a watcher: a definition put (`Some`) or deleted (`None`).
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// A function put (its settings opened) or deleted.
     Function(String, Option<Box<Function>>),
     Trigger(String, Option<Trigger>),
+    /// A function put whose settings this registry's keys cannot open (no key, or another one): it cannot run.
+    Refused(String, std::sync::Arc<SealError>),
 }
 
 impl Registry {
@@ -70,7 +80,7 @@ impl Registry {
         crate::fleet::open_with(js, settings).await?;
         let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
         let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;
-        Ok(Registry { js: js.clone(), kv, objects })
+        Ok(Registry { js: js.clone(), kv, objects, keys: None })
     }
 
     /// Opens the registry only when it exists (nothing is created): for read-only checks.
@@ -80,7 +90,24 @@ impl Registry {
         }
         let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
         let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;
-        Ok(Some(Registry { js: js.clone(), kv, objects }))
+        Ok(Some(Registry { js: js.clone(), kv, objects, keys: None }))
+    }
+
+    /// The same registry, sealing and opening secret setting values with `keys` (without keys, a function with
+    /// secret settings can be listed and given triggers, but neither deployed nor run).
+    pub fn with_keys(mut self, keys: Option<SettingsKeys>) -> Registry {
+        self.keys = keys;
+        self
+    }
+
+    /// The settings keys it seals and opens with.
+    pub fn keys(&self) -> Option<&SettingsKeys> {
+        self.keys.as_ref()
+    }
+
+    /// `function` as stored, its secret setting values opened with this registry's keys.
+    pub fn open_settings(&self, function: Function) -> Result<Function, SealError> {
+        crate::seal::open_settings(self.keys.as_ref(), function)
     }
 
     /// The JetStream context it uses.
@@ -88,7 +115,7 @@ impl Registry {
         &self.js
     }
 
-    /// Every deployed function, by name.
+    /// Every deployed function, by name, as stored (secret setting values sealed).
     pub async fn functions(&self) -> Result<BTreeMap<String, Function>, StreamError> {
         self.all("functions").await
     }
@@ -98,7 +125,7 @@ impl Registry {
         self.all("triggers").await
     }
 
-    /// One function.
+    /// One function, as stored (secret setting values sealed; [`Registry::open_settings`] opens them).
     pub async fn function(&self, name: &str) -> Result<Option<Function>, StreamError> {
         self.one(&format!("functions.{name}")).await
     }
@@ -117,9 +144,12 @@ impl Registry {
         self.one(&format!("triggers.{name}")).await
     }
 
-    /// Deploys (or replaces) a function. Its artifact must already be stored.
+    /// Deploys (or replaces) a function, its secret setting values sealed with this registry's keys (refused
+    /// without keys when it has any). Its artifact must already be stored.
     pub async fn put_function(&self, function: &Function) -> Result<(), StreamError> {
-        let value = serde_json::to_vec(function).expect("a function serializes");
+        let stored = crate::seal::seal_settings(self.keys.as_ref(), function)
+            .doing(format!("saving function {}", function.name))?;
+        let value = serde_json::to_vec(&stored).expect("a function serializes");
         self.kv
             .put(format!("functions.{}", function.name), value.into())
             .await
@@ -170,30 +200,37 @@ impl Registry {
         Ok(bytes)
     }
 
-    /// Every current definition, then every change as it happens.
+    /// Every current definition, then every change as it happens; functions with their settings opened.
     pub async fn watch(&self) -> Result<impl Stream<Item = Result<Change, StreamError>>, StreamError> {
         let watch = self.kv.watch_with_history(">").await.doing("watching the registry")?;
-        Ok(watch.filter_map(|entry| async move {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => return Some(Err(StreamError::new("watching the registry", e))),
-            };
-            let deleted = !matches!(entry.operation, kv::Operation::Put);
-            let (kind, name) = entry.key.split_once('.')?;
-            let change = match kind {
-                "functions" if deleted => Change::Function(name.to_owned(), None),
-                "functions" => match serde_json::from_slice(&entry.value) {
-                    Ok(f) => Change::Function(name.to_owned(), Some(Box::new(f))),
-                    Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),
-                },
-                "triggers" if deleted => Change::Trigger(name.to_owned(), None),
-                "triggers" => match serde_json::from_slice(&entry.value) {
-                    Ok(t) => Change::Trigger(name.to_owned(), Some(t)),
-                    Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),
-                },
-                _ => return None,
-            };
-            Some(Ok(change))
+        let keys = self.keys.clone();
+        Ok(watch.filter_map(move |entry| {
+            let keys = keys.clone();
+            async move {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => return Some(Err(StreamError::new("watching the registry", e))),
+                };
+                let deleted = !matches!(entry.operation, kv::Operation::Put);
+                let (kind, name) = entry.key.split_once('.')?;
+                let change = match kind {
+                    "functions" if deleted => Change::Function(name.to_owned(), None),
+                    "functions" => match serde_json::from_slice(&entry.value) {
+                        Ok(f) => match crate::seal::open_settings(keys.as_ref(), f) {
+                            Ok(f) => Change::Function(name.to_owned(), Some(Box::new(f))),
+                            Err(e) => Change::Refused(name.to_owned(), std::sync::Arc::new(e)),
+                        },
+                        Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),
+                    },
+                    "triggers" if deleted => Change::Trigger(name.to_owned(), None),
+                    "triggers" => match serde_json::from_slice(&entry.value) {
+                        Ok(t) => Change::Trigger(name.to_owned(), Some(t)),
+                        Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),
+                    },
+                    _ => return None,
+                };
+                Some(Ok(change))
+            }
         }))
     }
 

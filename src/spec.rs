@@ -163,7 +163,7 @@ async fn run_case(
         policy: Default::default(),
     };
     let backends = Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder.clone() };
-    let exec = runtime.function(component, &function, backends).handle(&alert).await;
+    let exec = crate::execution::Handler::handle(&runtime.function(component, &function, backends), &alert).await;
     Ok((exec, recorder.calls()))
 }
 

@@ -38,6 +38,12 @@ impl StateDir {
         self.root.join("artifacts")
     }
 
+    /// The settings key of the local nats-server's registry (`riposte run` without `--nats` creates it, mode
+    /// 0600; see [`crate::seal`]).
+    pub fn settings_key(&self) -> PathBuf {
+        self.root.join("settings.key")
+    }
+
     /// Objects put by playbooks through the `object-store` capability.
     pub fn objects(&self) -> PathBuf {
         self.root.join("objects")

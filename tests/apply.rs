@@ -17,6 +17,7 @@ fn riposte(nats: &TestNats, args: &[&str], env: &[(&str, &str)]) -> Output {
     c.env("RIPOSTE_STATE_DIR", support::shared_state())
         .env("RIPOSTE_PLAYBOOKS", support::root().join("playbooks"))
         .env("RIPOSTE_NATS_URL", nats.url())
+        .env("RIPOSTE_SETTINGS_KEY_FILE", support::settings_key())
         .env("RUST_LOG", "warn")
         .args(args);
     for (k, v) in env {
@@ -37,7 +38,7 @@ fn err(out: &Output) -> String {
 }
 
 async fn registry(nats: &TestNats) -> Registry {
-    Registry::open(&jetstream::new(nats.client().await)).await.unwrap()
+    Registry::open(&jetstream::new(nats.client().await)).await.unwrap().with_keys(Some(support::settings_keys()))
 }
 
 /// The registry bucket's last sequence: unchanged means nothing was written.
@@ -91,7 +92,9 @@ async fn apply_plans_writes_once_updates_on_edit_and_prunes_what_the_file_does_n
     let applied = ok(&riposte(&nats, &["apply", "-f", &file], &env));
     assert!(applied.contains("applied: 4 created"), "{applied}");
     let reg = registry(&nats).await;
-    let slack = reg.function("falco-slack").await.unwrap().unwrap();
+    let stored = reg.function("falco-slack").await.unwrap().unwrap();
+    assert!(stored.settings.get("SLACK_WEBHOOK_URL").unwrap().starts_with("sealed:v1:"), "stored sealed");
+    let slack = reg.open_settings(stored).unwrap();
     assert_eq!(slack.settings.get("SLACK_WEBHOOK_URL"), Some(SECRET));
     let taint = reg.function("falco-taint").await.unwrap().unwrap();
     assert_eq!(taint.settings.get("TAINT_KEY"), Some("riposte/test"));
@@ -114,7 +117,10 @@ async fn apply_plans_writes_once_updates_on_edit_and_prunes_what_the_file_does_n
     assert!(!edited.contains(SECRET) && !edited.contains("riposte/edited"), "no values in the plan: {edited}");
     let reg = registry(&nats).await;
     assert_eq!(
-        reg.function("falco-slack").await.unwrap().unwrap().settings.get("SLACK_WEBHOOK_URL"),
+        reg.open_settings(reg.function("falco-slack").await.unwrap().unwrap())
+            .unwrap()
+            .settings
+            .get("SLACK_WEBHOOK_URL"),
         Some(new_secret.as_str())
     );
 

@@ -161,6 +161,7 @@ async fn an_undeclared_setting_read_at_run_time_says_where_to_declare_it() {
     let backends = || Backends { http: r.clone(), kubernetes: r.clone(), object_store: r.clone() };
 
     let undeclared = runtime.load(&support::guests::requires_setting("TOKEN"), "guest").unwrap();
+    use riposte::execution::Handler;
     let exec = runtime.function(undeclared, &function, backends()).handle(&alert).await;
     assert_eq!(exec.status, riposte::execution::Status::MissingSetting, "{exec:?}");
     assert!(

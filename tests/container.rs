@@ -42,7 +42,7 @@ async fn deployed(f: &Function, topic: Option<&str>) -> (support::nats::TestNats
     let nats = support::nats::TestNats::start();
     let js = async_nats::jetstream::new(nats.client().await);
     riposte::streams::ensure(&js, None).await.unwrap();
-    let registry = riposte::registry::Registry::open(&js).await.unwrap();
+    let registry = riposte::registry::Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()));
     registry.put_function(f).await.unwrap();
     if let Some(topic) = topic {
         let trigger = riposte::trigger::Trigger {
@@ -246,6 +246,7 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
         containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(support::settings_keys()),
     };
     let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
     let client = nats.client().await;
@@ -299,6 +300,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
         containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(support::settings_keys()),
     };
     let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
     publish_body(&nats.client().await, "falco.notice.x", support::alert_json("terminal-shell-k8s")).await;
@@ -329,6 +331,7 @@ async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
         .args(["doctor", "--json", "--nats", &nats.url(), "--container-host", &podman.host()])
         .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .env("RIPOSTE_SETTINGS_KEY_FILE", support::settings_key())
         .output()
         .unwrap();
     let report: serde_json::Value =
@@ -444,6 +447,7 @@ async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_
         containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(support::settings_keys()),
     };
     let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
     assert!(podman.containers_with(&of_site_k).is_empty(), "removed when the runner restarted");

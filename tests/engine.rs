@@ -29,7 +29,7 @@ const LONG: Duration = Duration::from_secs(60);
 async fn registry(nats: &TestNats) -> Registry {
     let js = jetstream::new(nats.client().await);
     riposte::streams::ensure(&js, None).await.unwrap();
-    Registry::open(&js).await.unwrap()
+    Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()))
 }
 
 async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, runs_on: Option<&str>) -> Function {
@@ -66,6 +66,7 @@ async fn runner(nats: &TestNats, name: &str) -> Runner {
         containers: Default::default(),
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(support::settings_keys()),
     };
     Runner::start(nats.client().await, config, backends).await.unwrap()
 }
@@ -156,6 +157,7 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
         .await;
     let out = Command::new(support::root().join("deploy_playbook"))
         .env("RIPOSTE_BIN", env!("CARGO_BIN_EXE_riposte"))
+        .env("RIPOSTE_SETTINGS_KEY_FILE", support::settings_key())
         .env("RIPOSTE_STATE_DIR", support::shared_state())
         .env("PATH", format!("{}:{}", support::root().join(".venv/bin").display(), std::env::var("PATH").unwrap()))
         .args(["-p", "slack", "-e", &format!("SLACK_WEBHOOK_URL={}/services/T0/B0/X", receiver.uri())])
@@ -223,6 +225,7 @@ async fn deploy_playbook_slack_then_a_core_nats_alert_reaches_the_receiver() {
     // Re-running updates in place and removes the triggers no longer asked for.
     let out = Command::new(support::root().join("deploy_playbook"))
         .env("RIPOSTE_BIN", env!("CARGO_BIN_EXE_riposte"))
+        .env("RIPOSTE_SETTINGS_KEY_FILE", support::settings_key())
         .env("RIPOSTE_STATE_DIR", support::shared_state())
         .args(["-p", "slack", "-e", &format!("SLACK_WEBHOOK_URL={}/services/T0/B0/X", receiver.uri())])
         .args(["-t", "falco.critical.*", "--nats", &nats.url()])

@@ -21,7 +21,7 @@ async fn registry(nats: &TestNats) -> Registry {
     let js = jetstream::new(nats.client().await);
     riposte::streams::ensure(&js, None).await.unwrap();
     riposte::fleet::open(&js).await.unwrap();
-    Registry::open(&js).await.unwrap()
+    Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()))
 }
 
 async fn deploy(reg: &Registry, name: &str, manifest: &str, artifact: Option<&[u8]>, runs_on: Option<&str>) {

@@ -10,7 +10,7 @@ use riposte::capability::http::{HttpClient, HttpConfig};
 use riposte::capability::kubernetes::objects::{ISOLATION_LABEL, ISOLATION_POLICY};
 use riposte::capability::recording::Recorder;
 use riposte::capability::{Backends, CaptureJob, Kubernetes, Taint};
-use riposte::execution::{Execution, Status};
+use riposte::execution::{Execution, Handler, Status};
 use riposte::function::{Function, Settings};
 use riposte::runtime::{Runtime, RuntimeConfig};
 use riposte::state_dir::StateDir;

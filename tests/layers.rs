@@ -16,6 +16,8 @@ const LAYERS: &[&[&str]] = &[
         "manifest",
         "metrics",
         "name",
+        "redact",
+        "seal",
         "shutdown",
         "rules",
         "state_dir",

@@ -132,6 +132,7 @@ async fn start_runner(config: &NatsConfig, name: &str) -> Runner {
         containers: Default::default(),
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(support::settings_keys()),
     };
     Runner::start(client, runner_config, backends).await.unwrap()
 }
@@ -438,6 +439,17 @@ async fn the_local_server_accepts_only_the_key_riposte_run_generated() {
     assert_eq!((mode(&root), mode(&root.join("nats")), mode(&seed)), (0o700, 0o700, 0o600));
     let url = std::fs::read_to_string(&url_file).unwrap();
     works(riposte_in(&root, &["trigger", "list"], &[]));
+    // The settings key is made beside it, private; deploying secret settings uses it without being told.
+    let settings_key = root.join("settings.key");
+    wait_until("the settings key", LONG, || async { settings_key.exists() }).await;
+    assert_eq!(mode(&settings_key), 0o600);
+    let (wasm, manifest) = (state.path().join("ok.wasm"), state.path().join("playbook.toml"));
+    std::fs::write(&wasm, guests::ok()).unwrap();
+    std::fs::write(&manifest, "name = \"keyed\"\nkind = \"wasm\"\n[settings.TOKEN]\n").unwrap();
+    let (wasm, manifest) = (wasm.to_str().unwrap(), manifest.to_str().unwrap());
+    let deploy = ["function", "deploy", "keyed", "--wasm", wasm, "--manifest", manifest, "-e", "TOKEN=s3cr3t-token"];
+    let out = riposte_in(&root, &deploy, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // A client without the key is refused, by the CLI (another user's state dir knows the URL, not the key) and by
     // any NATS client.

@@ -25,6 +25,7 @@ fn riposte_bin(nats: &TestNats) -> Command {
     c.env("RIPOSTE_STATE_DIR", support::shared_state())
         .env("RIPOSTE_PLAYBOOKS", support::root().join("playbooks"))
         .env("RIPOSTE_NATS_URL", nats.url())
+        .env("RIPOSTE_SETTINGS_KEY_FILE", support::settings_key())
         .env("RUST_LOG", "warn");
     c
 }

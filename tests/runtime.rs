@@ -6,7 +6,7 @@ mod support;
 use riposte::alert::Alert;
 use riposte::capability::recording::Recorder;
 use riposte::capability::Backends;
-use riposte::execution::Status;
+use riposte::execution::{Handler, Status};
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::runtime::{Runtime, RuntimeConfig};

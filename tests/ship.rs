@@ -532,8 +532,18 @@ fn the_deployment_probes_the_metrics_port_and_falcosidekick_publishes_where_the_
         Some(values["config"]["nats"]["hostport"].clone()),
         "falcosidekick publishes to the runners' NATS"
     );
+    let key_file = |c: &Value| {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "RIPOSTE_SETTINGS_KEY_FILE")
+            .map(|e| e["value"].clone())
+    };
+    assert!(key_file(runner).is_some(), "runners open sealed settings with the settings key");
     for init in pod["initContainers"].as_array().into_iter().flatten() {
         assert_eq!(nats_url(init), nats_url(runner), "{}", init["name"]);
+        assert_eq!(key_file(init), key_file(runner), "{} seals with the runners' settings key", init["name"]);
     }
 }
 

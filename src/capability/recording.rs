@@ -55,7 +55,7 @@ impl Recorder {
             Some(_) if calls.len() >= MAX_DRY_RUN_CALLS => {
                 self.omitted.fetch_add(1, Ordering::Relaxed);
             }
-            Some(secrets) => calls.push(bound_call(redact_json(secrets, Value::Object(fields)))),
+            Some(secrets) => calls.push(bound_call(crate::redact::redact_json(secrets, Value::Object(fields)))),
         }
         drop(calls);
         self.canned.lock().unwrap().get_mut(call).and_then(VecDeque::pop_front)
@@ -171,16 +171,6 @@ pub async fn recorded<F: std::future::Future>(secrets: Vec<String>, f: F) -> (F:
         calls.push(json!({"call": "more", "omitted": omitted}));
     }
     (out, calls)
-}
-
-/// Replaces secret values in every string of a recorded call (a webhook URL, an Authorization header).
-pub fn redact_json(secrets: &[String], value: Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(crate::function::redact(secrets, &s)),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| redact_json(secrets, v)).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, redact_json(secrets, v))).collect()),
-        other => other,
-    }
 }
 
 /// A recorded call of at most `DRY_RUN_CALL_BYTES` as JSON: a larger one loses its parsed body and has its

@@ -23,6 +23,8 @@ pub struct ApplyArgs {
     build: super::args::BuildArgs,
     #[command(flatten)]
     nats: super::args::NatsArgs,
+    #[command(flatten)]
+    key: super::args::SettingsKeyArgs,
 }
 
 /// `riposte export`.
@@ -34,7 +36,7 @@ pub struct ExportArgs {
 
 pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     let (text, declared) = apply::read(&args.file)?;
-    let registry = args.nats.registry(state).await?;
+    let registry = args.nats.keyed_registry(state, &args.key).await?;
     let allow = args.build.allow();
     let plan = apply::plan(
         &text,

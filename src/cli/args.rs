@@ -5,6 +5,7 @@ use anyhow::Result;
 use riposte::capability::Backends;
 use riposte::nats::NatsConfig;
 use riposte::registry::Registry;
+use riposte::seal::SettingsKeys;
 use riposte::state_dir::StateDir;
 use riposte::streams::StreamSettings;
 use std::path::PathBuf;
@@ -80,6 +81,39 @@ impl NatsArgs {
         let js = async_nats::jetstream::new(client);
         riposte::streams::ensure_with(&js, None, &self.streams()).await?;
         Ok(Registry::open_with(&js, &self.streams()).await?)
+    }
+
+    /// [`registry`](Self::registry), sealing and opening secret setting values with the settings key.
+    pub async fn keyed_registry(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Registry> {
+        let (_, local) = self.config("riposte-cli").resolve_url(state)?;
+        let keys = key.keys(state, local, false)?;
+        Ok(self.registry(state).await?.with_keys(keys))
+    }
+}
+
+/// The settings key, for the commands that write or read secret setting values (deploy, apply, run, call,
+/// doctor): the registry stores those values sealed with it ([`riposte::seal`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SettingsKeyArgs {
+    /// The settings key file: secret setting values are stored in the registry encrypted with it, so every
+    /// deployer and runner of a NATS needs the same file (32 random bytes, or base64 lines: make one with
+    /// `riposte settings-key new FILE`). Default with the local nats-server: <state>/settings.key, which
+    /// `riposte run` creates.
+    #[arg(long = "settings-key-file", env = "RIPOSTE_SETTINGS_KEY_FILE", value_name = "FILE")]
+    pub settings_key_file: Option<PathBuf>,
+}
+
+impl SettingsKeyArgs {
+    /// The keys: the file given; else, with the local nats-server (`local`), the state directory's key file
+    /// (created first when `create`, as `riposte run` does); else none.
+    pub fn keys(&self, state: &StateDir, local: bool, create: bool) -> Result<Option<SettingsKeys>> {
+        let default = state.settings_key();
+        Ok(match (&self.settings_key_file, local) {
+            (Some(file), _) => Some(SettingsKeys::load(file)?),
+            (None, true) if create => Some(SettingsKeys::load_or_generate(&default)?),
+            (None, true) if default.exists() => Some(SettingsKeys::load(&default)?),
+            (None, _) => None,
+        })
     }
 }
 

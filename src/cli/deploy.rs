@@ -40,6 +40,8 @@ pub struct PlaybookArgs {
     build: super::args::BuildArgs,
     #[command(flatten)]
     nats: super::args::NatsArgs,
+    #[command(flatten)]
+    key: super::args::SettingsKeyArgs,
 }
 
 pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
@@ -66,7 +68,7 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     .await?
     .with_policy(args.policy.policy())?;
     print_image_note(&prepared);
-    let registry = args.nats.registry(state).await?;
+    let registry = args.nats.keyed_registry(state, &args.key).await?;
     let deployed = deploy::deploy_with_triggers(&registry, &prepared, triggers(&name), args.force).await?;
     print_deployed(&prepared);
     for t in &deployed.triggers {

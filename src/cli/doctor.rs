@@ -19,6 +19,8 @@ pub struct Args {
     #[command(flatten)]
     nats: super::args::NatsArgs,
     #[command(flatten)]
+    key: super::args::SettingsKeyArgs,
+    #[command(flatten)]
     backends: super::args::BackendArgs,
     #[command(flatten)]
     container: super::args::ContainerArgs,
@@ -31,8 +33,11 @@ enum RoleArg {
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
+    let nats = args.nats.config("riposte-doctor");
+    let local = nats.resolve_url(state).is_ok_and(|(_, local)| local);
     let config = DoctorConfig {
-        nats: args.nats.config("riposte-doctor"),
+        settings_keys: args.key.keys(state, local, false)?,
+        nats,
         state: state.clone(),
         container_host: args.container.container_host.clone(),
         kubeconfig: args.backends.kubeconfig.clone(),

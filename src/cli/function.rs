@@ -42,6 +42,8 @@ pub enum Command {
         build: super::args::BuildArgs,
         #[command(flatten)]
         nats: super::args::NatsArgs,
+        #[command(flatten)]
+        key: super::args::SettingsKeyArgs,
     },
     /// Deployed functions: kind, artifact, runner pinning, dry-run/dedup, triggers, setting names (never values).
     List {
@@ -92,6 +94,8 @@ pub enum Command {
         container: super::args::ContainerArgs,
         #[command(flatten)]
         nats: super::args::NatsArgs,
+        #[command(flatten)]
+        key: super::args::SettingsKeyArgs,
         /// Print the execution as JSON.
         #[arg(long)]
         json: bool,
@@ -100,7 +104,7 @@ pub enum Command {
 
 pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats } => {
+        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats, key } => {
             let source = match (playbook, wasm) {
                 (Some(p), None) => Source::Playbook(p),
                 (None, Some(file)) => Source::Wasm { file, manifest },
@@ -120,7 +124,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             .await?
             .with_policy(policy.policy())?;
             super::deploy::print_image_note(&prepared);
-            let registry = nats.registry(state).await?;
+            let registry = nats.keyed_registry(state, &key).await?;
             deploy::write_function(&registry, &prepared).await?;
             super::deploy::print_deployed(&prepared);
             if when.is_some() {
@@ -218,12 +222,13 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             print!("{}", top_table(&records));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call { name, alert, backends, container, nats, json } => {
-            let registry = nats.registry(state).await?;
-            let function = registry
+        Command::Call { name, alert, backends, container, nats, key, json } => {
+            let registry = nats.keyed_registry(state, &key).await?;
+            let stored = registry
                 .function(&name)
                 .await?
                 .with_context(|| format!("no function {name}: see `riposte function list`"))?;
+            let function = registry.open_settings(stored)?;
             let raw = super::print::read_alert(&alert)?;
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
             let setup = container.setup(&backends);

@@ -12,6 +12,7 @@ mod playbook;
 mod print;
 mod run;
 mod runner;
+mod settings_key;
 mod spec;
 mod trigger;
 
@@ -81,6 +82,9 @@ enum Command {
     /// Print the deployed functions and triggers as a file `riposte apply` takes (secret settings as
     /// env: references to fill in).
     Export(apply::ExportArgs),
+    /// The settings key that seals secret setting values in the registry (README: Settings at rest).
+    #[command(subcommand)]
+    SettingsKey(settings_key::Command),
 }
 
 /// Parses arguments, runs the command, and turns an error into one line and exit code 1.
@@ -104,6 +108,7 @@ pub fn main() -> ExitCode {
             Command::DeployPlaybook(args) => deploy::deploy_playbook(args, &cli.playbooks, &state).await,
             Command::Apply(args) => apply::apply(args, &cli.playbooks, &state).await,
             Command::Export(args) => apply::export(args, &cli.playbooks, &state).await,
+            Command::SettingsKey(cmd) => settings_key::run(cmd),
         }
     });
     match result {

@@ -13,6 +13,8 @@ use std::process::ExitCode;
 pub struct Args {
     #[command(flatten)]
     nats: super::args::NatsArgs,
+    #[command(flatten)]
+    key: super::args::SettingsKeyArgs,
     /// This runner's name; functions deployed with --runs-on NAME run only on the runner of that name.
     #[arg(long, env = "RIPOSTE_RUNNER_NAME")]
     name: Option<String>,
@@ -67,6 +69,15 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             riposte::embedded::local_seed(state).display()
         ),
     }
+    let local = !matches!(connection.local, LocalServer::None);
+    let settings_keys = args.key.keys(state, local, true)?;
+    match &settings_keys {
+        Some(keys) => eprintln!("riposte: secret setting values open with settings key {}", keys.sealing_key_id()),
+        None => eprintln!(
+            "riposte: no settings key: functions with secret settings are refused here (give the key file their \
+             deployers use: --settings-key-file FILE or RIPOSTE_SETTINGS_KEY_FILE)"
+        ),
+    }
     let backends = args.backends.backends(state)?;
     let runner_config = RunnerConfig {
         name: name.clone(),
@@ -77,6 +88,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         containers: args.container.setup(&args.backends),
         metrics,
         streams: args.nats.streams(),
+        settings_keys,
     };
     let runner = Runner::start(client, runner_config, backends).await?;
     let _ = probe.set(runner.probe());

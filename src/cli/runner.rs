@@ -82,6 +82,9 @@ fn print_table(runners: &[RunnerStatus]) {
             if h.kubernetes.available { "yes" } else { "no" },
             cell(&functions)
         );
+        for (function, why) in &h.refused {
+            println!("  refuses function {}: {}", cell(function), cell(why));
+        }
         for (trigger, c) in &h.policy {
             println!(
                 "  trigger {}: matched {}, rejected {}, condition errors {}, deduplicated {}",

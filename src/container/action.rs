@@ -14,8 +14,9 @@ use super::sandbox;
 use super::short;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
-use crate::function::{redact, Function};
+use crate::function::Function;
 use crate::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
+use crate::redact::redact;
 use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, LogsOptions, RemoveContainerOptions};
 use bollard::Docker;
@@ -88,7 +89,11 @@ impl ContainerFunction {
 
 #[async_trait::async_trait]
 impl Handler for ContainerFunction {
-    async fn handle(&self, alert: &Alert) -> Execution {
+    fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    async fn react(&self, alert: &Alert) -> Execution {
         let started = Instant::now();
         let docker = &self.engine.docker;
         let limits = &self.function.manifest.limits;

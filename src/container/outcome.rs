@@ -17,8 +17,8 @@
 
 use crate::execution::LogLine;
 use crate::execution::{Execution, Status};
-use crate::function::redact;
 use crate::limits::MAX_LOG_LINES;
+use crate::redact::redact;
 
 /// `EX_DATAERR`: the alert cannot be handled.
 pub const EXIT_INVALID_ALERT: i64 = 65;

@@ -48,6 +48,8 @@ pub(crate) struct Sources {
     pub counters: Arc<Counters>,
     /// Per trigger: what its policy decided.
     pub policy_counts: Arc<Mutex<BTreeMap<String, Arc<super::policy::PolicyCounters>>>>,
+    /// Functions refused (settings that do not open here), and why.
+    pub refused: Arc<Mutex<BTreeMap<String, String>>>,
     pub in_flight: Arc<Semaphore>,
     pub max_in_flight: usize,
     pub container_host: Option<String>,
@@ -92,6 +94,7 @@ fn heartbeat(s: &Sources, containers: &Access) -> Heartbeat {
         handled: s.counters.handled.load(Ordering::Relaxed),
         failed: s.counters.failed.load(Ordering::Relaxed),
         unstored: s.counters.unstored_total(),
+        refused: s.refused.lock().unwrap().clone(),
         container_engine: containers.clone(),
         kubernetes: s.kubernetes.clone(),
         policy: s

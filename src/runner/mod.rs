@@ -47,6 +47,9 @@ pub struct RunnerConfig {
     pub metrics: Option<Metrics>,
     /// Replicas of the streams and buckets it creates, and whether it may change existing ones.
     pub streams: StreamSettings,
+    /// The keys that open the functions' secret setting values ([`crate::seal`]); a function sealed with a key
+    /// this runner lacks is refused (logged, and named in the heartbeat) while the others run.
+    pub settings_keys: Option<crate::seal::SettingsKeys>,
 }
 
 /// Why a runner could not start.
@@ -69,6 +72,8 @@ pub(crate) struct RunnerContext {
     pub metrics: Option<Metrics>,
     /// Per trigger: what its policy decided (conditions, dedup).
     pub policy_counts: Arc<Mutex<BTreeMap<String, Arc<policy::PolicyCounters>>>>,
+    /// Functions this runner refuses (their settings do not open with its keys), and why: in the heartbeat.
+    pub refused: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 /// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
@@ -98,7 +103,7 @@ impl Runner {
     ) -> Result<Runner, RunnerError> {
         let js = async_nats::jetstream::new(client.clone());
         crate::streams::ensure_with(&js, Some(&config.alert_subjects), &config.streams).await?;
-        let registry = Registry::open_with(&js, &config.streams).await?;
+        let registry = Registry::open_with(&js, &config.streams).await?.with_keys(config.settings_keys.clone());
         let kubernetes = if backends.kubernetes.available() {
             crate::fleet::Access { available: true, detail: "cluster configured".into() }
         } else {
@@ -121,6 +126,7 @@ impl Runner {
             counters: Arc::default(),
             metrics: config.metrics.clone(),
             policy_counts: Arc::default(),
+            refused: Arc::default(),
         });
         let changes = registry.watch().await?;
         let (stopper, shutdown) = Stopper::new();
@@ -133,6 +139,7 @@ impl Runner {
                 active: active.clone(),
                 counters: ctx.counters.clone(),
                 policy_counts: ctx.policy_counts.clone(),
+                refused: ctx.refused.clone(),
                 in_flight: ctx.in_flight.clone(),
                 max_in_flight: config.max_in_flight.max(1),
                 container_host: config.containers.host.clone(),
@@ -219,10 +226,20 @@ async fn watch_loop(
             _ = shutdown.wait() => break,
             Some(_) = dispatchers.join_next() => {}
             change = changes.next() => match change {
-                Some(Ok(Change::Function(name, f))) => match f {
-                    Some(f) => { functions.insert(name, *f); }
-                    None => { functions.remove(&name); ctx.handlers.forget(&name); }
-                },
+                Some(Ok(Change::Function(name, f))) => {
+                    ctx.refused.lock().unwrap().remove(&name);
+                    match f {
+                        Some(f) => { functions.insert(name, *f); }
+                        None => { functions.remove(&name); ctx.handlers.forget(&name); }
+                    }
+                }
+                Some(Ok(Change::Refused(name, e))) => {
+                    // Its alerts wait in JetStream for a runner that has the key (or this one, restarted with it).
+                    tracing::error!(function = %name, error = %e, "function refused: its settings do not open here; its alerts wait in JetStream");
+                    ctx.refused.lock().unwrap().insert(name.clone(), e.to_string());
+                    functions.remove(&name);
+                    ctx.handlers.forget(&name);
+                }
                 Some(Ok(Change::Trigger(name, t))) => match t {
                     Some(t) => { triggers.insert(name, t); }
                     None => { triggers.remove(&name); }

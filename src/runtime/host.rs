@@ -143,7 +143,7 @@ impl wit::log::Host for HostState {
             wit::log::Level::Error => "error",
         };
         // Redacted before it is cut, so a cut cannot leave half a secret unrecognised.
-        let message = crate::function::redact(&self.func.secrets, &message);
+        let message = crate::redact::redact(&self.func.secrets, &message);
         let message = crate::truncate::truncate(&message, LOG_LINE_BYTES).into_owned();
         self.call.logs.push(LogLine { level: level.to_owned(), message });
     }

@@ -213,7 +213,7 @@ impl WasmFunction {
 
     /// Runs the playbook on one alert, within the function's limits. Never panics on guest behaviour:
     /// every failure is an `Execution` with a status.
-    pub async fn handle(&self, alert: &Alert) -> Execution {
+    async fn execute(&self, alert: &Alert) -> Execution {
         let _permit = self.admission.acquire().await.expect("the admission semaphore is never closed");
         let started = Instant::now();
         let deadline = started + self.limits.timeout();
@@ -227,7 +227,6 @@ impl WasmFunction {
                 }
             };
         exec.duration_us = started.elapsed().as_micros() as u64;
-        exec.message = crate::function::redact(&self.ctx.secrets, &exec.message);
         exec
     }
 
@@ -335,7 +334,7 @@ impl WasmFunction {
     fn output_lines(&self, output: &output::Captured) -> Vec<crate::execution::LogLine> {
         let line = |text: &str| crate::execution::LogLine {
             level: "output".into(),
-            message: truncate(&crate::function::redact(&self.ctx.secrets, text), LOG_LINE_BYTES).into_owned(),
+            message: truncate(&crate::redact::redact(&self.ctx.secrets, text), LOG_LINE_BYTES).into_owned(),
         };
         let mut lines: Vec<&str> = output.text.lines().filter(|l| !l.trim().is_empty()).collect();
         let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
@@ -358,8 +357,12 @@ impl WasmFunction {
 
 #[async_trait::async_trait]
 impl crate::execution::Handler for WasmFunction {
-    async fn handle(&self, alert: &Alert) -> Execution {
-        WasmFunction::handle(self, alert).await
+    async fn react(&self, alert: &Alert) -> Execution {
+        self.execute(alert).await
+    }
+
+    fn secrets(&self) -> &[String] {
+        &self.ctx.secrets
     }
 
     fn instances(&self) -> Option<crate::execution::InstanceCounts> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub async fn registry(nats: &TestNats) -> Registry {
     let js = async_nats::jetstream::new(nats.client().await);
     riposte::streams::ensure(&js, None).await.unwrap();
-    Registry::open(&js).await.unwrap()
+    Registry::open(&js).await.unwrap().with_keys(Some(super::settings_keys()))
 }
 
 /// Deploys a component as function `name` (manifest `[limits]` lines in `limits`) with `policy`.
@@ -65,6 +65,7 @@ pub async fn runner(nats: &TestNats, name: &str, backends: Option<Backends>) -> 
         containers: Default::default(),
         metrics: None,
         streams: Default::default(),
+        settings_keys: Some(super::settings_keys()),
     };
     Runner::start(nats.client().await, config, backends).await.unwrap()
 }

@@ -25,10 +25,11 @@ pub fn shared_state() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("riposte-state")
 }
 
-/// The `riposte` binary of this build, with a state directory and the catalog.
+/// The `riposte` binary of this build, with a state directory, the catalog and the test settings key.
 pub fn riposte_bin(state: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
     c.env("RIPOSTE_STATE_DIR", state).env("RIPOSTE_PLAYBOOKS", root().join("playbooks")).env("RUST_LOG", "warn");
+    c.env("RIPOSTE_SETTINGS_KEY_FILE", settings_key());
     c
 }
 
@@ -57,4 +58,20 @@ where
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The settings key file of every test deployer and runner (created once, in the shared state directory):
+/// [`riposte_bin`] passes it, and the in-process runners and registries of this module use it.
+pub fn settings_key() -> PathBuf {
+    let path = shared_state().join("test-settings.key");
+    if !path.exists() {
+        std::fs::create_dir_all(shared_state()).unwrap();
+        riposte::seal::SettingsKeys::load_or_generate(&path).expect("the test settings key");
+    }
+    path
+}
+
+/// The keys in [`settings_key`].
+pub fn settings_keys() -> riposte::seal::SettingsKeys {
+    riposte::seal::SettingsKeys::load(&settings_key()).unwrap()
 }

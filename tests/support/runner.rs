@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub async fn registry(client: async_nats::Client, streams: &StreamSettings) -> Registry {
     let js = jetstream::new(client);
     riposte::streams::ensure_with(&js, None, streams).await.unwrap();
-    Registry::open_with(&js, streams).await.unwrap()
+    Registry::open_with(&js, streams).await.unwrap().with_keys(Some(super::settings_keys()))
 }
 
 /// Deploys `bytes` as function `name` with `[limits]` lines `limits`, and trigger `<name>-t` on `topic`.
@@ -67,6 +67,7 @@ pub async fn runner(client: async_nats::Client, name: &str, metrics: Option<ripo
         containers: Default::default(),
         metrics,
         streams: StreamSettings::default(),
+        settings_keys: Some(super::settings_keys()),
     };
     Runner::start(client, config, backends).await.unwrap()
 }
