@@ -396,18 +396,7 @@ async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_
 
     // A runner process starts a container for the alert, and is killed outright (SIGKILL) meanwhile.
     let state = tempfile::tempdir().unwrap();
-    let mut run = support::riposte_bin(state.path())
-        .args(["run", "--nats", &nats.url(), "--name", "site-k", "--container-host", &podman.host()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = nats.client().await;
-    client
-        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut run = runner_given_an_alert(&nats, &podman, state.path(), "site-k").await;
     let of_site_k = format!("{RUNNER_LABEL}=site-k");
     support::wait_until("the runner's container", Duration::from_secs(90), || {
         let found = !podman.containers_with(&of_site_k).is_empty();
@@ -534,6 +523,29 @@ async fn an_image_takes_host_files_outside_its_playbook_folder_only_when_the_com
     assert_none_left(&podman, "allowed");
 }
 
+/// Starts `riposte run --name NAME` on `nats` and `podman` (a process of its own, to be killed) and publishes
+/// one alert its container trigger takes.
+async fn runner_given_an_alert(
+    nats: &support::nats::TestNats,
+    podman: &Podman,
+    state: &std::path::Path,
+    name: &str,
+) -> std::process::Child {
+    let run = support::riposte_bin(state)
+        .args(["run", "--nats", &nats.url(), "--name", name, "--container-host", &podman.host()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = nats.client().await;
+    client
+        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    run
+}
+
 fn podman_image_exists(image: &str) -> bool {
     support::podman::podman().args(["image", "exists", image]).status().unwrap().success()
 }
@@ -548,18 +560,7 @@ async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and
     let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
 
     let state = tempfile::tempdir().unwrap();
-    let mut run = support::riposte_bin(state.path())
-        .args(["run", "--nats", &nats.url(), "--name", "site-o", "--container-host", &podman.host()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = nats.client().await;
-    client
-        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let mut run = runner_given_an_alert(&nats, &podman, state.path(), "site-o").await;
     let of_site_o = format!("{RUNNER_LABEL}=site-o");
     let running = || {
         let out = support::podman::podman()
