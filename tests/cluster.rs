@@ -44,6 +44,23 @@ async fn registry_r3(client: &async_nats::Client) -> Registry {
     }
 }
 
+/// The registry opened through the surviving nodes. Each of its streams has its own leader, and a stream
+/// led by the killed node answers lookups only once the others have elected a new one, which can take longer
+/// than the alert stream's election that `wait_leader` waited for.
+async fn registry_after_failover(js: &jetstream::Context) -> Registry {
+    let deadline = Instant::now() + LONG;
+    loop {
+        match Registry::open(js).await {
+            Ok(reg) => return reg,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("registry not readable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the registry never became readable after the leader was killed: {e}"),
+        }
+    }
+}
+
 async fn stream_info(js: &jetstream::Context, name: &str) -> jetstream::stream::Info {
     js.get_stream(name).await.unwrap().info().await.unwrap().clone()
 }
@@ -108,7 +125,7 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
     let new_leader = wait_leader(&pjs).await;
     assert_ne!(new_leader, leader, "another node leads the alert stream");
 
-    let results_reg = Registry::open(&pjs).await.unwrap();
+    let results_reg = registry_after_failover(&pjs).await;
     let want: std::collections::HashSet<String> = acked.iter().cloned().collect();
     wait_until(&format!("{} acknowledged alerts handled", want.len()), LONG, || async {
         want.is_subset(&handled_now(&results_reg).await)
