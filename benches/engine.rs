@@ -12,7 +12,7 @@
 //! `cargo bench --profile dev --bench engine` (env BENCH_N, BENCH_SLACK_N, BENCH_CONC, BENCH_SLACK_CONC to size
 //! the runs, BENCH_SKIP_TRIVIAL=1 to skip the trivial rows, BENCH_SKIP_METRICS=1 the metrics rows,
 //! BENCH_ONLY_METRICS=1 for those alone, BENCH_SKIP_POLICY=1 the response-policy rows (no condition / matching /
-//! rejecting / dedup on distinct keys), BENCH_SKIP_SLACK=1 the slack rows).
+//! rejecting / dedup on distinct keys, and a bare async-nats consumer that only acks: the machine's ceiling), BENCH_SKIP_SLACK=1 the slack rows).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -295,6 +295,10 @@ async fn policy_rows(reg: &Registry, client: &async_nats::Client, runner: &Runne
             ));
         }
     }
+    rows.push((
+        "a bare JetStream consumer that only acks (no riposte; this machine's ceiling)",
+        bare_consumer(client, n).await,
+    ));
     let base = rows[0].1;
     for (what, rate) in rows {
         println!(
@@ -302,6 +306,37 @@ async fn policy_rows(reg: &Registry, client: &async_nats::Client, runner: &Runne
             100.0 * rate / base
         );
     }
+}
+
+/// What nats-server and this process allow at best: a plain async-nats pull consumer with a trigger's
+/// settings (explicit ack, batches of 64, 256 unacked) that acks every alert and does nothing else.
+async fn bare_consumer(client: &async_nats::Client, n: usize) -> f64 {
+    use async_nats::jetstream::consumer;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream(riposte::streams::ALERT_STREAM).await.unwrap();
+    let config = consumer::pull::Config {
+        durable_name: Some("bench-bare".into()),
+        filter_subject: "falco.bare.>".into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_ack_pending: 256,
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
+    };
+    let consumer: consumer::PullConsumer = stream.get_or_create_consumer("bench-bare", config).await.unwrap();
+    let mut messages = consumer.stream().max_messages_per_batch(64).messages().await.unwrap();
+    let acker = tokio::spawn(async move {
+        for _ in 0..n {
+            let msg = tokio::time::timeout(Duration::from_secs(60), messages.next()).await.expect("stalled");
+            msg.unwrap().unwrap().ack().await.unwrap();
+        }
+    });
+    let started = Instant::now();
+    for i in 0..n {
+        client.publish("falco.bare.x", alert(i).into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    acker.await.unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Runs benches/python_baseline.py in `mode` on `n` alerts published with core NATS; its alerts/s from the

@@ -98,43 +98,51 @@ impl Alert {
     pub fn parse(raw: &[u8]) -> Result<Alert, AlertError> {
         let text = std::str::from_utf8(raw).map_err(|e| AlertError::NotJson(e.to_string()))?;
         let value: Value = serde_json::from_str(text).map_err(|e| AlertError::NotJson(e.to_string()))?;
-        let Value::Object(obj) = value else { return Err(AlertError::NotObject) };
+        let Value::Object(mut obj) = value else { return Err(AlertError::NotObject) };
 
-        let priority_text = required_str(&obj, "priority")?;
-        let priority = Priority::parse(priority_text).ok_or_else(|| AlertError::Invalid {
+        // Checked in this order (priority, rule, time, output_fields) so the first problem is the one reported;
+        // each value is moved out of the parsed object, never copied.
+        let priority_text = required_str(&mut obj, "priority")?;
+        let priority = Priority::parse(&priority_text).ok_or_else(|| AlertError::Invalid {
             field: "priority",
             why: format!(
                 "{priority_text:?} is not a Falco priority (Emergency, Alert, Critical, Error, Warning, Notice, Informational, Debug)"
             ),
         })?;
-        let rule = required_str(&obj, "rule")?;
+        let rule = required_str(&mut obj, "rule")?;
         if rule.trim().is_empty() {
             return Err(AlertError::Invalid { field: "rule", why: "it is empty".into() });
         }
-        let time = required_str(&obj, "time")?;
-        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        let time = required_str(&mut obj, "time")?;
+        time::OffsetDateTime::parse(&time, &time::format_description::well_known::Rfc3339)
             .map_err(|e| AlertError::Invalid { field: "time", why: format!("{time:?} is not RFC 3339 ({e})") })?;
-        let output_fields = match obj.get("output_fields") {
+        let output_fields = match obj.remove("output_fields") {
             None | Some(Value::Null) => return Err(AlertError::Missing("output_fields")),
-            Some(Value::Object(map)) => map.clone(),
+            Some(Value::Object(map)) => map,
             Some(_) => {
                 return Err(AlertError::Invalid { field: "output_fields", why: "it is not a JSON object".into() })
             }
         };
-        let tags = match obj.get("tags") {
+        let tags = match obj.remove("tags") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|t| match t {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
             Some(_) => return Err(AlertError::Invalid { field: "tags", why: "it is not a list of strings".into() }),
         };
-        let uuid = optional_str(&obj, "uuid").filter(|u| !u.is_empty()).map(str::to_owned);
+        let uuid = optional_str(&mut obj, "uuid").filter(|u| !u.is_empty());
         Ok(Alert {
             uuid: uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            output: optional_str(&obj, "output").unwrap_or_default().to_owned(),
+            output: optional_str(&mut obj, "output").unwrap_or_default(),
             priority,
-            rule: rule.to_owned(),
-            time: time.to_owned(),
-            source: optional_str(&obj, "source").unwrap_or_default().to_owned(),
-            hostname: optional_str(&obj, "hostname").unwrap_or_default().to_owned(),
+            rule,
+            time,
+            source: optional_str(&mut obj, "source").unwrap_or_default(),
+            hostname: optional_str(&mut obj, "hostname").unwrap_or_default(),
             tags,
             output_fields,
             raw: text.to_owned(),
@@ -165,16 +173,21 @@ fn field_text(value: &Value) -> Option<String> {
     }
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, AlertError> {
-    match obj.get(field) {
+/// Takes a required string field out of the parsed object.
+fn required_str(obj: &mut Map<String, Value>, field: &'static str) -> Result<String, AlertError> {
+    match obj.remove(field) {
         None | Some(Value::Null) => Err(AlertError::Missing(field)),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(AlertError::Invalid { field, why: "it is not a string".into() }),
     }
 }
 
-fn optional_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
-    obj.get(field).and_then(Value::as_str)
+/// Takes an optional string field out of the parsed object (None when absent or not a string).
+fn optional_str(obj: &mut Map<String, Value>, field: &str) -> Option<String> {
+    match obj.remove(field) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
 }
 
 /// falcosidekick's subject: priority lower-cased, rule lower-cased with every run of characters outside

@@ -176,6 +176,14 @@ pub const ACK_WAIT_MAX: Duration = Duration::from_secs(120);
 /// How far before the last ack wait a redelivered alert's earlier result is looked for (delivery and clock slack).
 pub const REDELIVERY_SLACK: Duration = Duration::from_secs(10);
 
+/// A trigger's pull request asks the server for an idle heartbeat this often. Two missed heartbeats mean the
+/// server holds no request of the runner's (one can be lost under load): the dispatcher then pulls again at
+/// once instead of waiting for the request's expiry.
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long one pull request waits for alerts before the runner renews it.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
+
 /// A trigger's consumer lets `concurrency` × this many alerts be in flight across the fleet: room for that
 /// many runners at full concurrency (each runner still admits at most `concurrency` at once).
 pub const FLEET_ACK_PENDING_FACTOR: i64 = 4;

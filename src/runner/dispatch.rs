@@ -147,8 +147,8 @@ impl Dispatcher {
                 Ok(consumer) => consumer
                     .stream()
                     .max_messages_per_batch(self.function.manifest.limits.concurrency.max(1) as usize)
-                    .heartbeat(Duration::from_secs(5))
-                    .expires(Duration::from_secs(30))
+                    .heartbeat(crate::limits::PULL_HEARTBEAT)
+                    .expires(crate::limits::PULL_EXPIRES)
                     .messages()
                     .await
                     .map_err(|e| e.to_string()),
@@ -193,7 +193,14 @@ impl Dispatcher {
                             drop((permit, runner_permit));
                         });
                     }
-                    Some(Err(e)) if matches!(e.kind(), K::MissingHeartbeat | K::Pull | K::Other) => {
+                    // No message and no idle heartbeat for two heartbeats: the server holds no pull request of
+                    // this stream (one was lost under load), and async-nats would wait for its expiry (35 s)
+                    // before pulling again. A new stream pulls at once; nothing is buffered in the old one.
+                    Some(Err(e)) if e.kind() == K::MissingHeartbeat => {
+                        tracing::info!(trigger = %self.trigger.name, "no heartbeat from the trigger's consumer; pulling again");
+                        return;
+                    }
+                    Some(Err(e)) if matches!(e.kind(), K::Pull | K::Other) => {
                         tracing::debug!(trigger = %self.trigger.name, error = %e, "pull interrupted");
                     }
                     Some(Err(e)) => {
