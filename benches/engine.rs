@@ -12,7 +12,8 @@
 //! `cargo bench --profile dev --bench engine` (env BENCH_N, BENCH_SLACK_N, BENCH_CONC, BENCH_SLACK_CONC to size
 //! the runs, BENCH_SKIP_TRIVIAL=1 to skip the trivial rows, BENCH_SKIP_METRICS=1 the metrics rows,
 //! BENCH_ONLY_METRICS=1 for those alone, BENCH_SKIP_POLICY=1 the response-policy rows (no condition / matching /
-//! rejecting / dedup on distinct keys, and a bare async-nats consumer that only acks: the machine's ceiling), BENCH_SKIP_SLACK=1 the slack rows).
+//! rejecting / dedup on distinct keys, and a bare async-nats consumer that only acks: the machine's ceiling),
+//! BENCH_SKIP_SLACK=1 the slack rows).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
