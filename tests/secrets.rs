@@ -382,4 +382,18 @@ fn deploying_secret_settings_to_a_nats_without_a_key_is_refused_with_how_to_make
     assert_eq!(std::fs::read(&key).unwrap(), before, "not overwritten");
     let out = deploy(Some(&key));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A key file that cannot be read is refused before the playbook is built (nothing lands in the state).
+    let state = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such.key");
+    let out = support::riposte_bin(state.path())
+        .current_dir(support::root())
+        .env("RIPOSTE_NATS_URL", nats.url())
+        .args(["deploy-playbook", "-p", "slack", "-e", "SLACK_WEBHOOK_URL=https://hooks.invalid/x", "-t", "falco.>"])
+        .args(["--settings-key-file", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no-such.key"), "{stderr}");
+    assert!(!state.path().join("components").exists(), "built before the key was read: {stderr}");
 }

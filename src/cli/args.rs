@@ -85,9 +85,15 @@ impl NatsArgs {
 
     /// [`registry`](Self::registry), sealing and opening secret setting values with the settings key.
     pub async fn keyed_registry(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Registry> {
-        let (_, local) = self.config("riposte-cli").resolve_url(state)?;
-        let keys = key.keys(state, local, false)?;
+        let keys = self.settings_keys(state, key)?;
         Ok(self.registry(state).await?.with_keys(keys))
+    }
+
+    /// The settings keys this NATS takes (see [`SettingsKeyArgs::keys`]), read without connecting: deploy
+    /// commands read them before a (slow) build, so a wrong key file costs nothing.
+    pub fn settings_keys(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Option<SettingsKeys>> {
+        let (_, local) = self.config("riposte-cli").resolve_url(state)?;
+        key.keys(state, local, false)
     }
 }
 

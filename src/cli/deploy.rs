@@ -57,6 +57,7 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     let base = Path::new(&args.playbook).file_name().and_then(|n| n.to_str()).unwrap_or(&args.playbook).to_owned();
     let name = format!("falco-{base}");
     let source = Source::Playbook(args.playbook.clone());
+    let keys = args.nats.settings_keys(state, &args.key)?;
     let allow = args.build.allow();
     let prepared = deploy::prepare(
         &name,
@@ -68,7 +69,7 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
     .await?
     .with_policy(args.policy.policy())?;
     print_image_note(&prepared);
-    let registry = args.nats.keyed_registry(state, &args.key).await?;
+    let registry = args.nats.registry(state).await?.with_keys(keys);
     let deployed = deploy::deploy_with_triggers(&registry, &prepared, triggers(&name), args.force).await?;
     print_deployed(&prepared);
     for t in &deployed.triggers {

@@ -113,6 +113,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             if let Some(w) = &when {
                 riposte::condition::Condition::compile(w)?;
             }
+            let keys = nats.settings_keys(state, &key)?;
             let allow = build.allow();
             let prepared = deploy::prepare(
                 &name,
@@ -124,7 +125,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             .await?
             .with_policy(policy.policy())?;
             super::deploy::print_image_note(&prepared);
-            let registry = nats.keyed_registry(state, &key).await?;
+            let registry = nats.registry(state).await?.with_keys(keys);
             deploy::write_function(&registry, &prepared).await?;
             super::deploy::print_deployed(&prepared);
             if when.is_some() {
