@@ -116,17 +116,8 @@ pub async fn open(js: &jetstream::Context) -> Result<kv::Store, StreamError> {
 /// deployer command creates the bucket and a least-privilege runner only reads its stream's info.
 pub async fn open_with(js: &jetstream::Context, settings: &StreamSettings) -> Result<kv::Store, StreamError> {
     let config = stream::Config {
-        name: format!("KV_{RUNNERS_BUCKET}"),
-        description: Some("riposte runner heartbeats".into()),
-        subjects: vec![format!("$KV.{RUNNERS_BUCKET}.>")],
-        max_messages_per_subject: 1,
         max_age: FORGOTTEN_AFTER,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        ..Default::default()
+        ..crate::streams::kv_stream_config(RUNNERS_BUCKET, "riposte runner heartbeats")
     };
     crate::streams::ensure_stream(js, false, config, settings).await?;
     js.get_key_value(RUNNERS_BUCKET).await.doing("opening the runners bucket")

@@ -53,18 +53,7 @@ impl Registry {
     /// Opens the registry, creating its bucket and object store when missing, replicated as `settings` asks
     /// (existing ones are checked as [`crate::streams::ensure_with`] checks the streams).
     pub async fn open_with(js: &jetstream::Context, settings: &StreamSettings) -> Result<Registry, StreamError> {
-        let kv_stream = stream::Config {
-            name: format!("KV_{REGISTRY_BUCKET}"),
-            description: Some("riposte functions and triggers".into()),
-            subjects: vec![format!("$KV.{REGISTRY_BUCKET}.>")],
-            max_messages_per_subject: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
+        let kv_stream = crate::streams::kv_stream_config(REGISTRY_BUCKET, "riposte functions and triggers");
         crate::streams::ensure_stream(js, false, kv_stream, settings).await?;
         let obj_stream = stream::Config {
             name: format!("OBJ_{ARTIFACT_BUCKET}"),

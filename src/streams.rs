@@ -154,6 +154,24 @@ pub async fn ensure_with(
     .await
 }
 
+/// The stream behind a KV bucket, configured as async-nats's `create_key_value` would make it (one value per
+/// key, rollups, no deletes, direct gets): created through [`ensure_stream`] so it is replicated and checked
+/// like every other stream. (Creating it with `create_key_value` fails on nats-server 2.9.)
+pub(crate) fn kv_stream_config(bucket: &str, description: &str) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
 /// Creates a stream when missing (with the replicas `settings` asks for); checks an existing one's replicas
 /// (changing them only with `settings.update`) and, with `fix_subjects`, makes it capture `config.subjects`.
 pub(crate) async fn ensure_stream(

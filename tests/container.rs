@@ -227,28 +227,13 @@ async fn riposte_call_runs_a_container_playbook() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
-    use riposte::handlers::ContainerSetup;
     use riposte::results::read_results;
     let podman = Podman::start();
     let f = container_fn("engine-action", "cat >/dev/null; echo '{\"message\": \"reacted in a container\"}'", "", &[]);
     let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
     let js = registry.jetstream().clone();
 
-    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let backends =
-        riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
-    let config = riposte::runner::RunnerConfig {
-        name: "container-runner".into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 16,
-        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
-        pooling: false,
-        containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(support::settings_keys()),
-    };
-    let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
+    let runner = container_runner(&nats, &podman, "container-runner").await;
     let client = nats.client().await;
     client
         .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
@@ -270,7 +255,6 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut() {
-    use riposte::handlers::ContainerSetup;
     use riposte::limits::{RESULT_DETAIL_BYTES, RESULT_LOGS_BYTES};
     use support::runner::{consumer_info, publish_body, registry, results, wait_settled};
     let podman = Podman::start();
@@ -288,21 +272,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
     };
     riposte::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&trigger).await.unwrap();
-    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let backends =
-        riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
-    let config = riposte::runner::RunnerConfig {
-        name: "loud-runner".into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 16,
-        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
-        pooling: false,
-        containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(support::settings_keys()),
-    };
-    let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
+    let runner = container_runner(&nats, &podman, "loud-runner").await;
     publish_body(&nats.client().await, "falco.notice.x", support::alert_json("terminal-shell-k8s")).await;
     support::wait_until("the result", Duration::from_secs(90), || async {
         !results(&reg, "loud-action").await.is_empty()
@@ -389,7 +359,7 @@ async fn a_container_runs_as_nobody_unless_root_is_asked_and_a_big_alert_arrives
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_ones_by_any_runner() {
     use riposte::container::{DEADLINE_LABEL, RUNNER_LABEL};
-    use riposte::handlers::ContainerSetup;
+
     let podman = Podman::start();
     let f = container_fn("test-killed", "cat >/dev/null; exec sleep 600", "timeout_ms = 60000", &[]);
     let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
@@ -424,21 +394,7 @@ async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_
 
     // The runner restarts: before any alert, it removes what its earlier run left; and it removes what is
     // past its deadline whoever started it.
-    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let backends =
-        riposte::capability::Backends { http: recorder.clone(), kubernetes: recorder.clone(), object_store: recorder };
-    let config = riposte::runner::RunnerConfig {
-        name: "site-k".into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 16,
-        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
-        pooling: false,
-        containers: ContainerSetup { host: Some(podman.host()), ..Default::default() },
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(support::settings_keys()),
-    };
-    let runner = riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap();
+    let runner = container_runner(&nats, &podman, "site-k").await;
     assert!(podman.containers_with(&of_site_k).is_empty(), "removed when the runner restarted");
     let overdue = format!("{DEADLINE_LABEL}={}", now - 60);
     support::wait_until("the overdue container's removal", Duration::from_secs(60), || {
@@ -611,4 +567,14 @@ async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and
     .await;
     let _ = support::podman::podman().args(["rm", "-f", "-t", "0", &name]).output();
     assert_none_left(&podman, "test-orphan");
+}
+
+/// A runner named `name` whose container actions run on `podman` (capabilities recorded).
+async fn container_runner(nats: &support::nats::TestNats, podman: &Podman, name: &str) -> riposte::runner::Runner {
+    let config = riposte::runner::RunnerConfig {
+        max_in_flight: 16,
+        containers: riposte::handlers::ContainerSetup { host: Some(podman.host()), ..Default::default() },
+        ..support::runner::test_config(name)
+    };
+    riposte::runner::Runner::start(nats.client().await, config, support::runner::recorded()).await.unwrap()
 }

@@ -7,19 +7,15 @@ mod support;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use riposte::capability::recording::Recorder;
-use riposte::capability::Backends;
 use riposte::execution::Status;
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
 use riposte::registry::Registry;
 use riposte::results::{read_deadletters, read_results, Disposition, ResultRecord};
-use riposte::runner::{Runner, RunnerConfig};
-use riposte::state_dir::StateDir;
+use riposte::runner::Runner;
 use riposte::trigger::Trigger;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use support::nats::TestNats;
 use support::{guests, riposte_bin, wait_until};
@@ -55,20 +51,7 @@ async fn add_trigger(reg: &Registry, name: &str, f: &Function, topic: &str) -> T
 }
 
 async fn runner(nats: &TestNats, name: &str) -> Runner {
-    let r = Arc::new(Recorder::new());
-    let backends = Backends { http: r.clone(), kubernetes: r.clone(), object_store: r };
-    let config = RunnerConfig {
-        name: name.into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 256,
-        state: StateDir::new(Some(support::shared_state())),
-        pooling: false,
-        containers: Default::default(),
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(support::settings_keys()),
-    };
-    Runner::start(nats.client().await, config, backends).await.unwrap()
+    Runner::start(nats.client().await, support::runner::test_config(name), support::runner::recorded()).await.unwrap()
 }
 
 fn alert(uuid: &str, priority: &str, rule: &str) -> String {

@@ -9,8 +9,6 @@
 mod support;
 
 use async_nats::jetstream;
-use riposte::capability::recording::Recorder;
-use riposte::capability::Backends;
 use riposte::execution::Status;
 use riposte::function::{Function, Settings};
 use riposte::manifest::Manifest;
@@ -18,12 +16,11 @@ use riposte::nats::NatsConfig;
 use riposte::registry::Registry;
 use riposte::results::{read_results, Disposition};
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::state_dir::StateDir;
 use riposte::trigger::Trigger;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use support::nats::TestNats;
 use support::secure::{Operator, Pki, KEY_KINDS};
@@ -121,20 +118,8 @@ async fn runs_an_alert(config: &NatsConfig) {
 
 async fn start_runner(config: &NatsConfig, name: &str) -> Runner {
     let client = config.connect(config.url.as_deref().unwrap(), None).await.unwrap();
-    let r = Arc::new(Recorder::new());
-    let backends = Backends { http: r.clone(), kubernetes: r.clone(), object_store: r };
-    let runner_config = RunnerConfig {
-        name: name.into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 16,
-        state: StateDir::new(Some(support::shared_state())),
-        pooling: false,
-        containers: Default::default(),
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(support::settings_keys()),
-    };
-    Runner::start(client, runner_config, backends).await.unwrap()
+    let runner_config = RunnerConfig { max_in_flight: 16, ..support::runner::test_config(name) };
+    Runner::start(client, runner_config, support::runner::recorded()).await.unwrap()
 }
 
 fn alert(uuid: &str) -> String {

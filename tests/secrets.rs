@@ -326,20 +326,9 @@ async fn settings_are_sealed_at_rest_and_a_runner_without_the_key_refuses_only_t
 }
 
 async fn runner_with(nats: &TestNats, name: &str, keys: Option<SettingsKeys>) -> riposte::runner::Runner {
-    let r = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let backends = riposte::capability::Backends { http: r.clone(), kubernetes: r.clone(), object_store: r };
-    let config = riposte::runner::RunnerConfig {
-        name: name.into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 16,
-        state: riposte::state_dir::StateDir::new(Some(support::shared_state())),
-        pooling: false,
-        containers: Default::default(),
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: keys,
-    };
-    riposte::runner::Runner::start(nats.client().await, config, backends).await.unwrap()
+    let config =
+        riposte::runner::RunnerConfig { max_in_flight: 16, settings_keys: keys, ..support::runner::test_config(name) };
+    riposte::runner::Runner::start(nats.client().await, config, support::runner::recorded()).await.unwrap()
 }
 
 #[test]

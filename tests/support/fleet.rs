@@ -2,16 +2,13 @@
 //! test components, triggers (with conditions), in-process runners, core-NATS publishing, reading results.
 
 use super::nats::TestNats;
-use riposte::capability::recording::Recorder;
 use riposte::capability::Backends;
 use riposte::function::{Function, ResponsePolicy, Settings};
 use riposte::manifest::Manifest;
 use riposte::registry::Registry;
 use riposte::results::{read_results, ResultRecord};
-use riposte::runner::{Runner, RunnerConfig};
-use riposte::state_dir::StateDir;
+use riposte::runner::Runner;
 use riposte::trigger::Trigger;
-use std::sync::Arc;
 
 /// The registry on `nats`, streams ensured.
 pub async fn registry(nats: &TestNats) -> Registry {
@@ -52,22 +49,8 @@ pub async fn trigger(reg: &Registry, name: &str, f: &Function, topic: &str, when
 
 /// A runner in this process with these backends (recording ones when None).
 pub async fn runner(nats: &TestNats, name: &str, backends: Option<Backends>) -> Runner {
-    let backends = backends.unwrap_or_else(|| {
-        let r = Arc::new(Recorder::new());
-        Backends { http: r.clone(), kubernetes: r.clone(), object_store: r }
-    });
-    let config = RunnerConfig {
-        name: name.into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 256,
-        state: StateDir::new(Some(super::shared_state())),
-        pooling: false,
-        containers: Default::default(),
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(super::settings_keys()),
-    };
-    Runner::start(nats.client().await, config, backends).await.unwrap()
+    let backends = backends.unwrap_or_else(super::runner::recorded);
+    Runner::start(nats.client().await, super::runner::test_config(name), backends).await.unwrap()
 }
 
 /// A falcosidekick alert as JSON.

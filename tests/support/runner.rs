@@ -54,22 +54,31 @@ pub async fn trigger(reg: &Registry, name: &str) -> Trigger {
     reg.trigger(name).await.unwrap().unwrap_or_else(|| panic!("no trigger {name}"))
 }
 
-/// A runner named `name` on `client`, with recorded capabilities and `metrics` when given.
-pub async fn runner(client: async_nats::Client, name: &str, metrics: Option<riposte::metrics::Metrics>) -> Runner {
-    let r = Arc::new(Recorder::new());
-    let backends = Backends { http: r.clone(), kubernetes: r.clone(), object_store: r };
-    let config = RunnerConfig {
+/// What every test runner starts from: alerts on `falco.>`, 256 alerts in flight, the shared state directory,
+/// no instance pooling, no metrics, the test settings key. A test changes the fields it is about.
+pub fn test_config(name: &str) -> RunnerConfig {
+    RunnerConfig {
         name: name.into(),
         alert_subjects: vec!["falco.>".into()],
         max_in_flight: 256,
         state: StateDir::new(Some(super::shared_state())),
         pooling: false,
         containers: Default::default(),
-        metrics,
+        metrics: None,
         streams: StreamSettings::default(),
         settings_keys: Some(super::settings_keys()),
-    };
-    Runner::start(client, config, backends).await.unwrap()
+    }
+}
+
+/// Backends that record every capability call instead of making it.
+pub fn recorded() -> Backends {
+    let r = Arc::new(Recorder::new());
+    Backends { http: r.clone(), kubernetes: r.clone(), object_store: r }
+}
+
+/// A runner named `name` on `client`, with recorded capabilities and `metrics` when given.
+pub async fn runner(client: async_nats::Client, name: &str, metrics: Option<riposte::metrics::Metrics>) -> Runner {
+    Runner::start(client, RunnerConfig { metrics, ..test_config(name) }, recorded()).await.unwrap()
 }
 
 /// A falcosidekick-shaped alert.
