@@ -38,6 +38,9 @@ pub struct Workshop<'a> {
     pub playbooks: &'a Path,
     pub state: &'a StateDir,
     pub allow: &'a ContextAllow,
+    /// Whether secret setting values can be sealed (the registry has a settings key): without one, a function
+    /// given secret settings is refused before anything is built ([`check_key`] is the same rule at write time).
+    pub sealing: bool,
 }
 
 /// A function checked and ready to be written, with its component bytes (none for a container function).
@@ -147,7 +150,13 @@ pub async fn prepare(
     runs_on: Option<String>,
     here: Workshop<'_>,
 ) -> Result<PreparedFunction, DeployError> {
-    let Workshop { playbooks, state, allow } = here;
+    let Workshop { playbooks, state, allow, sealing } = here;
+    let sealable = |manifest: &Manifest, settings: &Settings| {
+        if !sealing && settings.names().any(|n| manifest.is_secret(n)) {
+            return Err(DeployError::from(crate::seal::SealError::NoKey { function: name.to_owned() }));
+        }
+        Ok(())
+    };
     if !valid_name(name) {
         return Err(DeployError::FunctionName(name.to_owned()));
     }
@@ -161,6 +170,7 @@ pub async fn prepare(
             let (builder, playbook) = builder_for(p, playbooks, state)?;
             let (dir, manifest) = builder.manifest(&playbook)?;
             let settings = Settings::resolve(&manifest, &given)?;
+            sealable(&manifest, &settings)?;
             match manifest.kind {
                 Kind::Wasm => {
                     let runtime = runtime()?;
@@ -198,6 +208,7 @@ pub async fn prepare(
                     (manifest, Settings::from_pairs(given))
                 }
             };
+            sealable(&manifest, &settings)?;
             let runtime = runtime()?;
             let component = tokio::task::block_in_place(|| runtime.load(&bytes, &format!("function {name}")))?;
             (manifest, settings, component.digest.clone(), Some(bytes), None)

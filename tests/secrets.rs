@@ -385,4 +385,24 @@ fn deploying_secret_settings_to_a_nats_without_a_key_is_refused_with_how_to_make
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("no-such.key"), "{stderr}");
     assert!(!state.path().join("components").exists(), "built before the key was read: {stderr}");
+    // So is a secret setting with no key at all: refused before the build, the value never shown.
+    let out = support::riposte_bin(state.path())
+        .current_dir(support::root())
+        .env("RIPOSTE_NATS_URL", nats.url())
+        .env_remove("RIPOSTE_SETTINGS_KEY_FILE")
+        .args([
+            "deploy-playbook",
+            "-p",
+            "slack",
+            "-e",
+            "SLACK_WEBHOOK_URL=https://hooks.invalid/s3cr3t",
+            "-t",
+            "falco.>",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no settings key was given"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    assert!(!state.path().join("components").exists(), "built before the missing key was noticed: {stderr}");
 }

@@ -44,7 +44,7 @@ pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Resul
         &args.file,
         &registry,
         args.prune,
-        riposte::deploy::Workshop { playbooks, state, allow: &allow },
+        riposte::deploy::Workshop { playbooks, state, allow: &allow, sealing: registry.keys().is_some() },
     )
     .await?;
     let mut counts = [0usize; 4];

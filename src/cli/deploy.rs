@@ -64,7 +64,7 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
         &source,
         &args.settings,
         args.runs_on.clone(),
-        deploy::Workshop { playbooks, state, allow: &allow },
+        deploy::Workshop { playbooks, state, allow: &allow, sealing: keys.is_some() },
     )
     .await?
     .with_policy(args.policy.policy())?;

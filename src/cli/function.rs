@@ -120,7 +120,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 &source,
                 &settings,
                 runs_on,
-                deploy::Workshop { playbooks, state, allow: &allow },
+                deploy::Workshop { playbooks, state, allow: &allow, sealing: keys.is_some() },
             )
             .await?
             .with_policy(policy.policy())?;
