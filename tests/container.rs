@@ -253,6 +253,71 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     assert_none_left(&podman, "engine-action");
 }
 
+/// Issue 9's canary, through a container action and a runner: a secret setting the container prints (stdout
+/// as its outcome and detail, stderr as its logs, and both when it fails for good) is stored as `***` in its
+/// result and dead letter, and is nowhere in the results and dead-letter streams.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_the_streams() {
+    use riposte::results::{read_deadletters, read_results};
+    const CANARY: &str = "Canary-Tok3n-7Qz";
+    let podman = Podman::start();
+    let script = r#"
+        a=$(cat)
+        echo "stderr $CANARY" >&2
+        if echo "$a" | grep -q '"uuid":"fail'; then echo "stdout $CANARY"; exit 1; fi
+        echo "{\"message\": \"out $CANARY\", \"detail\": {\"$CANARY\": \"x$CANARY\"}}"
+    "#;
+    let manifest = format!(
+        "name = \"leaky\"\nkind = \"container\"\n[limits]\nmax_deliver = 1\n[container]\nimage = \"{}\"\ncommand = [{}]\n[settings.CANARY]\nrequired = true\n",
+        test_image(),
+        serde_json::to_string(script).unwrap()
+    );
+    let f = Function {
+        manifest: Manifest::parse(&manifest).unwrap(),
+        settings: Settings::from_pairs([("CANARY".to_owned(), CANARY.to_owned())]),
+        ..container_fn("leaky", script, "", &[])
+    };
+    assert!(f.manifest.is_secret("CANARY"), "settings are secret unless declared otherwise");
+    let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
+    let js = registry.jetstream().clone();
+    let runner = container_runner(&nats, &podman, "leaky-runner").await;
+    let client = nats.client().await;
+    for uuid in ["ok-1", "fail-1"] {
+        let mut alert: serde_json::Value = serde_json::from_str(&support::alert_json("terminal-shell-k8s")).unwrap();
+        alert["uuid"] = uuid.into();
+        client.publish("falco.notice.x", serde_json::to_string(&alert).unwrap().into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    support::wait_until("both results and the dead letter", Duration::from_secs(90), || {
+        let js = js.clone();
+        async move {
+            read_results(&js, Some("leaky"), None).await.unwrap_or_default().len() >= 2
+                && !read_deadletters(&js, "leaky").await.unwrap_or_default().is_empty()
+        }
+    })
+    .await;
+    runner.stop().await;
+
+    let results = read_results(&js, Some("leaky"), None).await.unwrap();
+    let by = |uuid: &str| results.iter().find(|r| r.alert_uuid == uuid).unwrap().clone();
+    let ok = by("ok-1");
+    assert_eq!((ok.status, ok.message.as_str()), (Status::Ok, "out ***"), "{ok:?}");
+    // JSON stdout is the detail as a whole (its `message` the message).
+    assert_eq!(ok.detail, Some(serde_json::json!({"message": "out ***", "detail": {"***": "x***"}})));
+    assert!(ok.logs.iter().any(|l| l.message == "stderr ***"), "{:?}", ok.logs);
+    let failed = by("fail-1");
+    assert_eq!(failed.status, Status::Failed, "{failed:?}");
+    assert!(serde_json::to_string(&failed).unwrap().contains("***"), "the failure carried the canary: {failed:?}");
+    let letter = serde_json::to_string(&read_deadletters(&js, "leaky").await.unwrap()).unwrap();
+    assert!(letter.contains("***"), "{letter}");
+    for stream in [riposte::streams::RESULTS_STREAM, riposte::streams::DEADLETTER_STREAM] {
+        let raw = support::runner::raw_stream(&js, stream).await;
+        assert!(!raw.is_empty(), "{stream} holds the records");
+        assert!(!raw.to_ascii_lowercase().contains(&CANARY.to_ascii_lowercase()), "{stream} shows the canary:\n{raw}");
+    }
+    assert_none_left(&podman, "leaky");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut() {
     use riposte::limits::{RESULT_DETAIL_BYTES, RESULT_LOGS_BYTES};

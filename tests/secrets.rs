@@ -5,8 +5,8 @@
 //! list`, and the runner's stderr in text and JSON. At rest, the registry holds secret setting values sealed: a
 //! NATS reader without the settings key sees ciphertext only (in the KV entry and in JetStream's files), a
 //! deployer without a key is refused, and a runner without the right key refuses that function and serves the
-//! others. (Container stdout goes through the same `Handler::handle` redaction; its unit test is in
-//! `src/container/outcome.rs`.)
+//! others. (A container action's stdout and stderr: `tests/container.rs`,
+//! `a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_the_streams`.)
 
 mod support;
 
@@ -112,20 +112,6 @@ fn runner(catalog: &Path, nats: &TestNats, format: &str, stderr: &Path) -> Child
         .unwrap()
 }
 
-/// Every message of a stream, raw.
-async fn raw_stream(js: &jetstream::Context, stream: &str) -> String {
-    let stream = js.get_stream(stream).await.unwrap();
-    let last = stream.get_info().await.unwrap().state.last_sequence;
-    let mut out = String::new();
-    for seq in 1..=last {
-        if let Ok(m) = stream.get_raw_message(seq).await {
-            out.push_str(&String::from_utf8_lossy(&m.payload));
-            out.push('\n');
-        }
-    }
-    out
-}
-
 fn assert_no_canary(place: &str, text: &str) {
     assert!(!text.is_empty(), "{place} is empty: nothing was checked");
     assert!(
@@ -193,8 +179,11 @@ async fn a_canary_setting_never_leaves_in_clear_on_any_path() {
     assert!(by("print").logs.iter().any(|l| l.message.contains("print ***")), "{:?}", by("print").logs);
     assert!(by("http").message.contains("***.invalid"), "the hostname, lower-cased: {}", by("http").message);
 
-    assert_no_canary("the results stream", &raw_stream(&js, riposte::streams::RESULTS_STREAM).await);
-    assert_no_canary("the dead-letter stream", &raw_stream(&js, riposte::streams::DEADLETTER_STREAM).await);
+    assert_no_canary("the results stream", &support::runner::raw_stream(&js, riposte::streams::RESULTS_STREAM).await);
+    assert_no_canary(
+        "the dead-letter stream",
+        &support::runner::raw_stream(&js, riposte::streams::DEADLETTER_STREAM).await,
+    );
     for args in [
         &["function", "logs", "canary", "-n", "100"][..],
         &["function", "logs", "canary", "-n", "100", "--json"],

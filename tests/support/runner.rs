@@ -115,6 +115,20 @@ pub async fn publish_body(client: &async_nats::Client, subject: &str, body: Stri
     client.request("$JS.API.INFO", bytes::Bytes::new()).await.unwrap();
 }
 
+/// Every message of a stream, raw (to look for what must not be there).
+pub async fn raw_stream(js: &jetstream::Context, stream: &str) -> String {
+    let stream = js.get_stream(stream).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut out = String::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            out.push_str(&String::from_utf8_lossy(&m.payload));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Every result of `function`.
 pub async fn results(reg: &Registry, function: &str) -> Vec<ResultRecord> {
     read_results(reg.jetstream(), Some(function), None).await.unwrap()
