@@ -141,17 +141,7 @@ async fn main() {
         kubernetes: recorder.clone(),
         object_store: recorder,
     };
-    let config = RunnerConfig {
-        name: "bench".into(),
-        alert_subjects: vec!["falco.>".into()],
-        max_in_flight: 256,
-        state: state.clone(),
-        pooling: true,
-        containers: Default::default(),
-        metrics: None,
-        streams: Default::default(),
-        settings_keys: Some(support::settings_keys()),
-    };
+    let config = RunnerConfig { pooling: true, ..support::runner::test_config("bench") };
     let runner = Runner::start(nats.client().await, config.clone(), backends.clone()).await.unwrap();
     let only_metrics = std::env::var_os("BENCH_ONLY_METRICS").is_some();
 

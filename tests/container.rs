@@ -234,12 +234,8 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     let js = registry.jetstream().clone();
 
     let runner = container_runner(&nats, &podman, "container-runner").await;
-    let client = nats.client().await;
-    client
-        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let shell = support::alert_json("terminal-shell-k8s");
+    support::runner::publish_body(&nats.client().await, "falco.notice.terminal_shell_in_container", shell).await;
     let js2 = js.clone();
     support::wait_until("the container function's result", Duration::from_secs(90), || {
         let js = js2.clone();
@@ -558,12 +554,8 @@ async fn runner_given_an_alert(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let client = nats.client().await;
-    client
-        .publish("falco.notice.terminal_shell_in_container", support::alert_json("terminal-shell-k8s").into())
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
+    let shell = support::alert_json("terminal-shell-k8s");
+    support::runner::publish_body(&nats.client().await, "falco.notice.terminal_shell_in_container", shell).await;
     run
 }
 
