@@ -152,7 +152,7 @@ pub async fn prepare(
 ) -> Result<PreparedFunction, DeployError> {
     let Workshop { playbooks, state, allow, sealing } = here;
     let sealable = |manifest: &Manifest, settings: &Settings| {
-        if !sealing && settings.names().any(|n| manifest.is_secret(n)) {
+        if !sealing && crate::seal::has_secret_settings(manifest, settings) {
             return Err(DeployError::from(crate::seal::SealError::NoKey { function: name.to_owned() }));
         }
         Ok(())

@@ -226,7 +226,13 @@ fn associated_data(function: &str, name: &str) -> Vec<u8> {
 
 /// Whether the function has settings to seal (secret ones under its manifest): only then a key is needed.
 pub fn needs_key(function: &Function) -> bool {
-    function.settings.names().any(|n| function.manifest.is_secret(n))
+    has_secret_settings(&function.manifest, &function.settings)
+}
+
+/// Whether any of `settings` is secret under `manifest` (before a [`Function`] exists: deploy checks it before
+/// building).
+pub fn has_secret_settings(manifest: &crate::manifest::Manifest, settings: &Settings) -> bool {
+    settings.names().any(|n| manifest.is_secret(n))
 }
 
 /// `function` as stored: its secret setting values sealed with `keys` (refused without keys when it has any).
