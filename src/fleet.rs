@@ -1,24 +1,19 @@
 //! The fleet: which runners are alive and what they serve. Every runner puts a [`Heartbeat`] in the KV bucket
-//! `riposte-runners` (key `runners.<name>`) when it starts and every [`HEARTBEAT_EVERY`], and deletes it when it
+//! `riposte-runners` (key `runners.<name>`) when it starts and every `Timings::heartbeat_every` (5 s), and deletes it when it
 //! stops gracefully. A runner killed outright leaves its last heartbeat: `riposte runner list` marks it gone
-//! once that is older than [`GONE_AFTER`], and the bucket's stream forgets it after [`FORGOTTEN_AFTER`]
+//! once that is older than `Timings::gone_after` (15 s), and the bucket's stream forgets it after [`FORGOTTEN_AFTER`]
 //! (`max_age`: nats-server 2.9 has no per-message TTL, an entry expires with the stream's age limit). Ages are
 //! the server's time stamp of the last put against this machine's clock (`riposte doctor` checks the skew).
 
 use crate::function::Function;
 use crate::streams::{Doing, StreamError, StreamSettings};
 use async_nats::jetstream::{self, kv, stream};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The KV bucket of heartbeats.
 pub const RUNNERS_BUCKET: &str = "riposte-runners";
-/// How often a runner puts its heartbeat.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// A runner whose last heartbeat is older than this is shown as gone (three missed beats).
-pub const GONE_AFTER: Duration = Duration::from_secs(15);
 /// A heartbeat older than this is dropped from the bucket altogether.
 pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
@@ -93,7 +88,7 @@ pub struct RunnerStatus {
     pub last_seen: String,
     /// Seconds since then, by this machine's clock.
     pub seconds_since: u64,
-    /// No heartbeat for longer than [`GONE_AFTER`].
+    /// No heartbeat for longer than `Timings::gone_after`.
     pub gone: bool,
 }
 
@@ -131,13 +126,8 @@ pub fn key(runner: &str) -> String {
 /// Every runner with a heartbeat in the bucket, by name.
 pub async fn runners(store: &kv::Store) -> Result<Vec<RunnerStatus>, StreamError> {
     let now = time::OffsetDateTime::now_utc();
-    let mut keys = store.keys().await.doing("listing the runners bucket")?;
     let mut out = Vec::new();
-    while let Some(k) = keys.next().await {
-        let k = k.doing("listing the runners bucket")?;
-        if !k.starts_with("runners.") {
-            continue;
-        }
+    for k in crate::streams::kv_keys(store, "runners.").await? {
         let Some(entry) = store.entry(&k).await.doing(format!("reading {k}"))? else { continue };
         if !matches!(entry.operation, kv::Operation::Put) {
             continue;
@@ -152,7 +142,7 @@ pub async fn runners(store: &kv::Store) -> Result<Vec<RunnerStatus>, StreamError
             heartbeat,
             last_seen: entry.created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             seconds_since,
-            gone: age > GONE_AFTER,
+            gone: age > crate::timings::get().gone_after,
         });
     }
     out.sort_by(|a, b| a.heartbeat.name.cmp(&b.heartbeat.name));

@@ -11,7 +11,6 @@ use crate::container::engine::NetworkEnv;
 use crate::container::ContainerEngine;
 use crate::execution::{Execution, Handler};
 use crate::function::Function;
-use crate::limits::CONTAINER_SWEEP_EVERY;
 use crate::manifest::Kind;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
@@ -197,7 +196,7 @@ impl HandlerCache {
             let sweeping = connected.clone();
             *self.sweeper.lock().unwrap() = Some(tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(CONTAINER_SWEEP_EVERY).await;
+                    tokio::time::sleep(crate::timings::get().container_sweep_every).await;
                     if let Err(e) = sweeping.remove_overdue().await {
                         tracing::debug!(error = %e, "cannot look for containers past their deadline");
                     }

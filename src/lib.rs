@@ -39,6 +39,7 @@ pub mod rules;
 pub mod seal;
 pub mod shutdown;
 pub mod state_dir;
+pub mod timings;
 pub mod topic_check;
 pub mod trigger;
 pub mod truncate;

@@ -1,5 +1,6 @@
 //! Every resource limit riposte enforces, in one place: per function (from the manifest's `[limits]`) and
-//! per runner (from the command line). The runtime reads them from here and nowhere else.
+//! per runner (from the command line). The runtime reads them from here and nowhere else. The periods a runner
+//! waits on (heartbeats, sweeps, back-offs, the drain) are in [`crate::timings`].
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -21,7 +22,7 @@ pub struct Limits {
     /// How many times the runner delivers an alert to this function before it is dead-lettered.
     pub max_deliver: u32,
     /// Delay before the first retry of a failed or timed-out alert; doubles with each attempt, up to
-    /// `RETRY_BACKOFF_MAX`.
+    /// `Timings::retry_backoff_max`.
     pub retry_backoff_ms: u64,
 }
 
@@ -52,14 +53,15 @@ impl Limits {
     /// How long to wait before redelivering after failed attempt number `attempt` (1-based).
     pub fn retry_backoff(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
-        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << exp)).min(RETRY_BACKOFF_MAX)
+        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << exp))
+            .min(crate::timings::get().retry_backoff_max)
     }
 
     /// How long JetStream waits for an ack before it redelivers the alert (to any runner): twice the
-    /// function's timeout, within `ACK_WAIT_MIN..=ACK_WAIT_MAX`. Short, so a crashed runner's alerts come back
+    /// function's timeout, within `Timings::ack_wait_min..=ACK_WAIT_MAX`. Short, so a crashed runner's alerts come back
     /// soon; a live runner sends `Progress` every `progress_every()` while a reaction runs.
     pub fn ack_wait(&self) -> Duration {
-        (self.timeout() * 2).clamp(ACK_WAIT_MIN, ACK_WAIT_MAX)
+        (self.timeout() * 2).clamp(crate::timings::get().ack_wait_min, ACK_WAIT_MAX)
     }
 
     /// How often a running reaction tells JetStream it is still alive.
@@ -131,9 +133,6 @@ pub const PUBLISH_HEADROOM_BYTES: usize = 1024;
 /// counted) rather than run again.
 pub const RECORD_PUBLISH_ATTEMPTS: u32 = 3;
 
-/// Delay before the second attempt to store a record; doubles with each attempt.
-pub const RECORD_PUBLISH_RETRY: Duration = Duration::from_millis(200);
-
 /// JetStream's own `max_deliver` on a trigger's consumer is `limits.max_deliver` plus this: a backstop that
 /// ends redelivery even if the runner never settles an alert (riposte dead-letters at `limits.max_deliver`).
 pub const MAX_DELIVER_BACKSTOP: i64 = 2;
@@ -166,23 +165,9 @@ pub const DRY_RUN_CALL_BYTES: usize = 8 * 1024;
 pub const DEDUP_WINDOW_MIN: Duration = Duration::from_secs(1);
 pub const DEDUP_WINDOW_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Longest delay between two deliveries of a failing alert (a server's `Retry-After` included).
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// Bounds of the time JetStream waits for an ack before redelivering an alert (see `Limits::ack_wait`).
-pub const ACK_WAIT_MIN: Duration = Duration::from_secs(2);
+/// The longest time JetStream waits for an ack before redelivering an alert (see `Limits::ack_wait`; the
+/// shortest is `Timings::ack_wait_min`).
 pub const ACK_WAIT_MAX: Duration = Duration::from_secs(120);
-
-/// How far before the last ack wait a redelivered alert's earlier result is looked for (delivery and clock slack).
-pub const REDELIVERY_SLACK: Duration = Duration::from_secs(10);
-
-/// A trigger's pull request asks the server for an idle heartbeat this often. Two missed heartbeats mean the
-/// server holds no request of the runner's (one can be lost under load): the dispatcher then pulls again at
-/// once instead of waiting for the request's expiry.
-pub const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
-
-/// How long one pull request waits for alerts before the runner renews it.
-pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
 
 /// A trigger's consumer lets `concurrency` × this many alerts be in flight across the fleet: room for that
 /// many runners at full concurrency (each runner still admits at most `concurrency` at once).
@@ -190,9 +175,6 @@ pub const FLEET_ACK_PENDING_FACTOR: i64 = 4;
 
 /// Per runner: alerts in flight at once across all functions (`riposte run --max-in-flight`).
 pub const RUNNER_MAX_IN_FLIGHT: usize = 256;
-
-/// How long a stopping runner waits for reactions in flight before it leaves them to redelivery.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of a container action's stdout kept (its output); the rest is dropped.
 pub const CONTAINER_STDOUT_BYTES: usize = 1 << 20;
@@ -208,13 +190,6 @@ pub const CONTAINER_TMPFS_MB: u64 = 64;
 /// container would fail with "argument list too long"); every alert is on stdin and in the read-only file
 /// named by `FALCO_ALERT_FILE` whatever its size.
 pub const CONTAINER_ENV_ALERT_BYTES: usize = 64 * 1024;
-
-/// A container action still there this long after its deadline (`riposte.deadline` label) is removed by any
-/// runner connected to its engine: the deadline holds even when the runner that started it was killed.
-pub const CONTAINER_SWEEP_GRACE: Duration = Duration::from_secs(5);
-
-/// How often a runner connected to a container engine looks for container actions past their deadline.
-pub const CONTAINER_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// How long connecting to the container engine may take before riposte says it is not reachable.
 pub const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

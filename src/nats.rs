@@ -75,6 +75,12 @@ pub enum NatsError {
     BadSeed { path: PathBuf, why: String },
     #[error("--nats-cert and --nats-key go together: give both")]
     HalfCertificate,
+    #[error(
+        "--nats-cert {path} is an X.509 version 1 certificate, which TLS clients here (rustls) cannot use: issue it \
+         as version 3, e.g. `openssl x509 -req … -extfile client.ext` with a file holding \
+         `extendedKeyUsage=clientAuth` (openssl makes version 1 when -req has no -extfile)"
+    )]
+    CertificateV1 { path: PathBuf },
     #[error("--nats-user and --nats-password-file go together: give both")]
     HalfUser,
     #[error(transparent)]
@@ -266,6 +272,9 @@ impl NatsConfig {
             (Some(cert), Some(key)) => {
                 readable("client certificate (--nats-cert)", cert)?;
                 readable("client key (--nats-key)", key)?;
+                if std::fs::read_to_string(cert).is_ok_and(|pem| is_x509_v1(&pem)) {
+                    return Err(NatsError::CertificateV1 { path: cert.clone() });
+                }
                 opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
             }
             (None, None) => {}
@@ -434,6 +443,35 @@ fn readable(what: &'static str, path: &Path) -> Result<(), NatsError> {
     std::fs::File::open(path).map(|_| ()).map_err(|e| NatsError::File { what, path: path.into(), source: e })
 }
 
+/// Whether the first certificate of a PEM text is X.509 version 1: its TBSCertificate does not start with the
+/// explicit `[0]` version field (version 1 is the default, and leaves it out). rustls refuses such a client
+/// certificate with a message that does not say why; riposte checks before connecting and names the fix.
+pub(crate) fn is_x509_v1(pem: &str) -> bool {
+    use base64::Engine;
+    let Some(start) = pem.find("-----BEGIN CERTIFICATE-----") else { return false };
+    let body = &pem[start + "-----BEGIN CERTIFICATE-----".len()..];
+    let Some(end) = body.find("-----END CERTIFICATE-----") else { return false };
+    let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) else { return false };
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] EXPLICIT version OPTIONAL, serial, … }, … }
+    let tbs = der_contents(&der, 0x30).and_then(|certificate| der_contents(certificate, 0x30));
+    tbs.is_some_and(|tbs| tbs.first() != Some(&0xA0))
+}
+
+/// The contents of the DER element at the start of `b` when its tag is `tag` (definite lengths up to 64 KiB).
+fn der_contents(b: &[u8], tag: u8) -> Option<&[u8]> {
+    if *b.first()? != tag {
+        return None;
+    }
+    let (len, header) = match *b.get(1)? {
+        short if short < 0x80 => (usize::from(short), 2),
+        0x81 => (usize::from(*b.get(2)?), 3),
+        0x82 => (usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
+        _ => return None,
+    };
+    b.get(header..header + len)
+}
+
 /// A password or token file: its content without the trailing newline.
 fn secret_file(what: &'static str, path: &Path) -> Result<String, NatsError> {
     let text = std::fs::read_to_string(path).map_err(|e| NatsError::File { what, path: path.into(), source: e })?;
@@ -472,6 +510,43 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// openssl in `dir`, panicking with its error.
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn a_version_1_client_certificate_is_named_as_such_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj",
+                "/CN=ca",
+            ],
+        );
+        openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "c.key", "-out", "c.csr", "-subj", "/CN=c"]);
+        std::fs::write(d.join("c.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        let sign = ["x509", "-req", "-in", "c.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
+        openssl(d, &[&sign[..], &["-out", "v1.pem"]].concat());
+        openssl(d, &[&sign[..], &["-out", "v3.pem", "-extfile", "c.ext"]].concat());
+        let read = |name: &str| std::fs::read_to_string(d.join(name)).unwrap();
+        assert!(is_x509_v1(&read("v1.pem")), "openssl x509 -req without -extfile makes version 1");
+        assert!(!is_x509_v1(&read("v3.pem")));
+        assert!(!is_x509_v1(&read("ca.pem")), "openssl req -x509 makes version 3");
+        assert!(!is_x509_v1("not a certificate"));
+
+        let config = NatsConfig { cert: Some(d.join("v1.pem")), key: Some(d.join("c.key")), ..NatsConfig::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let Err(e) = rt.block_on(config.connect("tls://127.0.0.1:9", None)) else {
+            panic!("refused before connecting")
+        };
+        let text = e.to_string();
+        assert!(text.contains("X.509 version 1") && text.contains("-extfile"), "{text}");
+    }
 
     #[test]
     fn urls_lose_their_secrets_in_messages() {

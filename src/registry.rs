@@ -231,10 +231,8 @@ impl Registry {
     }
 
     async fn all<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<BTreeMap<String, T>, StreamError> {
-        let mut keys = self.kv.keys().await.doing("listing the registry")?;
         let mut out = BTreeMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key.doing("listing the registry")?;
+        for key in crate::streams::kv_keys(&self.kv, &format!("{kind}.")).await? {
             if let Some(name) = key.strip_prefix(kind).and_then(|k| k.strip_prefix('.')) {
                 if let Some(value) = self.one(&key).await? {
                     out.insert(name.to_owned(), value);

@@ -56,6 +56,39 @@ impl StreamError {
     }
 }
 
+impl StreamError {
+    /// Whether trying again may succeed: the server did not answer in time, no stream answered (a leader is being
+    /// elected), or the connection is down. A record the server refuses, or one that does not fit, is not.
+    pub fn is_transient(&self) -> bool {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind as K};
+        match self.source.downcast_ref::<PublishError>() {
+            Some(e) => matches!(e.kind(), K::TimedOut | K::StreamNotFound | K::BrokenPipe | K::MaxAckPending),
+            None => false,
+        }
+    }
+}
+
+/// The keys of a KV bucket that start with `prefix` (e.g. `runners.`), from the subjects its stream holds.
+/// async-nats' `Store::keys` reads them with an ordered consumer that ends at the first entry with no more
+/// pending, or at an idle heartbeat: a bucket written to more often than that heartbeat (runners beating every
+/// 250 ms in tests, or a large fleet) can keep it from ever ending (seen: `riposte runner list` waiting for
+/// minutes). The stream's subject list is one request per page and always ends. Deleted keys are still listed
+/// (their last message is the delete marker): readers skip what they cannot read.
+pub async fn kv_keys(store: &jetstream::kv::Store, prefix: &str) -> Result<Vec<String>, StreamError> {
+    let what = format!("listing the {} bucket", store.name);
+    let filter = format!("{}{prefix}>", store.prefix);
+    let mut subjects = store.stream.info_with_subjects(filter).await.doing(what.clone())?;
+    let mut keys = Vec::new();
+    while let Some(item) = futures::StreamExt::next(&mut subjects).await {
+        let (subject, _) = item.doing(what.clone())?;
+        if let Some(key) = subject.strip_prefix(store.prefix.as_str()) {
+            keys.push(key.to_owned());
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
 /// `result.doing("publishing a result")`: a [`StreamError`] that keeps the cause.
 pub(crate) trait Doing<T> {
     fn doing(self, what: impl Into<String>) -> Result<T, StreamError>;

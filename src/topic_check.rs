@@ -27,11 +27,23 @@ pub enum TopicError {
          nats.subjecttemplate produces {topic:?})"
     )]
     NeverMatches { topic: String, why: String, fix: String },
+    #[error(
+        "topic {topic:?} contains whitespace, which no NATS subject holds: falcosidekick publishes rule names \
+         slugged (lower case, every run of other characters one '_'), use {fix}"
+    )]
+    Whitespace { topic: String, fix: String },
 }
 
 /// Checks a topic: a valid pattern; inside `alert_subjects` when given (the alert stream's subjects); and,
 /// unless `force`, one falcosidekick's subjects can match.
 pub fn check_topic(topic: &str, alert_subjects: Option<&[String]>, force: bool) -> Result<Pattern, TopicError> {
+    // A rule name typed as Falco shows it (`Terminal shell*`) is no pattern (whitespace): say so with its slug,
+    // as for any other rule token that is no slug, rather than only "contains whitespace".
+    if topic.chars().any(char::is_whitespace) {
+        if let Err(TopicError::NeverMatches { fix, .. }) = falcosidekick_can_match(topic) {
+            return Err(TopicError::Whitespace { topic: topic.to_owned(), fix });
+        }
+    }
     let pattern = Pattern::parse(topic)?;
     if let Some(subjects) = alert_subjects {
         if !subjects.iter().any(|s| nats_subset(pattern.nats_filter(), s)) {
@@ -333,6 +345,15 @@ mod tests {
         assert_eq!(refusal("falco.*.*Shell-In*").1, "falco.*.*shell_in*");
         assert_eq!(refusal("falco.*.{terminal_shell,Write-Below}").1, "falco.*.{terminal_shell,write_below}");
         assert!(refusal("falco.error.x-y").0.contains("\"x-y\""));
+        // Spaces and capitals, as Falco writes the rule: the slug, not only "contains whitespace".
+        for force in [false, true] {
+            let e = check_topic("falco.critical.Terminal shell*", None, force).unwrap_err();
+            let fix = match &e {
+                TopicError::Whitespace { fix, .. } => fix.clone(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(fix, "falco.critical.terminal_shell*", "{e}");
+        }
         for ok in ["falco.*.*_shell_*", "falco.*.terminal_shell_in_container", "falco.*.k8s_*", "falco.*.[a-z]*"] {
             check_topic(ok, None, false).unwrap();
         }

@@ -59,14 +59,17 @@ def guarded(handle):
             raise
         except Exception as e:  # a bug or an alert shape we did not foresee
             if _needs_sockets(e):
-                raise failed(f"the sandbox has no sockets: use post_json (the http capability) "
-                             f"instead of {type(e).__name__}: {e}")
+                # A refusal of the sandbox, not a transient failure: retrying can never succeed.
+                raise Err(types.Error_Denied(NO_SOCKETS))
             raise failed(f"playbook error: {type(e).__name__}: {e}")
 
     wrapper.__name__ = getattr(handle, "__name__", "handle")
     wrapper.__doc__ = getattr(handle, "__doc__", None)
     return wrapper
 
+
+NO_SOCKETS = ("the sandbox has no sockets: send HTTP with post_json (the http capability) instead of opening "
+              "a connection yourself (urllib, http.client, requests)")
 
 _SOCKET_WORDS = ("ssl", "socket", "getaddrinfo", "unknown handle index",
                  # urllib and http.client encode the host name with the idna codec before they resolve it

@@ -91,6 +91,16 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // RIPOSTE_TIMINGS (tests only) shortens the periods a runner waits on; a value that cannot be read stops here.
+    match riposte::timings::Timings::from_env() {
+        Ok(t) => {
+            riposte::timings::install(t);
+        }
+        Err(e) => {
+            eprintln!("riposte: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let state = StateDir::new(cli.state_dir.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start tokio");
     let result = runtime.block_on(async {

@@ -10,7 +10,7 @@ use super::short;
 use super::{ContainerError, ContainerFunction};
 use super::{DEADLINE_LABEL, FUNCTION_LABEL, RUNNER_LABEL};
 use crate::function::Function;
-use crate::limits::{CONTAINER_CONNECT_TIMEOUT, CONTAINER_SWEEP_GRACE};
+use crate::limits::CONTAINER_CONNECT_TIMEOUT;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
@@ -124,10 +124,10 @@ impl ContainerEngine {
     }
 
     /// Removes every riposte container whose deadline (label [`DEADLINE_LABEL`]) passed more than
-    /// [`CONTAINER_SWEEP_GRACE`] ago, whichever runner started it. Returns how many were removed.
+    /// `Timings::container_sweep_grace` ago, whichever runner started it. Returns how many were removed.
     pub async fn remove_overdue(&self) -> Result<usize, ContainerError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let cutoff = now.saturating_sub(CONTAINER_SWEEP_GRACE).as_secs();
+        let cutoff = now.saturating_sub(crate::timings::get().container_sweep_grace).as_secs();
         self.remove_where(FUNCTION_LABEL, |labels| {
             labels.get(DEADLINE_LABEL).and_then(|d| d.parse::<u64>().ok()).is_some_and(|d| d < cutoff)
         })

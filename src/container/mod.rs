@@ -30,7 +30,7 @@ pub const FUNCTION_LABEL: &str = "riposte.function";
 /// left by an earlier run (killed before it could remove them).
 pub const RUNNER_LABEL: &str = "riposte.runner";
 /// The label holding a container's deadline (seconds since the epoch): past it (and
-/// [`CONTAINER_SWEEP_GRACE`](crate::limits::CONTAINER_SWEEP_GRACE)), any runner on the engine removes it.
+/// [`Timings::container_sweep_grace`](crate::timings::Timings::container_sweep_grace)), any runner on the engine removes it.
 pub const DEADLINE_LABEL: &str = "riposte.deadline";
 
 /// Why the container engine could not be used (running one alert never fails this way: it becomes an

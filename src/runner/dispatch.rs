@@ -32,7 +32,7 @@ use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
-use crate::limits::{DRAIN_TIMEOUT, RECORD_PUBLISH_ATTEMPTS, RECORD_PUBLISH_RETRY, REDELIVERY_SLACK};
+use crate::limits::RECORD_PUBLISH_ATTEMPTS;
 use crate::metrics::TriggerMetrics;
 use crate::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
 use crate::shutdown::Shutdown;
@@ -64,7 +64,7 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until `shutdown` says stop, then lets the reactions in flight finish (up to `DRAIN_TIMEOUT`).
+    /// Runs until `shutdown` says stop, then lets the reactions in flight finish (up to `Timings::drain_timeout`).
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let Some(handler) = self.load_handler(&mut shutdown).await else { return };
         let Some(policy) = self.load_policy(&mut shutdown).await else { return };
@@ -76,7 +76,10 @@ impl Dispatcher {
             let Some(messages) = this.open(&mut shutdown).await else { break };
             this.pull(messages, &handler, &admission, &mut tasks, &mut shutdown).await;
         }
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(crate::timings::get().drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!(trigger = %this.trigger.name, "reactions still running after the drain timeout; JetStream will redeliver them");
         }
@@ -89,7 +92,7 @@ impl Dispatcher {
                 Ok(h) => return Some(h),
                 Err(e) => {
                     tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; its alerts wait in JetStream");
-                    if shutdown.sleep_unless_stopping(Duration::from_secs(10)).await {
+                    if shutdown.sleep_unless_stopping(crate::timings::get().handler_retry).await {
                         return None;
                     }
                 }
@@ -147,8 +150,8 @@ impl Dispatcher {
                 Ok(consumer) => consumer
                     .stream()
                     .max_messages_per_batch(self.function.manifest.limits.concurrency.max(1) as usize)
-                    .heartbeat(crate::limits::PULL_HEARTBEAT)
-                    .expires(crate::limits::PULL_EXPIRES)
+                    .heartbeat(crate::timings::get().pull_heartbeat)
+                    .expires(crate::timings::get().pull_expires)
                     .messages()
                     .await
                     .map_err(|e| e.to_string()),
@@ -280,7 +283,7 @@ impl Dispatcher {
                 self.policy().release(&self.ctx.js, &claim).await;
             }
             let retry_in = match exec.retry_after_ms {
-                Some(ms) => Duration::from_millis(ms).min(crate::limits::RETRY_BACKOFF_MAX),
+                Some(ms) => Duration::from_millis(ms).min(crate::timings::get().retry_backoff_max),
                 None => limits.retry_backoff(attempt),
             };
             match exec.status {
@@ -292,14 +295,14 @@ impl Dispatcher {
             if disposition == Disposition::Retry {
                 record.retry_in_ms = Some(retry_in.as_millis() as u64);
             }
-            self.store("result", || results::publish_result(&self.ctx.js, &record)).await;
+            self.store(&msg, crate::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record)).await;
             let kind = match disposition {
                 Disposition::Retry => AckKind::Nak(Some(retry_in)),
                 Disposition::Acked | Disposition::DryRun | Disposition::Deduplicated => AckKind::Ack,
                 Disposition::Terminated => AckKind::Term,
                 Disposition::DeadLettered => {
                     let letter = DeadLetter::new(&delivery, &exec, &msg.payload, sequence, record.time.clone());
-                    if self.store("dead letter", || results::publish_deadletter(&self.ctx.js, &letter)).await {
+                    if self.store(&msg, crate::streams::DEADLETTER_STREAM, "dead letter", || results::publish_deadletter(&self.ctx.js, &letter)).await {
                         self.metrics.dead_lettered();
                     }
                     AckKind::Term
@@ -319,36 +322,61 @@ impl Dispatcher {
             format!("not run: an alert with the same dedup key ran within the {}s window", window.as_secs()),
         );
         let record = ResultRecord::new(delivery, &exec, Disposition::Deduplicated);
-        self.store("result", || results::publish_result(&self.ctx.js, &record)).await;
+        self.store(msg, crate::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record))
+            .await;
         ack(msg, AckKind::Ack).await;
     }
 
-    /// Stores a record, trying `RECORD_PUBLISH_ATTEMPTS` times with a doubling delay; after the last failure it is
+    /// Stores a record. A refusal (the record does not fit, the server rejects it) is tried
+    /// `RECORD_PUBLISH_ATTEMPTS` times with a doubling delay. A transient failure (no answer in time, no
+    /// responders, the connection lost: what a stream's leader election looks like) is tried again for up to
+    /// `Timings::record_retry_for`, telling JetStream the alert is in progress after each try so it is not handed
+    /// to another runner meanwhile: no record is lost across a leader election. After the last failure it is
     /// logged and counted (metric `riposte_records_unstored_total`, the heartbeat's `unstored`,
     /// `Runner::unstored_records`), and the caller settles the alert anyway. Whether it was stored.
-    async fn store<F, Fut>(&self, what: &str, mut publish: F) -> bool
+    async fn store<F, Fut>(&self, msg: &jetstream::Message, stream: &str, what: &str, mut publish: F) -> bool
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), StreamError>>,
     {
-        let mut delay = RECORD_PUBLISH_RETRY;
-        for tried in 1..=RECORD_PUBLISH_ATTEMPTS {
-            match publish().await {
+        let timings = crate::timings::get();
+        let first = timings.record_retry;
+        let give_up_at = tokio::time::Instant::now() + timings.record_retry_for;
+        let mut delay = first;
+        let mut refused = 0;
+        let mut missing = None;
+        for tried in 1.. {
+            let e = match publish().await {
                 Ok(()) => return true,
-                Err(e) if tried < RECORD_PUBLISH_ATTEMPTS => {
-                    tracing::warn!(error = %e, record = what, tried, "record not stored; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => {
-                    let unstored = self.ctx.counters.unstored();
-                    self.metrics.unstored();
-                    let why = "record not stored; the alert is settled without it";
-                    tracing::error!(error = %e, record = what, tried, unstored, "{why}");
-                }
+                Err(e) => e,
+            };
+            // No responders also means the stream is gone for good (deleted): ask once, so that case is not
+            // retried as if a leader were being elected.
+            if e.is_transient() && missing.is_none() {
+                missing = Some(stream_missing(&self.ctx.js, stream).await);
             }
+            let transient = e.is_transient() && missing == Some(false);
+            refused += u32::from(!transient);
+            let more = if transient {
+                tokio::time::Instant::now() + delay < give_up_at
+            } else {
+                refused < RECORD_PUBLISH_ATTEMPTS
+            };
+            if !more {
+                let unstored = self.ctx.counters.unstored();
+                self.metrics.unstored();
+                let why = "record not stored; the alert is settled without it";
+                tracing::error!(error = %e, record = what, tried, unstored, "{why}");
+                return false;
+            }
+            tracing::warn!(error = %e, record = what, tried, transient, "record not stored; trying again");
+            tokio::time::sleep(delay).await;
+            if transient {
+                ack(msg, AckKind::Progress).await;
+            }
+            delay = (delay * 2).min(first.max(Duration::from_secs(1)));
         }
-        false
+        unreachable!("the loop returns")
     }
 
     /// Whether this function already handled the alert: a redelivery after a runner stopped between the reaction
@@ -356,7 +384,7 @@ impl Dispatcher {
     async fn handled_before(&self, uuid: &str, published: time::OffsetDateTime) -> bool {
         // A result stored before the last ack wait would have been acked (or the reaction was still sending
         // Progress): only the window since then can hold the result of a reaction whose ack was lost.
-        let window = self.function.manifest.limits.ack_wait() + REDELIVERY_SLACK;
+        let window = self.function.manifest.limits.ack_wait() + crate::timings::get().redelivery_slack;
         let since = published.max(time::OffsetDateTime::now_utc() - window);
         match results::already_handled(&self.ctx.js, &self.function.name, uuid, since).await {
             Ok(Some(earlier)) => {
@@ -381,6 +409,18 @@ impl Dispatcher {
                 _ = tokio::time::sleep(self.function.manifest.limits.progress_every()) => ack(msg, AckKind::Progress).await,
             }
         }
+    }
+}
+
+/// Whether JetStream says the stream does not exist (not: cannot answer now).
+async fn stream_missing(js: &jetstream::Context, stream: &str) -> bool {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    match js.get_stream(stream).await {
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(e) => e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND,
+            _ => false,
+        },
+        Ok(_) => false,
     }
 }
 

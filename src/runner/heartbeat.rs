@@ -1,9 +1,9 @@
 //! A runner's heartbeat: puts what it is and what it serves in the runners bucket ([`crate::fleet`]) when it
-//! starts and every [`HEARTBEAT_EVERY`], and deletes its entry when the runner stops gracefully (a runner that
+//! starts and every `Timings::heartbeat_every`, and deletes its entry when the runner stops gracefully (a runner that
 //! dies leaves its last heartbeat, which `riposte runner list` then shows as gone). The container engine is
 //! probed at start and about once a minute, not at every beat.
 
-use crate::fleet::{self, Access, Heartbeat, Served, HEARTBEAT_EVERY};
+use crate::fleet::{self, Access, Heartbeat, Served};
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::kv;
 use std::collections::BTreeMap;
@@ -66,7 +66,7 @@ pub(crate) async fn run(sources: Sources, mut shutdown: Shutdown) {
         if let Err(e) = sources.store.put(&key, value.into()).await {
             tracing::warn!(error = %e, "heartbeat not stored; `riposte runner list` may show this runner as gone");
         }
-        if shutdown.sleep_unless_stopping(HEARTBEAT_EVERY).await {
+        if shutdown.sleep_unless_stopping(crate::timings::get().heartbeat_every).await {
             break;
         }
         beats += 1;

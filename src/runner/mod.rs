@@ -174,7 +174,7 @@ impl Runner {
         self.ctx.policy_counts.lock().unwrap().iter().map(|(k, c)| (k.clone(), c.snapshot())).collect()
     }
 
-    /// Stops pulling, lets reactions in flight finish (bounded by `DRAIN_TIMEOUT`), removes its heartbeat, and
+    /// Stops pulling, lets reactions in flight finish (bounded by `Timings::drain_timeout`), removes its heartbeat, and
     /// returns.
     pub async fn stop(mut self) {
         self.stopper.stop();

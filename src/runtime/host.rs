@@ -167,7 +167,7 @@ impl wit::http::Host for HostState {
     }
 }
 
-/// A 429's `Retry-After` (delay-seconds or an HTTP date), bounded by `RETRY_BACKOFF_MAX`; None when absent
+/// A 429's `Retry-After` (delay-seconds or an HTTP date), bounded by `Timings::retry_backoff_max`; None when absent
 /// or unreadable (the function's own backoff applies).
 pub(crate) fn retry_after(headers: &[(String, String)]) -> Option<std::time::Duration> {
     let value = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).map(|(_, v)| v.trim())?;
@@ -180,7 +180,7 @@ pub(crate) fn retry_after(headers: &[(String, String)]) -> Option<std::time::Dur
             std::time::Duration::try_from(left).unwrap_or_default()
         }
     };
-    Some(delay.min(crate::limits::RETRY_BACKOFF_MAX))
+    Some(delay.min(crate::timings::get().retry_backoff_max))
 }
 
 impl wit::kubernetes::Host for HostState {
@@ -254,7 +254,7 @@ mod tests {
     fn retry_after_reads_seconds_and_dates_and_is_bounded() {
         let h = |v: &str| vec![("Retry-After".to_owned(), v.to_owned())];
         assert_eq!(retry_after(&h("3")), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(&h("86400")), Some(crate::limits::RETRY_BACKOFF_MAX));
+        assert_eq!(retry_after(&h("86400")), Some(crate::timings::get().retry_backoff_max));
         assert_eq!(retry_after(&h("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO), "a past date");
         assert_eq!(retry_after(&h("soon")), None);
         assert_eq!(retry_after(&[]), None);

@@ -321,10 +321,15 @@ impl WasmFunction {
         Execution::refused(status, message)
     }
 
-    /// `classify`, saying what to do when the guest reached for sockets (see [`no_sockets_hint`]).
+    /// `classify`, saying what to do when the guest reached for sockets (see [`no_sockets_hint`]): a refusal of
+    /// the sandbox (`denied`, never retried), not a crash worth another try.
     fn classify_with_output(&self, e: wasmtime::Error, output: &str) -> Execution {
         let mut exec = self.classify(e);
-        exec.message = no_sockets_hint(exec.message, output);
+        let hinted = no_sockets_hint(exec.message, output);
+        if hinted.starts_with(NO_SOCKETS) {
+            exec.status = Status::Denied;
+        }
+        exec.message = hinted;
         exec
     }
 
@@ -395,6 +400,10 @@ fn to_wit(alert: &Alert) -> WitAlert {
     }
 }
 
+/// What a playbook that opened a socket itself is told (the Python helper library says the same).
+const NO_SOCKETS: &str = "the sandbox has no sockets: send HTTP with post_json (the http capability) instead of \
+                          opening a connection yourself (urllib, http.client, requests)";
+
 /// A failure's message, led by what to do when the guest reached for sockets: Python's socket module reaches
 /// WASI sockets, which the host does not give, and the trap says "unknown handle index" or names getaddrinfo (or
 /// the guest printed "SSL module is not available"), which tells a playbook author nothing.
@@ -405,7 +414,7 @@ fn no_sockets_hint(message: String, output: &str) -> String {
             .any(|w| t.contains(w))
     };
     if needs_sockets(&message) || needs_sockets(output) {
-        format!("the sandbox has no sockets: use post_json (the http capability); {message}")
+        format!("{NO_SOCKETS} ({message})")
     } else {
         message
     }
@@ -441,18 +450,15 @@ impl Drop for EpochTicker {
 
 #[cfg(test)]
 mod tests {
-    use super::no_sockets_hint;
+    use super::{no_sockets_hint, NO_SOCKETS};
 
     #[test]
     fn a_guest_that_reached_for_sockets_is_told_to_use_post_json() {
         let trap = "the playbook failed: error while executing at wasm backtrace: getaddrinfo: unknown handle index 3";
-        assert!(no_sockets_hint(trap.into(), "").starts_with("the sandbox has no sockets: use post_json"));
+        assert!(no_sockets_hint(trap.into(), "").starts_with("the sandbox has no sockets: send HTTP with post_json"));
         let printed = "ImportError: SSL module is not available";
         let hinted = no_sockets_hint("the playbook crashed: wasm trap: unreachable".into(), printed);
-        assert_eq!(
-            hinted,
-            "the sandbox has no sockets: use post_json (the http capability); the playbook crashed: wasm trap: unreachable"
-        );
+        assert_eq!(hinted, format!("{NO_SOCKETS} (the playbook crashed: wasm trap: unreachable)"));
         let other = "the playbook crashed: wasm trap: integer divide by zero";
         assert_eq!(no_sockets_hint(other.into(), "ZeroDivisionError"), other);
     }

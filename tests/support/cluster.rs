@@ -60,6 +60,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes with JetStream, routed to each other; returns once every node accepts clients.
     pub fn start(n: usize) -> TestCluster {
+        super::init();
         let dir = tempfile::tempdir().unwrap();
         for attempt in 1..=3 {
             match start_nodes(dir.path(), n, attempt) {

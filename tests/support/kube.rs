@@ -48,6 +48,7 @@ impl KubeEmulator {
 
     /// Starts an emulator whose SelfSubjectAccessReviews deny these "verb resource" pairs ("delete pods").
     pub async fn start_denying(denied: &[&str]) -> KubeEmulator {
+        super::init();
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
         let mut child = Command::new(python())

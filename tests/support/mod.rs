@@ -25,9 +25,23 @@ pub fn shared_state() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("riposte-state")
 }
 
-/// The `riposte` binary of this build, with a state directory, the catalog and the test settings key.
+/// The timings every test runs with, in this process and in every `riposte` it spawns: a killed runner is gone
+/// after 3 s (15 s in production), a container sweep every second (5 s); see `riposte::timings::Timings::fast`.
+pub fn timings() -> riposte::timings::Timings {
+    riposte::timings::Timings { gone_after: std::time::Duration::from_secs(3), ..riposte::timings::Timings::fast() }
+}
+
+/// Installs [`timings`] in this process (the fixtures call it before anything reads them).
+pub fn init() {
+    riposte::timings::install(timings());
+}
+
+/// The `riposte` binary of this build, with a state directory, the catalog, the test settings key and the test
+/// [`timings`] (a test of a production default removes `RIPOSTE_TIMINGS`).
 pub fn riposte_bin(state: &std::path::Path) -> std::process::Command {
+    init();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
+    c.env(riposte::timings::ENV, timings().to_env());
     c.env("RIPOSTE_STATE_DIR", state).env("RIPOSTE_PLAYBOOKS", root().join("playbooks")).env("RUST_LOG", "warn");
     c.env("RIPOSTE_SETTINGS_KEY_FILE", settings_key());
     c
@@ -38,25 +52,36 @@ pub fn alert_json(name: &str) -> String {
     std::fs::read_to_string(root().join("specs/alerts").join(format!("{name}.json"))).unwrap()
 }
 
-/// Waits for a condition, polling, until a deadline; panics with `what` when it never holds.
+/// The pause before the next look at a condition: 20 ms, growing by half each time up to 250 ms, so a wait that
+/// reads a whole stream or spawns a command does not cost the machine more the longer it waits.
+fn next_poll(poll: std::time::Duration) -> std::time::Duration {
+    (poll * 3 / 2).min(std::time::Duration::from_millis(250))
+}
+
+/// Waits for a condition, polling (see [`next_poll`]), until a deadline; panics with `what` when it never holds.
 pub async fn wait_for<F: FnMut() -> bool>(what: &str, timeout: std::time::Duration, mut cond: F) {
     let deadline = std::time::Instant::now() + timeout;
+    let mut poll = std::time::Duration::from_millis(20);
     while !cond() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(poll).await;
+        poll = next_poll(poll);
     }
 }
 
-/// Waits for an async condition, polling, until a deadline; panics with `what` when it never holds.
+/// Waits for an async condition, polling (see [`next_poll`]), until a deadline; panics with `what` when it never
+/// holds.
 pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = std::time::Instant::now() + timeout;
+    let mut poll = std::time::Duration::from_millis(20);
     while !cond().await {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(poll).await;
+        poll = next_poll(poll);
     }
 }
 

@@ -14,6 +14,7 @@ pub struct TestNats {
 impl TestNats {
     /// Starts a fresh server.
     pub fn start() -> TestNats {
+        super::init();
         let dir = tempfile::tempdir().unwrap();
         let server = NatsServer::start(dir.path(), 0).expect("nats-server starts (apt-get install nats-server)");
         let port = server.port();
@@ -23,6 +24,7 @@ impl TestNats {
     /// Starts a fresh server with a configuration (nats-server syntax: authorization, TLS, accounts), written to
     /// `server.conf` in its store directory; JetStream, 127.0.0.1 and the port still come from the command line.
     pub fn start_with_config(config: &str) -> TestNats {
+        super::init();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.conf");
         std::fs::write(&path, config).unwrap();
@@ -47,6 +49,7 @@ impl TestNats {
     /// Starts a fresh server with other options than `-js`: `&[]` for one without JetStream,
     /// `&["-js", "--user", "u", "--pass", "p"]` for one that wants credentials.
     pub fn start_with(args: &[&str]) -> TestNats {
+        super::init();
         let dir = tempfile::tempdir().unwrap();
         let server =
             NatsServer::start_with_args(dir.path(), 0, args).expect("nats-server starts (apt-get install nats-server)");

@@ -3,7 +3,7 @@
 //! Also the small test image every container test runs, built once from busybox-static.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The image the container tests run: busybox, entrypoint `sh -c`.
@@ -21,30 +21,46 @@ pub fn podman() -> Command {
     cmd
 }
 
-/// A running `podman system service`.
+/// A running `podman system service`, one per test process: every container test shares it (each names its
+/// functions apart), so the service starts once.
 pub struct Podman {
-    _dir: tempfile::TempDir,
     socket: PathBuf,
-    child: Child,
+    /// The service runs under a shell that kills it and removes its directory when this pipe closes: when the
+    /// test process ends, however it ends (a static is never dropped).
+    _alive: std::sync::Mutex<std::process::ChildStdin>,
+    _shell: std::sync::Mutex<std::process::Child>,
 }
 
 impl Podman {
-    /// Starts the service and waits until it answers `_ping` (30 s at most).
-    pub fn start() -> Podman {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("podman.sock");
-        let child = podman()
-            .args(["system", "service", "--time=0", &format!("unix://{}", socket.display())])
-            // conmon writes a file `oom` into its working directory when a container is OOM-killed (the memory
-            // test does that): keep it in the temp dir, not the repository.
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
+    /// The process's service, started on first use; waits until it answers `_ping` (30 s at most).
+    pub fn start() -> &'static Podman {
+        super::init();
+        static SHARED: std::sync::OnceLock<Podman> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Podman::spawn)
+    }
+
+    fn spawn() -> Podman {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("podman-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("podman.sock");
+        // conmon writes a file `oom` into its working directory when a container is OOM-killed (the memory test
+        // does that): keep it in the service's directory, not the repository. Its log (a line per container that
+        // exits without reading stdin, and such) is there too.
+        let script = r#"podman system service --time=0 "unix://$1/podman.sock" 2>"$1/podman.log" & pid=$!
+cat >/dev/null; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$1""#;
+        let mut child = Command::new("sh")
+            .args(["-c", script, "podman-service"])
+            .arg(&dir)
+            .env("CONTAINERS_CONF", containers_conf())
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            // Its log (a line per container that exits without reading stdin, and such) is in the temp dir.
-            .stderr(std::fs::File::create(dir.path().join("podman.log")).unwrap())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("cannot run podman: install it (scripts/setup)");
-        let podman = Podman { _dir: dir, socket, child };
+            .expect("cannot run sh for podman: install podman (scripts/setup)");
+        let alive = child.stdin.take().unwrap();
+        let podman = Podman { socket, _alive: std::sync::Mutex::new(alive), _shell: std::sync::Mutex::new(child) };
         podman.wait_ready(Duration::from_secs(30));
         podman
     }
@@ -76,13 +92,6 @@ impl Podman {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,7 +8,7 @@
 //! others. (A container action's stdout and stderr: `tests/container.rs`,
 //! `a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_the_streams`.)
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use futures::StreamExt;

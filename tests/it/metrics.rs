@@ -2,7 +2,7 @@
 //! one per status and disposition (and agrees with the results stream), and `/readyz` follows NATS going
 //! away and coming back, through the `riposte run --metrics-addr` binary.
 
-mod support;
+use crate::support;
 
 use riposte::execution::Status;
 use riposte::health::{Endpoint, ProbeSlot};

@@ -3,7 +3,7 @@
 //! runners, pinning, and the failure path (retry with backoff, dead letter, malformed alerts).
 //! Most runners run in-process through the library; the end-to-end and kill tests run the real binary.
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use futures::StreamExt;

@@ -6,7 +6,7 @@
 //! refused with a message naming the credential and never showing it; the local server `riposte run` starts
 //! refusing clients without its key; the README's least-privilege account layout.
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use riposte::execution::Status;

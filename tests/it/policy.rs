@@ -2,7 +2,7 @@
 //! runners, live dry-run (no request reaches a receiver or the Kubernetes emulator), and a 429 with
 //! `Retry-After` retried after the delay the server asked for.
 
-mod support;
+use crate::support;
 
 use riposte::capability::http::{HttpClient, HttpConfig};
 use riposte::capability::recording::Recorder;

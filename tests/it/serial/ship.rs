@@ -1,10 +1,10 @@
-//! Shipping riposte, checked the way a user gets it: the Debian package (cargo-deb packaging the test build,
-//! installed on this machine and purged again) with its systemd unit verified and scored by systemd-analyze;
-//! the container image (the Containerfile's runtime stage as written, built offline on a base made of this
-//! machine's libraries) running the shipped catalog and a runner against a nats-server on the host; and the
-//! Kubernetes manifests, parsed into k8s-openapi's typed objects with nothing left unread.
+//! Shipping riposte, checked the way a user gets it: the Debian package (scripts/deb packaging the test build
+//! with dpkg-deb, installed on this machine and purged again) with its systemd unit verified and scored by
+//! systemd-analyze; the container image (the Containerfile's runtime stage as written, built offline on a base
+//! made of this machine's libraries) running the shipped catalog and a runner against a nats-server on the host;
+//! and the Kubernetes manifests, parsed into k8s-openapi's typed objects with nothing left unread.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -58,20 +58,22 @@ async fn the_debian_package_installs_a_hardened_service_and_the_catalog_runs_fro
     let work = tempfile::tempdir().unwrap();
     lay_out_catalog(&root.join("target/catalog"));
     // The binary the test profile built: no release build here (README has the release command).
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(&root)
-        .args(["deb", "--profile", "dev", "--no-build", "--fast", "-o"])
+    let out = Command::new(root.join("scripts/deb"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_riposte"))
+        .arg("--catalog")
+        .arg(root.join("target/catalog"))
+        .arg("-o")
         .arg(work.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "cargo deb failed (scripts/setup installs cargo-deb): {}", text(&out));
+    assert!(out.status.success(), "scripts/deb failed (scripts/setup installs what it needs): {}", text(&out));
     let deb = std::fs::read_dir(work.path())
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .expect("cargo deb wrote a .deb");
+        .expect("scripts/deb wrote a .deb");
 
     let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
     for wanted in [
@@ -272,15 +274,28 @@ async fn the_container_image_runs_the_shipped_catalog_and_a_runner_against_nats_
     let user = run(podman().args(["image", "inspect", "--format", "{{.Config.User}}", &image]));
     assert_eq!(user.trim(), "65532:65532", "the image runs as a non-root user");
 
-    // One state volume for the three runs (podman fills it from the image: owned by 65532), so the
-    // components compiled by `spec` serve the deploy and the runner.
+    // One state volume for the three runs (podman fills it from the image: owned by 65532). Its compile cache is
+    // the host's, read-only: the same binary compiled these components for the host's own spec run just above,
+    // so nothing compiles again in the image (each would take minutes on 2 cores).
+    let compiled = support::shared_state().join("compiled");
+    let host_state = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(&compiled).unwrap();
+    std::os::unix::fs::symlink(&compiled, host_state.path().join("compiled")).unwrap();
+    run(Command::new(&binary)
+        .arg("--playbooks")
+        .arg(out.join("usr/share/riposte/playbooks"))
+        .args(["spec", "slack", "isolate"])
+        .env("RIPOSTE_STATE_DIR", host_state.path()));
+    let cache = format!("{}:/var/lib/riposte/compiled:ro", compiled.display());
     leftovers.0.push(["volume".into(), volume.clone()]);
     let in_image = |args: &[&str]| {
         let mut cmd = podman();
-        cmd.args(["run", "--rm", "--network", "host", "-v", &format!("{volume}:/var/lib/riposte"), &image]).args(args);
+        cmd.args(["run", "--rm", "--network", "host", "-v", &format!("{volume}:/var/lib/riposte"), "-v", &cache])
+            .arg(&image)
+            .args(args);
         cmd
     };
-    // Two playbooks' specs (the deb test runs them all): each compiles cold in a fresh image, minutes on 2 cores.
+    // Two playbooks' specs, from the image's catalog and binary (the deb test runs them all).
     let spec = in_image(&["spec", "slack", "isolate"]).output().unwrap();
     assert!(
         spec.status.success() && text(&spec).contains(" passed, 0 failed"),
@@ -304,6 +319,8 @@ async fn the_container_image_runs_the_shipped_catalog_and_a_runner_against_nats_
             "host",
             "-v",
             &format!("{volume}:/var/lib/riposte"),
+            "-v",
+            &cache,
             &image,
         ])
         .args(["run", "--nats", &nats.url(), "--name", "in-image"]));

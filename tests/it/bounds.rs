@@ -4,7 +4,7 @@
 //! result stored; a result that cannot be stored at all is counted and its alert still settled. Also: control
 //! characters from alerts and heartbeats never reach the terminal through the CLI's tables.
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use riposte::execution::{Execution, Status};

@@ -3,7 +3,7 @@
 //! memory hog fails cleanly, and no container is ever left behind. An image is built from host files outside
 //! its playbook's folder only when the command line allows them.
 
-mod support;
+use crate::support;
 
 use riposte::alert::Alert;
 use riposte::container::{ContainerEngine, FUNCTION_LABEL};
@@ -111,7 +111,7 @@ async fn example_webhook_action_posts_the_alert_and_its_output_is_recorded() {
     let exec = engine.function(&refused).handle(&alert).await;
     assert_eq!(exec.status, Status::Rejected, "{exec:?}");
     assert!(!serde_json::to_string(&exec).unwrap().contains("s3cr3t-token"), "{exec:?}");
-    assert_none_left(&podman, "test-webhook");
+    assert_none_left(podman, "test-webhook");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,7 +156,7 @@ async fn settings_arrive_as_env_the_alert_on_stdin_and_the_sandbox_holds() {
     let exec = engine.function(&container_fn("test-env", loud, "", &[])).handle(&alert).await;
     assert_eq!(exec.status, Status::Ok, "{}", exec.message);
     assert_eq!(exec.detail.expect("JSON output")["pad"].as_str().map(str::len), Some(300_000));
-    assert_none_left(&podman, "test-env");
+    assert_none_left(podman, "test-env");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,7 +170,7 @@ async fn a_hanging_container_is_killed_at_the_timeout_and_removed() {
     assert!(exec.message.contains("1500 ms"), "{}", exec.message);
     // Generous bound: the point is that it does not wait for `sleep 600`, not how fast podman kills.
     assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
-    assert_none_left(&podman, "test-hang");
+    assert_none_left(podman, "test-hang");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +183,7 @@ async fn a_container_over_its_memory_limit_fails_cleanly() {
     assert_eq!(exec.status, Status::Memory, "{exec:?}");
     assert!(!exec.status.retryable());
     assert!(exec.message.contains("16 MiB"), "{}", exec.message);
-    assert_none_left(&podman, "test-memory");
+    assert_none_left(podman, "test-memory");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,7 +222,7 @@ async fn riposte_call_runs_a_container_playbook() {
     assert_eq!(exec["status"], "ok");
     assert_eq!(exec["message"], "posted the alert to the webhook");
     receiver.verify().await;
-    assert_none_left(&podman, "webhook-action");
+    assert_none_left(podman, "webhook-action");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +233,7 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
     let js = registry.jetstream().clone();
 
-    let runner = container_runner(&nats, &podman, "container-runner").await;
+    let runner = container_runner(&nats, podman, "container-runner").await;
     let shell = support::alert_json("terminal-shell-k8s");
     support::runner::publish_body(&nats.client().await, "falco.notice.terminal_shell_in_container", shell).await;
     let js2 = js.clone();
@@ -246,7 +246,7 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     assert_eq!(results[0].status, Status::Ok, "{:?}", results[0]);
     assert_eq!(results[0].message, "reacted in a container");
     runner.stop().await;
-    assert_none_left(&podman, "engine-action");
+    assert_none_left(podman, "engine-action");
 }
 
 /// Issue 9's canary, through a container action and a runner: a secret setting the container prints (stdout
@@ -276,7 +276,7 @@ async fn a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_t
     assert!(f.manifest.is_secret("CANARY"), "settings are secret unless declared otherwise");
     let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
     let js = registry.jetstream().clone();
-    let runner = container_runner(&nats, &podman, "leaky-runner").await;
+    let runner = container_runner(&nats, podman, "leaky-runner").await;
     let client = nats.client().await;
     for uuid in ["ok-1", "fail-1"] {
         let mut alert: serde_json::Value = serde_json::from_str(&support::alert_json("terminal-shell-k8s")).unwrap();
@@ -311,7 +311,7 @@ async fn a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_t
         assert!(!raw.is_empty(), "{stream} holds the records");
         assert!(!raw.to_ascii_lowercase().contains(&CANARY.to_ascii_lowercase()), "{stream} shows the canary:\n{raw}");
     }
-    assert_none_left(&podman, "leaky");
+    assert_none_left(podman, "leaky");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,7 +333,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
     };
     riposte::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&trigger).await.unwrap();
-    let runner = container_runner(&nats, &podman, "loud-runner").await;
+    let runner = container_runner(&nats, podman, "loud-runner").await;
     publish_body(&nats.client().await, "falco.notice.x", support::alert_json("terminal-shell-k8s")).await;
     support::wait_until("the result", Duration::from_secs(90), || async {
         !results(&reg, "loud-action").await.is_empty()
@@ -350,7 +350,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
     assert!(logs <= RESULT_LOGS_BYTES, "{logs}");
     assert_eq!(consumer_info(&reg, &trigger).await.num_redelivered, 0);
     runner.stop().await;
-    assert_none_left(&podman, "loud-action");
+    assert_none_left(podman, "loud-action");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -373,7 +373,7 @@ async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none
     assert!(check["detail"].as_str().unwrap().contains("kills a container at its deadline"), "{check}");
     assert!(!out.stdout.windows(13).any(|w| w == b"s3cr3t-doctor"), "no setting in the report");
     assert!(podman.containers_with("riposte.doctor=probe").is_empty(), "the probe container was removed");
-    assert_none_left(&podman, "doctored");
+    assert_none_left(podman, "doctored");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -414,60 +414,72 @@ async fn a_container_runs_as_nobody_unless_root_is_asked_and_a_big_alert_arrives
     let d = exec.detail.expect("JSON output");
     assert_eq!(d["uid"], "0", "root when asked explicitly");
     assert_eq!((d["env"].as_u64(), d["file"].as_u64()), (Some(small.raw.len() as u64), Some(small.raw.len() as u64)));
-    assert_none_left(&podman, "test-user");
+    assert_none_left(podman, "test-user");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_ones_by_any_runner() {
-    use riposte::container::{DEADLINE_LABEL, RUNNER_LABEL};
+/// Runs alone (`scripts/test` runs `serial::` tests one at a time): its runner removes any overdue riposte
+/// container on the shared engine, whichever test started it.
+mod serial {
+    use super::*;
 
-    let podman = Podman::start();
-    let f = container_fn("test-killed", "cat >/dev/null; exec sleep 600", "timeout_ms = 60000", &[]);
-    let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
+    #[tokio::test(flavor = "multi_thread")]
+    async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_ones_by_any_runner() {
+        use riposte::container::{DEADLINE_LABEL, RUNNER_LABEL};
 
-    // A runner process starts a container for the alert, and is killed outright (SIGKILL) meanwhile.
-    let state = tempfile::tempdir().unwrap();
-    let mut run = runner_given_an_alert(&nats, &podman, state.path(), "site-k").await;
-    let of_site_k = format!("{RUNNER_LABEL}=site-k");
-    support::wait_until("the runner's container", Duration::from_secs(90), || {
-        let found = !podman.containers_with(&of_site_k).is_empty();
-        async move { found }
-    })
-    .await;
-    run.kill().unwrap();
-    run.wait().unwrap();
-    assert_eq!(podman.containers_with(&of_site_k).len(), 1, "a killed runner cannot remove its container");
+        let podman = Podman::start();
+        let f = container_fn("test-killed", "cat >/dev/null; exec sleep 600", "timeout_ms = 60000", &[]);
+        let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
 
-    // Containers of another runner (gone too): one past its deadline, one not yet.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let other = |name: &str, deadline: u64| {
-        let out = support::podman::podman()
-            .args(["run", "-d", "--name", name, "--label", &format!("{FUNCTION_LABEL}=test-other")])
-            .args(["--label", &format!("{RUNNER_LABEL}=elsewhere"), "--label", &format!("{DEADLINE_LABEL}={deadline}")])
-            .args([test_image(), "exec sleep 600"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    other(&format!("riposte-test-overdue-{suffix}"), now - 60);
-    other(&format!("riposte-test-current-{suffix}"), now + 3600);
+        // A runner process starts a container for the alert, and is killed outright (SIGKILL) meanwhile.
+        let state = tempfile::tempdir().unwrap();
+        let mut run = runner_given_an_alert(&nats, podman, state.path(), "site-k").await;
+        let of_site_k = format!("{RUNNER_LABEL}=site-k");
+        support::wait_until("the runner's container", Duration::from_secs(90), || {
+            let found = !podman.containers_with(&of_site_k).is_empty();
+            async move { found }
+        })
+        .await;
+        run.kill().unwrap();
+        run.wait().unwrap();
+        assert_eq!(podman.containers_with(&of_site_k).len(), 1, "a killed runner cannot remove its container");
 
-    // The runner restarts: before any alert, it removes what its earlier run left; and it removes what is
-    // past its deadline whoever started it.
-    let runner = container_runner(&nats, &podman, "site-k").await;
-    assert!(podman.containers_with(&of_site_k).is_empty(), "removed when the runner restarted");
-    let overdue = format!("{DEADLINE_LABEL}={}", now - 60);
-    support::wait_until("the overdue container's removal", Duration::from_secs(60), || {
-        let gone = podman.containers_with(&overdue).is_empty();
-        async move { gone }
-    })
-    .await;
-    let current = podman.containers_with(&format!("{DEADLINE_LABEL}={}", now + 3600));
-    assert_eq!(current.len(), 1, "a container before its deadline is left alone");
-    runner.stop().await;
-    let _ = support::podman::podman().args(["rm", "-f", "-t", "0", &format!("riposte-test-current-{suffix}")]).output();
-    assert_none_left(&podman, "test-other");
+        // Containers of another runner (gone too): one past its deadline, one not yet.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let other = |name: &str, deadline: u64| {
+            let out = support::podman::podman()
+                .args(["run", "-d", "--name", name, "--label", &format!("{FUNCTION_LABEL}=test-other")])
+                .args([
+                    "--label",
+                    &format!("{RUNNER_LABEL}=elsewhere"),
+                    "--label",
+                    &format!("{DEADLINE_LABEL}={deadline}"),
+                ])
+                .args([test_image(), "exec sleep 600"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        other(&format!("riposte-test-overdue-{suffix}"), now - 60);
+        other(&format!("riposte-test-current-{suffix}"), now + 3600);
+
+        // The runner restarts: before any alert, it removes what its earlier run left; and it removes what is
+        // past its deadline whoever started it.
+        let runner = container_runner(&nats, podman, "site-k").await;
+        assert!(podman.containers_with(&of_site_k).is_empty(), "removed when the runner restarted");
+        let overdue = format!("{DEADLINE_LABEL}={}", now - 60);
+        support::wait_until("the overdue container's removal", Duration::from_secs(60), || {
+            let gone = podman.containers_with(&overdue).is_empty();
+            async move { gone }
+        })
+        .await;
+        let current = podman.containers_with(&format!("{DEADLINE_LABEL}={}", now + 3600));
+        assert_eq!(current.len(), 1, "a container before its deadline is left alone");
+        runner.stop().await;
+        let _ =
+            support::podman::podman().args(["rm", "-f", "-t", "0", &format!("riposte-test-current-{suffix}")]).output();
+        assert_none_left(podman, "test-other");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -537,7 +549,7 @@ async fn an_image_takes_host_files_outside_its_playbook_folder_only_when_the_com
     assert_eq!(exec["message"], "from the host", "{exec}");
     assert!(image_exists());
     let _ = support::podman::podman().args(["rmi", "-f", &image]).output();
-    assert_none_left(&podman, "allowed");
+    assert_none_left(podman, "allowed");
 }
 
 /// Starts `riposte run --name NAME` on `nats` and `podman` (a process of its own, to be killed) and publishes
@@ -573,7 +585,7 @@ async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and
     let (nats, _registry) = deployed(&f, Some("falco.notice.*")).await;
 
     let state = tempfile::tempdir().unwrap();
-    let mut run = runner_given_an_alert(&nats, &podman, state.path(), "site-o").await;
+    let mut run = runner_given_an_alert(&nats, podman, state.path(), "site-o").await;
     let of_site_o = format!("{RUNNER_LABEL}=site-o");
     let running = || {
         let out = support::podman::podman()
@@ -623,7 +635,7 @@ async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and
     })
     .await;
     let _ = support::podman::podman().args(["rm", "-f", "-t", "0", &name]).output();
-    assert_none_left(&podman, "test-orphan");
+    assert_none_left(podman, "test-orphan");
 }
 
 /// A runner named `name` whose container actions run on `podman` (capabilities recorded).

@@ -1,7 +1,7 @@
 //! The WASM host against guests that misbehave: each breach is contained and reported with its own status,
 //! and the next alert on the same runtime still runs. Also: the compile cache.
 
-mod support;
+use crate::support;
 
 use riposte::alert::Alert;
 use riposte::capability::recording::Recorder;

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "shutdown",
         "rules",
         "state_dir",
+        "timings",
         "topic_check",
         "trigger",
         "truncate",

@@ -1,7 +1,7 @@
 //! `riposte call` as a user runs it: the real binary, the real slack playbook, a local HTTP receiver; and the
 //! clear one-line errors for bad input.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 use wiremock::matchers::{method, path};

@@ -2,7 +2,7 @@
 //! fixes, `support/kube_emulator.py`), directly through the kube-rs backend and through the real Python
 //! playbooks; Demisto and Phantom against local HTTP receivers; and `riposte call isolate` end to end.
 
-mod support;
+use crate::support;
 
 use riposte::alert::Alert;
 use riposte::builder::Builder;

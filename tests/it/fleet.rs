@@ -3,7 +3,7 @@
 //! entry, functions pinned to a runner no one runs) and `riposte doctor` (healthy, NATS down, JetStream off,
 //! missing credentials, container engine absent).
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use riposte::function::{Function, Settings};
@@ -128,7 +128,7 @@ async fn runners_are_listed_a_killed_one_is_marked_gone_and_pins_to_missing_runn
     // SIGKILL: no goodbye; the heartbeat stops and the runner is marked gone within GONE_AFTER (+ one beat).
     b.kill().unwrap();
     b.wait().unwrap();
-    wait_until("site-b to be marked gone", riposte::fleet::GONE_AFTER + LONG, || async {
+    wait_until("site-b to be marked gone", riposte::timings::get().gone_after + LONG, || async {
         runner(&runner_list(&nats), "site-b").is_some_and(|r| r["gone"] == true)
     })
     .await;

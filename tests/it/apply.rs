@@ -2,7 +2,7 @@
 //! playbooks (slack: a secret setting; taint: non-secret ones): plan and dry run, idempotence (a second apply
 //! writes nothing), updates, prune, export → apply round trip, and bad files refused with their line.
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use riposte::registry::Registry;
