@@ -59,3 +59,30 @@ async fn one_triggers_condition_does_not_silence_the_functions_other_triggers() 
     assert_eq!(rejected, 0, "no alert went without its reaction: {counts:?}");
     runner.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_nested_too_deep_in_the_registry_is_refused_by_the_runner_which_keeps_running() {
+    let nats = TestNats::start();
+    let reg = fleet::registry(&nats).await;
+    let f = fleet::deploy(&reg, "deep", &guests::ok(), "", ResponsePolicy::default()).await;
+    let mut deep = fleet::trigger(&reg, "deep-a", &f, "falco.critical.*", Some("priority >= Critical")).await;
+    let other = fleet::trigger(&reg, "deep-b", &f, "falco.critical.*", None).await;
+    // Rewritten as an older riposte, which did not bound the depth, would have: straight to the registry.
+    deep.when = Some(format!("{} > 0", vec!["1"; 2000].join("+")));
+    reg.put_trigger(&deep).await.unwrap();
+    let runner = fleet::runner(&nats, "r1", None).await;
+    wait_until("both triggers seen", LONG, || async {
+        let active = runner.active_triggers();
+        active.contains("deep-a") && active.contains("deep-b")
+    })
+    .await;
+    let batch = [("falco.critical.x".to_owned(), alert("c1", "Critical", "C", "c happened", json!({})))];
+    publish(&nats.client().await, &batch).await;
+    // Still here (a stack overflow would have aborted this process): the refused trigger does not run, the
+    // function's other trigger does.
+    wait_until("the other trigger's result", LONG, || async { !results(&reg, "deep").await.is_empty() }).await;
+    settled(&reg, &other).await;
+    let ran: Vec<String> = results(&reg, "deep").await.into_iter().map(|r| r.trigger).collect();
+    assert_eq!(ran, ["deep-b"]);
+    runner.stop().await;
+}
