@@ -16,8 +16,12 @@
 //! Before any of that, the text's nesting depth is bounded ([`depth`], `MAX_EXPRESSION_DEPTH`): the parser,
 //! the check and the evaluator recurse per level, and a deep enough expression would overflow the stack of the
 //! runner evaluating it.
+//!
+//! A regular expression (`matches`) must be a string literal: it is compiled with the condition, bounded, and
+//! reused for every alert ([`pattern`]).
 
 mod depth;
+mod pattern;
 
 use crate::alert::{Alert, Priority};
 use crate::limits::{MAX_COMPREHENSION_DEPTH, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH};
@@ -83,6 +87,8 @@ const FUNCTIONS: [(&str, Ty); 16] = [
 pub struct Condition {
     text: String,
     program: Program,
+    /// The regular expressions of its `matches` calls, compiled; None when it has none.
+    patterns: Option<Arc<pattern::Patterns>>,
     /// What the expression reads of the alert, so evaluation builds only that.
     reads: Reads,
 }
@@ -161,7 +167,11 @@ impl Ty {
     }
 }
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    pattern::register(&mut env);
+    Arc::new(env)
+});
 
 impl Condition {
     /// Compiles a trigger condition: it must parse, name only what an alert has, and give a bool.
@@ -201,7 +211,7 @@ impl Condition {
         ctx.set_variable_resolver(&Levels);
         ctx.add_variable_from_value("alert", self.reads.build(alert));
         ctx.add_variable_from_value("priority", level(alert.priority));
-        self.program.execute(&ctx).map_err(|e| e.to_string())
+        pattern::evaluating(self.patterns.as_ref(), || self.program.execute(&ctx)).map_err(|e| e.to_string())
     }
 }
 
@@ -322,6 +332,7 @@ fn compile(text: &str, what: &'static str, want: Want) -> Result<Condition, Cond
         reads: Reads { output_fields: Some(BTreeSet::new()), ..Reads::default() },
         scope: Vec::new(),
         comprehensions: 0,
+        patterns: pattern::Patterns::default(),
     };
     let result = checker.check(program.expression()).and_then(|ty| match (want, ty) {
         (Want::Bool, Ty::Bool | Ty::Dyn) | (Want::Any, _) => Ok(()),
@@ -333,7 +344,8 @@ fn compile(text: &str, what: &'static str, want: Want) -> Result<Condition, Cond
         let (line, column) = position(text, program.source_info().offset_for(id).map(|(s, _)| s as usize));
         return Err(refuse(line, column, why));
     }
-    Ok(Condition { text: text.to_owned(), program, reads: checker.reads })
+    let patterns = Some(checker.patterns).filter(|p| !p.is_empty()).map(Arc::new);
+    Ok(Condition { text: text.to_owned(), program, patterns, reads: checker.reads })
 }
 
 fn first_line(msg: &str) -> String {
@@ -357,6 +369,8 @@ struct Checker {
     scope: Vec<String>,
     /// Comprehensions around the expression being checked.
     comprehensions: usize,
+    /// The patterns of `matches`, compiled as they are met.
+    patterns: pattern::Patterns,
 }
 
 impl Checker {
@@ -520,6 +534,20 @@ impl Checker {
                 }
             }
             return Ok(Ty::Bool);
+        }
+        if name == "matches" {
+            // `s.matches(re)` or `matches(s, re)`: the pattern is compiled now, once.
+            if let Some(re) = if target.is_some() { args.first() } else { args.get(1) } {
+                match Self::literal_string(re) {
+                    Some(p) => self.patterns.add(&p).map_err(|why| (re.id, why))?,
+                    None => {
+                        return Err((
+                            re.id,
+                            "the pattern of `matches` must be a string literal (it is compiled once, when the condition is created)".into(),
+                        ))
+                    }
+                }
+            }
         }
         let target_ty = match target {
             Some(t) => Some(self.check_whole(t)?),
@@ -860,6 +888,51 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 1000, "{checked} parsed");
+    }
+
+    #[test]
+    fn a_pattern_is_compiled_once_when_the_condition_is_created_not_per_alert() {
+        let compiled = || pattern::COMPILED.with(|c| c.get());
+        let before = compiled();
+        let expr = "alert.hostname.matches('^web-[0-9]+$') && matches(alert.rule, '(?i)\\\\w+ shell') && alert.output.matches('^web-[0-9]+$') == false";
+        let c = Condition::compile(expr).unwrap();
+        assert_eq!(compiled() - before, 2, "each pattern once, at creation");
+        let (web, db) = (alert("Critical", None), {
+            let mut a = alert("Critical", None);
+            a.hostname = "db-1".into();
+            a
+        });
+        for _ in 0..1000 {
+            assert!(c.matches(&web).unwrap());
+            assert!(!c.matches(&db).unwrap());
+        }
+        let key = Condition::compile_key("alert.hostname.matches('^web-')").unwrap();
+        assert_eq!(key.key(&web).unwrap(), "true");
+        assert_eq!(compiled() - before, 3, "none while evaluating");
+    }
+
+    #[test]
+    fn a_pattern_that_does_not_compile_or_is_too_big_is_refused_when_the_condition_is_created() {
+        let invalid = Condition::compile("alert.hostname.matches('^web-(')").unwrap_err();
+        assert!(
+            invalid.why.contains("not a valid regular expression") && invalid.why.contains("unclosed group"),
+            "{invalid}"
+        );
+        assert_eq!((invalid.line, invalid.column), (1, 24), "{invalid}");
+        let key = Condition::compile_key("matches(alert.rule, '[z-a]')").unwrap_err();
+        assert!(key.what == "dedup key" && key.why.contains("not a valid regular expression"), "{key}");
+        // Small to write, large once compiled: a Unicode class repeated.
+        let big = Condition::compile("alert.output.matches('\\\\w{1000}')").unwrap_err();
+        assert!(big.why.contains("limits::MAX_PATTERN_COMPILED_BYTES"), "{big}");
+        let long = format!("alert.output.matches('{}')", "a".repeat(MAX_EXPRESSION_BYTES / 2));
+        let long = Condition::compile(&long).unwrap_err();
+        assert!(long.why.contains("limits::MAX_PATTERN_BYTES"), "{long}");
+        // The pattern is compiled now, so it must be written in the expression.
+        let computed = Condition::compile("alert.hostname.matches(alert.rule)").unwrap_err();
+        assert!(computed.why.contains("string literal"), "{computed}");
+        for e in [invalid, key, big, long, computed] {
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
     }
 
     #[test]
