@@ -12,9 +12,19 @@
 //! expression is refused with the line and column of the fault. The walk also records which alert fields
 //! the expression reads, so evaluation builds only those (turning a map of twenty output fields into CEL
 //! values costs more than evaluating most conditions).
+//!
+//! Before any of that, the text's nesting depth is bounded ([`depth`], `MAX_EXPRESSION_DEPTH`): the parser,
+//! the check and the evaluator recurse per level, and a deep enough expression would overflow the stack of the
+//! runner evaluating it.
+//!
+//! A regular expression (`matches`) must be a string literal: it is compiled with the condition, bounded, and
+//! reused for every alert ([`pattern`]).
+
+mod depth;
+mod pattern;
 
 use crate::alert::{Alert, Priority};
-use crate::limits::{MAX_COMPREHENSION_DEPTH, MAX_EXPRESSION_BYTES};
+use crate::limits::{MAX_COMPREHENSION_DEPTH, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
@@ -77,6 +87,8 @@ const FUNCTIONS: [(&str, Ty); 16] = [
 pub struct Condition {
     text: String,
     program: Program,
+    /// The regular expressions of its `matches` calls, compiled; None when it has none.
+    patterns: Option<Arc<pattern::Patterns>>,
     /// What the expression reads of the alert, so evaluation builds only that.
     reads: Reads,
 }
@@ -155,7 +167,11 @@ impl Ty {
     }
 }
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    pattern::register(&mut env);
+    Arc::new(env)
+});
 
 impl Condition {
     /// Compiles a trigger condition: it must parse, name only what an alert has, and give a bool.
@@ -195,7 +211,7 @@ impl Condition {
         ctx.set_variable_resolver(&Levels);
         ctx.add_variable_from_value("alert", self.reads.build(alert));
         ctx.add_variable_from_value("priority", level(alert.priority));
-        self.program.execute(&ctx).map_err(|e| e.to_string())
+        pattern::evaluating(self.patterns.as_ref(), || self.program.execute(&ctx)).map_err(|e| e.to_string())
     }
 }
 
@@ -296,6 +312,18 @@ fn compile(text: &str, what: &'static str, want: Want) -> Result<Condition, Cond
     if text.trim().is_empty() {
         return Err(refuse(1, 1, "it is empty; write e.g. 'priority >= Critical'".into()));
     }
+    // Measured before parsing: the parser itself recurses per level.
+    let (depth, deepest) = depth::nesting(text);
+    if depth > MAX_EXPRESSION_DEPTH {
+        let (line, column) = position(text, Some(deepest));
+        return Err(refuse(
+            line,
+            column,
+            format!(
+                "it nests {depth} levels deep; at most {MAX_EXPRESSION_DEPTH} (limits::MAX_EXPRESSION_DEPTH) are allowed: split it (e.g. a long chain of `==` into `x in [...]`; a function's triggers' conditions are OR'ed)"
+            ),
+        ));
+    }
     let program = ENV.compile(text).map_err(|errors| match errors.errors.first() {
         Some(e) => refuse(e.pos.0.max(1) as usize, e.pos.1.max(1) as usize, first_line(&e.msg)),
         None => refuse(1, 1, "it does not parse".into()),
@@ -304,6 +332,7 @@ fn compile(text: &str, what: &'static str, want: Want) -> Result<Condition, Cond
         reads: Reads { output_fields: Some(BTreeSet::new()), ..Reads::default() },
         scope: Vec::new(),
         comprehensions: 0,
+        patterns: pattern::Patterns::default(),
     };
     let result = checker.check(program.expression()).and_then(|ty| match (want, ty) {
         (Want::Bool, Ty::Bool | Ty::Dyn) | (Want::Any, _) => Ok(()),
@@ -315,7 +344,8 @@ fn compile(text: &str, what: &'static str, want: Want) -> Result<Condition, Cond
         let (line, column) = position(text, program.source_info().offset_for(id).map(|(s, _)| s as usize));
         return Err(refuse(line, column, why));
     }
-    Ok(Condition { text: text.to_owned(), program, reads: checker.reads })
+    let patterns = Some(checker.patterns).filter(|p| !p.is_empty()).map(Arc::new);
+    Ok(Condition { text: text.to_owned(), program, patterns, reads: checker.reads })
 }
 
 fn first_line(msg: &str) -> String {
@@ -339,6 +369,8 @@ struct Checker {
     scope: Vec<String>,
     /// Comprehensions around the expression being checked.
     comprehensions: usize,
+    /// The patterns of `matches`, compiled as they are met.
+    patterns: pattern::Patterns,
 }
 
 impl Checker {
@@ -502,6 +534,20 @@ impl Checker {
                 }
             }
             return Ok(Ty::Bool);
+        }
+        if name == "matches" {
+            // `s.matches(re)` or `matches(s, re)`: the pattern is compiled now, once.
+            if let Some(re) = if target.is_some() { args.first() } else { args.get(1) } {
+                match Self::literal_string(re) {
+                    Some(p) => self.patterns.add(&p).map_err(|why| (re.id, why))?,
+                    None => {
+                        return Err((
+                            re.id,
+                            "the pattern of `matches` must be a string literal (it is compiled once, when the condition is created)".into(),
+                        ))
+                    }
+                }
+            }
         }
         let target_ty = match target {
             Some(t) => Some(self.check_whole(t)?),
@@ -705,6 +751,188 @@ mod tests {
         let nested = "alert.tags.exists(t, alert.output_fields.exists(k, k == t))";
         let e = Condition::compile(nested).unwrap_err();
         assert!(e.why.contains("nest at most 1 deep") && (e.line, e.column) == (1, 48), "{e}");
+    }
+
+    /// Runs `f` on a thread with a 2 MiB stack, a tokio worker's default.
+    fn on_a_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new().stack_size(2 << 20).spawn(f).unwrap().join().unwrap()
+    }
+
+    #[test]
+    fn an_expression_nested_too_deep_is_refused_before_it_is_parsed() {
+        // 4,003 bytes: under the size bound, and 2000 levels deep (the parser and the evaluator recurse per level).
+        let sum = format!("{} > 0", vec!["1"; 2000].join("+"));
+        assert!(sum.len() <= MAX_EXPRESSION_BYTES);
+        let parens = format!("{}true{}", "(".repeat(2000), ")".repeat(2000));
+        let key = vec!["1"; 2001].join("+");
+        let refused = on_a_small_stack(move || {
+            [Condition::compile(&sum), Condition::compile(&parens), Condition::compile_key(&key)]
+                .map(|r| r.unwrap_err())
+        });
+        for e in refused {
+            let why = &e.why;
+            assert!(why.starts_with("it nests 2000 levels deep; at most "), "{e}");
+            assert!(why.contains("(limits::MAX_EXPRESSION_DEPTH) are allowed: split it"), "{e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    /// Of each shape, the deepest expression the bound allows.
+    fn deepest_allowed() -> Vec<String> {
+        let r = |s: &str, n: usize| s.repeat(n);
+        let shapes: [&dyn Fn(usize) -> String; 13] = [
+            &|n| format!("1{} > 0", r("+1", n)),
+            &|n| format!("{}true", r("!", n)),
+            &|n| format!("{}1 < 0", r("-", n)),
+            &|n| format!("{}true{}", r("(", n), r(")", n)),
+            &|n| format!("has(alert.output_fields{})", r(".a", n)),
+            &|n| format!("alert.tags{} == 'x'", r("[0]", n)),
+            &|n| format!("size({}1{}) == 1", r("[", n), r("]", n)),
+            &|n| format!("{}true", r("true ? true : ", n)),
+            &|n| format!("true{}", r(" == true", n)),
+            &|n| format!("size({}1{}) == 1", r("{'a': ", n), r("}", n)),
+            &|n| format!("{}1{} == '1'", r("string(", n), r(")", n)),
+            &|n| format!("alert.rule{} == ''", r(".orValue('')", n)),
+            &|n| format!("alert.tags.exists(t, {}t == 'x'{})", r("(", n), r(")", n)),
+        ];
+        shapes
+            .iter()
+            .map(|shape| {
+                let n = (0..MAX_EXPRESSION_DEPTH)
+                    .take_while(|n| depth::nesting(&shape(*n)).0 <= MAX_EXPRESSION_DEPTH)
+                    .last();
+                let deepest = shape(n.expect("the shallowest of the shape is allowed"));
+                assert!(depth::nesting(&deepest).0 >= MAX_EXPRESSION_DEPTH - 3, "{deepest}");
+                deepest
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_deepest_allowed_expression_compiles_and_evaluates_on_a_workers_stack() {
+        for expr in deepest_allowed() {
+            let checked = expr.clone();
+            // An evaluation error (`alert.tags[0][0]`) is fine: a stack overflow would abort the test.
+            let compiled = on_a_small_stack(move || {
+                let a = alert("Critical", Some("prod"));
+                let c = Condition::compile(&checked).map(|c| c.matches(&a).map(|_| ()));
+                let k = Condition::compile_key(&checked).map(|k| k.key(&a).map(|_| ()));
+                c.is_ok() && k.is_ok()
+            });
+            assert!(compiled, "{expr}");
+        }
+    }
+
+    /// Depth of a parsed tree (a leaf is 0), as the parser, the check and the evaluator recurse over it.
+    fn tree_depth(e: &IdedExpr) -> usize {
+        let deepest = |es: &mut dyn Iterator<Item = &IdedExpr>| es.map(tree_depth).max().map_or(0, |d| d + 1);
+        match &e.expr {
+            Expr::Call(c) => deepest(&mut c.target.as_deref().into_iter().chain(&c.args)),
+            Expr::Select(s) => tree_depth(&s.operand) + 1,
+            Expr::List(l) => deepest(&mut l.elements.iter()),
+            Expr::Map(m) => deepest(&mut m.entries.iter().flat_map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(f) => vec![&f.value],
+            })),
+            Expr::Comprehension(c) => {
+                deepest(&mut [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result].into_iter())
+            }
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_depth_measured_on_the_text_is_never_less_than_the_parsed_trees() {
+        // Random expressions over every construct, from a fixed seed.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n) as usize
+        };
+        fn gen(next: &mut dyn FnMut(u64) -> usize, d: usize) -> String {
+            const LEAVES: [&str; 8] = ["1", "'s(['", "true", "alert.rule", "r'\\'", "b'x'", "2.5e-1", "\"a\\\"b\""];
+            if d == 0 {
+                return LEAVES[next(LEAVES.len() as u64)].to_owned();
+            }
+            let mut sub = || gen(next, d - 1);
+            let (a, b) = (sub(), sub());
+            let c = sub();
+            const OPS: [&str; 10] = ["+", "-", "*", "==", "!=", "<", ">=", "&&", "||", "in"];
+            match next(14) {
+                0..=3 => format!("{a} {} {b}", OPS[next(OPS.len() as u64)]),
+                4 => format!("!{a}"),
+                5 => format!("-{a}"),
+                6 => format!("({a})"),
+                7 => format!("[{a}, {b}]"),
+                8 => format!("{{{a}: {b}}}"),
+                9 => format!("{a}[{b}]"),
+                10 => format!("size({a})"),
+                11 => format!("{a}.startsWith({b})"),
+                12 => format!("{a} ? {b} : {c}"),
+                _ => format!("[1].exists(x, {a})"),
+            }
+        }
+        let mut checked = 0;
+        let exprs = (0..2000)
+            .map(|_| {
+                let d = 1 + next(5);
+                gen(&mut next, d)
+            })
+            .chain(deepest_allowed());
+        for text in exprs {
+            let Ok(program) = ENV.compile(&text) else { continue };
+            let (measured, parsed) = (depth::nesting(&text).0, tree_depth(program.expression()));
+            assert!(measured >= parsed, "{text}: measured {measured}, parsed {parsed}");
+            checked += 1;
+        }
+        assert!(checked > 1000, "{checked} parsed");
+    }
+
+    #[test]
+    fn a_pattern_is_compiled_once_when_the_condition_is_created_not_per_alert() {
+        let compiled = || pattern::COMPILED.with(|c| c.get());
+        let before = compiled();
+        let expr = "alert.hostname.matches('^web-[0-9]+$') && matches(alert.rule, '(?i)\\\\w+ shell') && alert.output.matches('^web-[0-9]+$') == false";
+        let c = Condition::compile(expr).unwrap();
+        assert_eq!(compiled() - before, 2, "each pattern once, at creation");
+        let (web, db) = (alert("Critical", None), {
+            let mut a = alert("Critical", None);
+            a.hostname = "db-1".into();
+            a
+        });
+        for _ in 0..1000 {
+            assert!(c.matches(&web).unwrap());
+            assert!(!c.matches(&db).unwrap());
+        }
+        let key = Condition::compile_key("alert.hostname.matches('^web-')").unwrap();
+        assert_eq!(key.key(&web).unwrap(), "true");
+        assert_eq!(compiled() - before, 3, "none while evaluating");
+    }
+
+    #[test]
+    fn a_pattern_that_does_not_compile_or_is_too_big_is_refused_when_the_condition_is_created() {
+        let invalid = Condition::compile("alert.hostname.matches('^web-(')").unwrap_err();
+        assert!(
+            invalid.why.contains("not a valid regular expression") && invalid.why.contains("unclosed group"),
+            "{invalid}"
+        );
+        assert_eq!((invalid.line, invalid.column), (1, 24), "{invalid}");
+        let key = Condition::compile_key("matches(alert.rule, '[z-a]')").unwrap_err();
+        assert!(key.what == "dedup key" && key.why.contains("not a valid regular expression"), "{key}");
+        // Small to write, large once compiled: a Unicode class repeated.
+        let big = Condition::compile("alert.output.matches('\\\\w{1000}')").unwrap_err();
+        assert!(big.why.contains("limits::MAX_PATTERN_COMPILED_BYTES"), "{big}");
+        let long = format!("alert.output.matches('{}')", "a".repeat(MAX_EXPRESSION_BYTES / 2));
+        let long = Condition::compile(&long).unwrap_err();
+        assert!(long.why.contains("limits::MAX_PATTERN_BYTES"), "{long}");
+        // The pattern is compiled now, so it must be written in the expression.
+        let computed = Condition::compile("alert.hostname.matches(alert.rule)").unwrap_err();
+        assert!(computed.why.contains("string literal"), "{computed}");
+        for e in [invalid, key, big, long, computed] {
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
     }
 
     #[test]

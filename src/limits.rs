@@ -150,6 +150,21 @@ pub const POOL_INSTANCES: u32 = 64;
 /// Longest trigger condition or dedup key expression (CEL), in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
 
+/// How deep a condition or dedup key expression may nest, as `condition::depth` measures it (brackets, and the
+/// operators of one chain: `1 + 1 + 1` is three levels; `&&`/`||` chains are balanced). The `cel` parser, the
+/// expression check and the evaluator recurse once per level, so this bounds their stack: the deepest allowed
+/// expression of every shape parses and evaluates on a 2 MiB stack (a tokio worker's) with room to spare, where
+/// 4 KiB of `1+1+…` (2,000 levels) overflowed it.
+pub const MAX_EXPRESSION_DEPTH: usize = 64;
+
+/// Longest regular expression a condition's or dedup key's `matches` may use, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// Largest compiled form of such a regular expression (the regex crate's `size_limit`): a Unicode class
+/// repeated (`\w{100}`, 5 MB) is small to write, large to hold and slow to compile. `[\w.-]+@[\w.-]+` takes
+/// 100 KB.
+pub const MAX_PATTERN_COMPILED_BYTES: usize = 1 << 20;
+
 /// How deep `all`/`exists`/`exists_one`/`map`/`filter` may nest in an expression: one level, since a nested one
 /// costs the product of both lists' sizes on every alert.
 pub const MAX_COMPREHENSION_DEPTH: usize = 1;

@@ -18,16 +18,17 @@
 //! stopped before the ack — is acked without running again.
 //!
 //! A long reaction sends `Progress` every `limits.progress_every()` so JetStream does not hand the alert to another
-//! runner. An alert that matches the consumer's NATS filter but not the trigger's glob, or that an
-//! earlier-named trigger of the same function also matches (so a function runs once per alert), is acked
-//! without a result.
+//! runner. An alert that matches the consumer's NATS filter but not the trigger's glob is acked without a result.
 //!
-//! Before running, the trigger's [`Policy`] decides (condition → dedup → dry-run, see `policy.rs`): an alert
-//! its condition rejects is acked without a result, a duplicate is acked with a `deduplicated` result, and a
-//! dry run's result is acked as `dry-run` whatever its status. A failure after a server's 429 is retried after
+//! Before running, the trigger's [`Policy`] decides (condition → dedup → dry-run, see `policy.rs`). Conditions
+//! are OR'ed across the function's triggers that match the subject, so a function runs once per alert when any
+//! of them accepts it: the first-named matching trigger whose condition accepts runs it, the others ack it
+//! without a result ([`Admit::Covered`]), and an alert none accepts is acked without a result and counted once
+//! (a malformed alert is recorded by the first-named matching trigger). A duplicate is acked with a
+//! `deduplicated` result, and a dry run's result is acked as `dry-run` whatever its status. A failure after a server's 429 is retried after
 //! the `Retry-After` it asked for.
 
-use super::policy::{Decision, Policy};
+use super::policy::{Admit, Decision, Policy};
 use super::RunnerContext;
 use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
@@ -53,8 +54,8 @@ use tracing::Instrument;
 pub(crate) struct Dispatcher {
     pub trigger: Trigger,
     pub pattern: Pattern,
-    /// Patterns of triggers of the same function with smaller names: an alert they match is theirs.
-    pub earlier: Vec<Pattern>,
+    /// The function's other triggers: their conditions are OR'ed with this one's.
+    pub siblings: Vec<Trigger>,
     pub function: Arc<Function>,
     pub ctx: Arc<RunnerContext>,
     /// This trigger's series: each decision below is counted where it is taken.
@@ -105,7 +106,7 @@ impl Dispatcher {
     async fn load_policy(&self, shutdown: &mut Shutdown) -> Option<Policy> {
         let counters = self.ctx.policy_counts.lock().unwrap().entry(self.trigger.name.clone()).or_default().clone();
         loop {
-            match Policy::new(&self.ctx.js, &self.trigger, &self.function, counters.clone()).await {
+            match Policy::new(&self.ctx.js, &self.trigger, &self.siblings, &self.function, counters.clone()).await {
                 Ok(p) => return Some(p),
                 Err(super::policy::PolicyError::Condition(e)) => {
                     tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; recreate it with a valid condition");
@@ -225,12 +226,10 @@ impl Dispatcher {
         };
         let published_ns = published.unix_timestamp_nanos();
         let subject = msg.subject.to_string();
-        if !self.pattern.matches(&subject) || self.earlier.iter().any(|p| p.matches(&subject)) {
+        if !self.pattern.matches(&subject) {
             ack(&msg, AckKind::Ack).await;
             return;
         }
-        self.metrics.received(attempt);
-        let _in_flight = self.metrics.in_flight();
         let limits = &self.function.manifest.limits;
         let parsed = Alert::parse(&msg.payload);
         let uuid = parsed.as_ref().map(|a| a.uuid.clone()).unwrap_or_default();
@@ -245,12 +244,23 @@ impl Dispatcher {
         };
         let span = tracing::info_span!("alert", %subject, uuid = %uuid, function = %self.function.name, trigger = %self.trigger.name, attempt);
         async {
+            let admitted = match &parsed {
+                Ok(alert) => self.policy().admit(alert, &subject),
+                Err(_) if self.policy().earlier_matches(&subject) => Admit::Covered,
+                Err(_) => Admit::Run,
+            };
+            match admitted {
+                Admit::Covered => return ack(&msg, AckKind::Ack).await,
+                Admit::Rejected => {
+                    self.metrics.received(attempt);
+                    self.metrics.condition_rejected();
+                    return ack(&msg, AckKind::Ack).await;
+                }
+                Admit::Run => self.metrics.received(attempt),
+            }
+            let _in_flight = self.metrics.in_flight();
             let claim = match &parsed {
                 Ok(alert) => match self.policy().decide(&self.ctx.js, alert, attempt).await {
-                    Decision::Skip => {
-                        self.metrics.condition_rejected();
-                        return ack(&msg, AckKind::Ack).await;
-                    }
                     Decision::Duplicate { window } => {
                         self.metrics.deduplicated();
                         return self.duplicate(&msg, &delivery, window).await;

@@ -200,7 +200,8 @@ impl Drop for Runner {
 struct Wanted {
     trigger: Trigger,
     function: Function,
-    earlier: Vec<String>,
+    /// The function's other triggers, whose conditions are OR'ed with this one's.
+    siblings: Vec<Trigger>,
 }
 
 /// A dispatcher running, with what it was started from and how to stop it.
@@ -277,12 +278,9 @@ fn reconcile(
         if function.runs_on.as_ref().is_some_and(|r| *r != ctx.runner) {
             continue;
         }
-        let earlier = triggers
-            .range(..name.clone())
-            .filter(|(_, t)| t.function == trigger.function)
-            .map(|(_, t)| t.topic.clone())
-            .collect();
-        wanted.insert(name.clone(), Wanted { trigger: trigger.clone(), function: function.clone(), earlier });
+        let siblings =
+            triggers.values().filter(|t| t.function == trigger.function && t.name != *name).cloned().collect();
+        wanted.insert(name.clone(), Wanted { trigger: trigger.clone(), function: function.clone(), siblings });
     }
     running.retain(|name, r| {
         let keep = wanted.get(name).is_some_and(|w| *w == r.wanted);
@@ -303,7 +301,6 @@ fn reconcile(
                 continue;
             }
         };
-        let earlier = w.earlier.iter().filter_map(|t| Pattern::parse(t).ok()).collect();
         tracing::info!(trigger = %name, topic = %w.trigger.topic, function = %w.function.name, "trigger started");
         let (stopper, shutdown) = Stopper::new();
         let metrics = match &ctx.metrics {
@@ -314,7 +311,7 @@ fn reconcile(
             metrics,
             trigger: w.trigger.clone(),
             pattern,
-            earlier,
+            siblings: w.siblings.clone(),
             function: Arc::new(w.function.clone()),
             ctx: ctx.clone(),
             policy: None,

@@ -1,8 +1,9 @@
 //! The decision a dispatcher takes on each alert before (or instead of) running its function, in this order:
 //!
-//! 1. **condition** (the trigger's `--when`, CEL): an alert it rejects is acked at once, nothing
-//!    instantiated, no result stored, only counted; an evaluation error (a missing field) is a non-match
-//!    with a warning;
+//! 1. **condition** (the trigger's `--when`, CEL), OR'ed across the function's triggers that match the
+//!    subject ([`Admission`]): the function runs once when any of them accepts the alert; an alert none accepts
+//!    is acked at once, nothing instantiated, no result stored, only counted; an evaluation error (a missing
+//!    field) is a non-match with a warning;
 //! 2. **dedup** (the function's `--dedup-window`/`--dedup-key`): the first alert of a key within the window
 //!    claims it in NATS (shared by every runner, [`crate::dedup`]) and runs; the others are acked with a
 //!    `deduplicated` result. A redelivered alert (attempt > 1) is the one that claimed, or ran before: it is
@@ -18,7 +19,7 @@ use crate::dedup::{self, Claim};
 use crate::fleet::PolicyCounts;
 use crate::function::Function;
 use crate::streams::StreamError;
-use crate::trigger::Trigger;
+use crate::trigger::{Pattern, Trigger};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,11 +49,21 @@ impl PolicyCounters {
     }
 }
 
-/// What to do with one alert.
+/// Whether this trigger runs an alert, by the conditions of the function's triggers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Admit {
+    /// This trigger runs it: its condition accepts and no earlier-named matching trigger's does.
+    Run,
+    /// Another trigger of the function runs it (an earlier-named one accepts) or counts it (a later-named one
+    /// matches): ack, nothing else.
+    Covered,
+    /// No trigger of the function that matches accepts it, and this one is the last of them: ack, counted.
+    Rejected,
+}
+
+/// What to do with an alert this trigger runs, after its condition: dedup.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// The condition rejected it: ack, nothing else.
-    Skip,
     /// A duplicate of an alert that holds `key`: ack with a `deduplicated` result.
     Duplicate { window: Duration },
     /// Run it; `claim` is the dedup subject it holds, released if the reaction fails for good.
@@ -62,10 +73,100 @@ pub(crate) enum Decision {
 /// One trigger's policy, compiled when its dispatcher starts.
 pub(crate) struct Policy {
     function: String,
-    condition: Option<Condition>,
+    admission: Admission,
     dedup: Option<(Duration, Option<Condition>)>,
     dry_run: bool,
     pub counters: Arc<PolicyCounters>,
+}
+
+/// The conditions that decide whether this trigger runs an alert: its own and those of the function's other
+/// triggers. Conditions are OR'ed across a function's triggers that match the subject, and the function still
+/// runs once: exactly the first-named trigger that matches and accepts runs the alert, the others ack it as
+/// covered. A condition that cannot be evaluated does not accept.
+///
+/// Counts stay one per alert for the function: an alert that no matching trigger accepts is counted (as a
+/// condition error when one of their conditions could not be evaluated, as rejected otherwise) only by the
+/// last-named trigger that matches its subject, under that trigger's name; an alert is counted as matched by
+/// the trigger whose condition let it through and runs it. Each trigger logs its own condition's evaluation
+/// errors.
+pub(crate) struct Admission {
+    own: Option<Condition>,
+    /// Triggers of the function named before this one: their patterns and conditions (None accepts all).
+    earlier: Vec<(Pattern, Option<Condition>)>,
+    /// Patterns of the triggers named after it.
+    later: Vec<Pattern>,
+}
+
+/// What one condition says of an alert.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Accept,
+    Reject,
+    Error(String),
+}
+
+fn verdict(condition: Option<&Condition>, alert: &Alert) -> Verdict {
+    match condition.map(|c| c.matches(alert)) {
+        None | Some(Ok(true)) => Verdict::Accept,
+        Some(Ok(false)) => Verdict::Reject,
+        Some(Err(why)) => Verdict::Error(why),
+    }
+}
+
+/// What the function's conditions mean for this trigger and one alert.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Run,
+    Covered,
+    Rejected { errored: bool },
+}
+
+impl Admission {
+    /// Compiles the trigger's condition and those of its siblings (the function's other triggers). A sibling
+    /// whose pattern or condition is refused does not run (its own dispatcher says why): here it matches nothing.
+    pub fn new(trigger: &Trigger, siblings: &[Trigger]) -> Result<Admission, crate::condition::ConditionError> {
+        let own = trigger.when.as_deref().map(Condition::compile).transpose()?;
+        let (mut earlier, mut later) = (Vec::new(), Vec::new());
+        for t in siblings.iter().filter(|t| t.function == trigger.function && t.name != trigger.name) {
+            let Ok(pattern) = Pattern::parse(&t.topic) else { continue };
+            let Ok(condition) = t.when.as_deref().map(Condition::compile).transpose() else { continue };
+            if t.name < trigger.name {
+                earlier.push((pattern, condition));
+            } else {
+                later.push(pattern);
+            }
+        }
+        Ok(Admission { own, earlier, later })
+    }
+
+    /// Whether a trigger of the function named before this one matches `subject`.
+    pub fn earlier_matches(&self, subject: &str) -> bool {
+        self.earlier.iter().any(|(p, _)| p.matches(subject))
+    }
+
+    fn decide(&self, alert: &Alert, subject: &str) -> Outcome {
+        let own = verdict(self.own.as_ref(), alert);
+        if let (Verdict::Error(why), Some(c)) = (&own, &self.own) {
+            tracing::warn!(condition = c.as_str(), error = %why, "the trigger's condition could not be evaluated; it does not accept the alert");
+        }
+        let mut earlier = self.earlier.iter().filter(|(p, _)| p.matches(subject)).map(|(_, c)| c.as_ref());
+        match own {
+            Verdict::Accept if earlier.any(|c| verdict(c, alert) == Verdict::Accept) => Outcome::Covered,
+            Verdict::Accept => Outcome::Run,
+            _ if self.later.iter().any(|p| p.matches(subject)) => Outcome::Covered,
+            Verdict::Reject | Verdict::Error(_) => {
+                let mut errored = matches!(own, Verdict::Error(_));
+                for c in earlier {
+                    match verdict(c, alert) {
+                        Verdict::Accept => return Outcome::Covered,
+                        Verdict::Error(_) => errored = true,
+                        Verdict::Reject => {}
+                    }
+                }
+                Outcome::Rejected { errored }
+            }
+        }
+    }
 }
 
 /// Why a trigger's policy cannot be used (the trigger does not start; its alerts wait in JetStream).
@@ -78,14 +179,16 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// Compiles the trigger's condition and the function's dedup key, and ensures the dedup stream.
+    /// Compiles the conditions of the trigger and its siblings (the function's other triggers) and the
+    /// function's dedup key, and ensures the dedup stream.
     pub async fn new(
         js: &async_nats::jetstream::Context,
         trigger: &Trigger,
+        siblings: &[Trigger],
         function: &Function,
         counters: Arc<PolicyCounters>,
     ) -> Result<Policy, PolicyError> {
-        let condition = trigger.when.as_deref().map(Condition::compile).transpose()?;
+        let admission = Admission::new(trigger, siblings)?;
         let dedup = match &function.policy.dedup {
             Some(d) => {
                 dedup::ensure(js, &function.name, d.window()).await?;
@@ -93,7 +196,7 @@ impl Policy {
             }
             None => None,
         };
-        Ok(Policy { function: function.name.clone(), condition, dedup, dry_run: function.policy.dry_run, counters })
+        Ok(Policy { function: function.name.clone(), admission, dedup, dry_run: function.policy.dry_run, counters })
     }
 
     /// Whether results are `dry-run` (the handler records instead of acting).
@@ -101,24 +204,34 @@ impl Policy {
         self.dry_run
     }
 
-    /// Condition, then dedup, for delivery `attempt` of `alert`.
-    pub async fn decide(&self, js: &async_nats::jetstream::Context, alert: &Alert, attempt: u32) -> Decision {
-        if let Some(condition) = &self.condition {
-            match condition.matches(alert) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("the trigger's condition rejected the alert");
-                    return Decision::Skip;
+    /// Whether this trigger runs `alert` (published on `subject`), by the conditions of the function's triggers;
+    /// counted as [`Admission`] says.
+    pub fn admit(&self, alert: &Alert, subject: &str) -> Admit {
+        match self.admission.decide(alert, subject) {
+            Outcome::Run => {
+                if self.admission.own.is_some() {
+                    self.counters.matched.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(why) => {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(condition = condition.as_str(), error = %why, "the trigger's condition could not be evaluated; the alert counts as not matching");
-                    return Decision::Skip;
-                }
+                Admit::Run
             }
-            self.counters.matched.fetch_add(1, Ordering::Relaxed);
+            Outcome::Covered => Admit::Covered,
+            Outcome::Rejected { errored } => {
+                let counter = if errored { &self.counters.errors } else { &self.counters.rejected };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(errored, "no condition of the function's triggers accepted the alert");
+                Admit::Rejected
+            }
         }
+    }
+
+    /// Whether a trigger of the function named before this one matches `subject` (a malformed alert is
+    /// recorded by the first trigger that matches it).
+    pub fn earlier_matches(&self, subject: &str) -> bool {
+        self.admission.earlier_matches(subject)
+    }
+
+    /// Dedup, for delivery `attempt` of an alert this trigger runs.
+    pub async fn decide(&self, js: &async_nats::jetstream::Context, alert: &Alert, attempt: u32) -> Decision {
         let Some((window, key)) = &self.dedup else { return Decision::Run { claim: None } };
         if attempt > 1 {
             return Decision::Run { claim: None };
@@ -173,6 +286,66 @@ fn strip_time_prefix(output: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trigger(name: &str, topic: &str, when: Option<&str>) -> Trigger {
+        Trigger { name: name.into(), function: "f".into(), topic: topic.into(), when: when.map(Into::into) }
+    }
+
+    fn alert(priority: &str, rule: &str) -> Alert {
+        let raw = serde_json::json!({"uuid": "u", "output": "o", "priority": priority, "rule": rule,
+            "time": "2024-05-17T15:31:56.746609046Z", "output_fields": {}, "source": "syscall", "hostname": "h"});
+        Alert::parse(raw.to_string().as_bytes()).unwrap()
+    }
+
+    /// What each trigger of `triggers` says of the alert on `subject` (those whose pattern matches it).
+    fn outcomes(triggers: &[Trigger], alert: &Alert, subject: &str) -> Vec<(String, Outcome)> {
+        triggers
+            .iter()
+            .filter(|t| Pattern::parse(&t.topic).unwrap().matches(subject))
+            .map(|t| (t.name.clone(), Admission::new(t, triggers).unwrap().decide(alert, subject)))
+            .collect()
+    }
+
+    fn says(pairs: &[(&str, Outcome)]) -> Vec<(String, Outcome)> {
+        pairs.iter().map(|(n, o)| (n.to_string(), o.clone())).collect()
+    }
+
+    #[test]
+    fn conditions_are_ored_across_a_functions_triggers_and_the_first_accepting_one_runs() {
+        let triggers =
+            [trigger("a-crit", "falco.*.*", Some("priority >= Critical")), trigger("t0", "falco.notice.*", None)];
+        let notice = outcomes(&triggers, &alert("Notice", "r"), "falco.notice.x");
+        assert_eq!(notice, says(&[("a-crit", Outcome::Covered), ("t0", Outcome::Run)]));
+        let critical = outcomes(&triggers, &alert("Critical", "r"), "falco.critical.x");
+        assert_eq!(critical, says(&[("a-crit", Outcome::Run)]));
+        let both = outcomes(&triggers, &alert("Critical", "r"), "falco.notice.x");
+        assert_eq!(both, says(&[("a-crit", Outcome::Run), ("t0", Outcome::Covered)]), "once, not once per trigger");
+    }
+
+    #[test]
+    fn an_alert_no_trigger_accepts_is_counted_once_by_the_last_matching_trigger() {
+        let triggers = [
+            trigger("a", "falco.>", Some("priority >= Critical")),
+            trigger("b", "falco.>", Some("alert.rule == 'x'")),
+            trigger("c", "falco.other.*", None),
+        ];
+        let none = outcomes(&triggers, &alert("Warning", "y"), "falco.warning.y");
+        assert_eq!(none, says(&[("a", Outcome::Covered), ("b", Outcome::Rejected { errored: false })]));
+        let second = outcomes(&triggers, &alert("Warning", "x"), "falco.warning.x");
+        assert_eq!(second, says(&[("a", Outcome::Covered), ("b", Outcome::Run)]));
+        // A condition that cannot be evaluated does not accept; the alert is counted as a condition error.
+        let triggers = [
+            trigger("a", "falco.>", Some("alert.output_fields['k8s.ns.name'] == 'prod'")),
+            trigger("b", "falco.>", Some("alert.rule == 'x'")),
+            trigger("z", "falco.>", Some("alert.nosuch == 1")),
+        ];
+        let errored = outcomes(&triggers[..2], &alert("Warning", "y"), "falco.warning.y");
+        assert_eq!(errored, says(&[("a", Outcome::Covered), ("b", Outcome::Rejected { errored: true })]));
+        // A sibling whose condition is refused does not run: it neither accepts nor counts.
+        let admission = Admission::new(&triggers[1], &triggers).unwrap();
+        assert_eq!(admission.decide(&alert("Warning", "y"), "falco.warning.y"), Outcome::Rejected { errored: true });
+        assert!(Admission::new(&triggers[2], &triggers).is_err());
+    }
 
     #[test]
     fn the_default_key_ignores_the_time_prefix() {
