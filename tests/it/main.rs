@@ -22,6 +22,7 @@ mod nats_auth;
 mod policy;
 mod runtime;
 mod secrets;
+mod trust;
 
 /// Tests that must run alone: `scripts/test` runs them with one test thread, after the others.
 mod serial {

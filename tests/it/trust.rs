@@ -1,7 +1,7 @@
 //! What must hold for an operator to trust riposte's reactions, against a real nats-server and an in-process
 //! runner: a function runs once per alert when any of its triggers accepts it.
 
-mod support;
+use crate::support;
 
 use riposte::function::ResponsePolicy;
 use riposte::trigger::Trigger;
