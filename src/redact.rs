@@ -7,6 +7,10 @@
 //! A value is found whatever the case of its ASCII letters (a URL parser lower-cases it inside a hostname) and
 //! in its percent-encoded form (a value put in a URL's path or query). Values shorter than
 //! [`MIN_REDACTED_LEN`] are not replaced: replacing every "on" would garble the text.
+//!
+//! Recorded HTTP calls also show credential headers masked whatever their value ([`shown_header`]): a token
+//! that is no setting (base64 of a user and a password, one a playbook obtained at run time) is a credential
+//! all the same.
 
 use serde_json::Value;
 
@@ -79,6 +83,40 @@ fn percent_encoded(value: &str) -> Option<String> {
     Some(value.bytes().map(|b| if keep(b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect())
 }
 
+/// HTTP headers whose value is a credential whatever it is, by exact name (lower case).
+const CREDENTIAL_HEADERS: [&str; 7] =
+    ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"];
+
+/// Words that make any header name a credential's.
+const CREDENTIAL_WORDS: [&str; 6] = ["token", "secret", "password", "api-key", "apikey", "api_key"];
+
+/// Whether an HTTP header carries a credential, by its name (any case): `Authorization`, `Cookie`,
+/// `X-Api-Key` and the like, or any name holding `token`, `secret`, `password` or `api-key`/`apikey`.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    CREDENTIAL_HEADERS.contains(&name.as_str()) || CREDENTIAL_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// What a record shows of a request header: the value, or `***` for a credential (an `Authorization` keeps
+/// its scheme: `Basic ***`, `Bearer ***`).
+pub fn shown_header(name: &str, value: &str) -> String {
+    if !is_credential_header(name) {
+        return value.to_owned();
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "authorization" || lower == "proxy-authorization" {
+        if let Some((scheme, rest)) = value.trim().split_once(' ') {
+            let word = !scheme.is_empty()
+                && scheme.len() <= 16
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if word && !rest.trim().is_empty() {
+                return format!("{scheme} {MARK}");
+            }
+        }
+    }
+    MARK.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +138,30 @@ mod tests {
         let v = serde_json::json!({"k": "x Canary-Tok3n", "Canary-Tok3n": [1, {"deep": "canary-tok3n.invalid"}]});
         let r = redact_json(&secrets, v);
         assert_eq!(r, serde_json::json!({"k": "x ***", "***": [1, {"deep": "***.invalid"}]}));
+    }
+
+    #[test]
+    fn credential_headers_are_masked_by_name() {
+        assert_eq!(shown_header("Authorization", "Basic YWRtaW46cHcx"), "Basic ***");
+        assert_eq!(shown_header("authorization", "Bearer a.b.c"), "Bearer ***");
+        assert_eq!(shown_header("Authorization", "the-api-key"), "***", "no scheme: all of it");
+        assert_eq!(shown_header("PROXY-AUTHORIZATION", "Basic x"), "Basic ***");
+        for name in [
+            "Cookie",
+            "set-cookie",
+            "X-API-Key",
+            "Api-Key",
+            "x-auth-token",
+            "X-Vault-Token",
+            "Client-Secret",
+            "X-Password",
+            "X-ApiKey",
+            "ph-auth-token",
+        ] {
+            assert_eq!(shown_header(name, "v"), "***", "{name}");
+        }
+        for name in ["Content-Type", "Accept", "User-Agent", "X-Request-Id"] {
+            assert_eq!(shown_header(name, "v"), "v", "{name}");
+        }
     }
 }
