@@ -3,6 +3,7 @@
 
 use super::{CallResult, CaptureJob, Http, HttpRequest, HttpResponse, Kubernetes, ObjectStore, Taint};
 use crate::limits::{DRY_RUN_CALL_BYTES, MAX_DRY_RUN_CALLS};
+use crate::redact::Secrets;
 use crate::wit::CallError;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +27,7 @@ pub struct Recorder {
     calls: Mutex<Vec<Value>>,
     canned: Mutex<HashMap<String, VecDeque<Canned>>>,
     /// For a dry run: the secret values to redact, and the calls are bounded (see [`recorded`]).
-    dry_run: Option<Vec<String>>,
+    dry_run: Option<Secrets>,
     /// Calls a dry run made beyond `MAX_DRY_RUN_CALLS` (answered, not kept).
     omitted: AtomicUsize,
 }
@@ -55,7 +56,7 @@ impl Recorder {
             Some(_) if calls.len() >= MAX_DRY_RUN_CALLS => {
                 self.omitted.fetch_add(1, Ordering::Relaxed);
             }
-            Some(secrets) => calls.push(bound_call(crate::redact::redact_json(secrets, Value::Object(fields)))),
+            Some(secrets) => calls.push(bound_call(secrets.redact_json(Value::Object(fields)))),
         }
         drop(calls);
         self.canned.lock().unwrap().get_mut(call).and_then(VecDeque::pop_front)
@@ -166,7 +167,7 @@ tokio::task_local! {
 /// function keeps one pool of warm instances. The calls are what a result carries, so they are bounded as
 /// they are recorded: credential headers masked and `secrets` (setting values) replaced by `***` first, then
 /// at most `MAX_DRY_RUN_CALLS` calls (a last entry counts the others) of at most `DRY_RUN_CALL_BYTES` each.
-pub async fn recorded<F: std::future::Future>(secrets: Vec<String>, f: F) -> (F::Output, Vec<Value>) {
+pub async fn recorded<F: std::future::Future>(secrets: Secrets, f: F) -> (F::Output, Vec<Value>) {
     let recorder = Arc::new(Recorder { dry_run: Some(secrets), ..Recorder::default() });
     let out = DRY_RUN.scope(recorder.clone(), f).await;
     let mut calls = recorder.calls();
@@ -276,7 +277,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dry_runs_calls_are_redacted_and_bounded() {
-        let secrets = vec!["SECRET-TOKEN".to_owned(), "hooks/T0/SECRET".to_owned()];
+        let secrets = Secrets::new(["SECRET-TOKEN", "hooks/T0/SECRET"]);
         let backends = Scoped::backends();
         let ((), calls) = recorded(secrets, async {
             let small = br#"{"text": "shell in pod web"}"#.to_vec();
@@ -302,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn a_dry_run_records_credential_headers_masked_whatever_their_value() {
         // Basic auth is base64 of "user:password": no setting value appears in it as such.
-        let secrets = vec!["admin".to_owned(), "s3cret-pw".to_owned()];
+        let secrets = Secrets::new(["admin", "s3cret-pw"]);
         let backends = Scoped::backends();
         let headers = [
             ("Authorization", "Basic YWRtaW46czNjcmV0LXB3"),
