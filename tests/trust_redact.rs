@@ -1,7 +1,7 @@
 //! Issue 23 through the `riposte` binary, on a temporary catalog: a playbook folder holding anything but
 //! regular files (a link to /dev/zero, a link to a folder) is refused quickly with one line naming the path,
-//! by every command that reads the folder, and changes nothing. No Python build: every refusal comes before
-//! componentize-py would run.
+//! by every command that reads the folder, and changes nothing; `playbook list` prints no control character a
+//! manifest carries. No Python build: every refusal comes before componentize-py would run.
 
 mod support;
 
@@ -113,4 +113,16 @@ fn a_playbook_folder_holding_a_link_to_a_folder_is_refused_with_its_path() {
     let state = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/etc", catalog.path().join("playbooks/x/conf")).unwrap();
     assert_refused(catalog.path(), state.path(), "conf", "the folder");
+}
+
+#[test]
+fn playbook_list_prints_no_control_character_a_manifest_carries() {
+    let catalog = catalog("\u{1b}]0;pwned\u{7}\u{1b}[2J");
+    let state = tempfile::tempdir().unwrap();
+    let out = riposte(catalog.path(), state.path(), &["playbook", "list"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J").count(), 3, "shown escaped: {stdout}");
+    let controls: Vec<char> = stdout.chars().filter(|c| c.is_control() && *c != '\n').collect();
+    assert!(controls.is_empty(), "control characters {controls:?} in {stdout:?}");
 }

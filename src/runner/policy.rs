@@ -113,6 +113,8 @@ impl Policy {
                 }
                 Err(why) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    // The error may quote the alert's values: escaped like every alert-provided log field.
+                    let why = crate::truncate::printable(&why.to_string()).into_owned();
                     tracing::warn!(condition = condition.as_str(), error = %why, "the trigger's condition could not be evaluated; the alert counts as not matching");
                     return Decision::Skip;
                 }
@@ -128,6 +130,7 @@ impl Policy {
             Some(expr) => match expr.key(alert) {
                 Ok(k) => k,
                 Err(why) => {
+                    let why = crate::truncate::printable(&why.to_string()).into_owned();
                     tracing::warn!(key = expr.as_str(), error = %why, "the dedup key could not be evaluated; running the alert");
                     return Decision::Run { claim: None };
                 }
