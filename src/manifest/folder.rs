@@ -47,16 +47,17 @@ pub struct Listing {
     pub folders: Vec<PathBuf>,
 }
 
-/// Every regular file and folder under `dir` (nothing when `dir` is no folder), skipping the entries whose
-/// name `skip` says to (they are never looked at). Anything but a regular file or a folder is refused, as is a
-/// file over [`PLAYBOOK_FILE_BYTES`], files adding up to more than [`PLAYBOOK_FOLDER_BYTES`] or more than
-/// [`PLAYBOOK_FOLDER_ENTRIES`] entries. `dir` itself
-/// may be reached through a link (a catalog's layout is its owner's choice); nothing inside it is followed.
+/// Every regular file and folder under `dir` (nothing when `dir` is no folder), but the entries whose name
+/// `skip` says to leave out (and what they hold). Every entry is checked, left out or not (a tool given the
+/// folder, componentize-py, reads it all): anything but a regular file or a folder is refused, as is a file over
+/// [`PLAYBOOK_FILE_BYTES`], files adding up to more than [`PLAYBOOK_FOLDER_BYTES`] or more than
+/// [`PLAYBOOK_FOLDER_ENTRIES`] entries. `dir` itself may be reached through a link (a catalog's layout is its
+/// owner's choice); nothing inside it is followed.
 pub fn list(dir: &Path, skip: impl Fn(&str) -> bool) -> Result<Listing, FolderError> {
     let mut listing = Listing::default();
     if dir.is_dir() {
-        let mut total = 0;
-        walk(dir, dir, &skip, &mut total, &mut listing)?;
+        let mut walk = Walk { root: dir, skip: &skip, total: 0, entries: 0, out: &mut listing };
+        walk.folder(dir, true)?;
     }
     listing.files.sort();
     listing.folders.sort();
@@ -73,38 +74,47 @@ fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, FolderError> {
     std::fs::read_dir(dir).map_err(read)?.collect::<Result<Vec<_>, _>>().map_err(read)
 }
 
-fn walk(
-    root: &Path,
-    dir: &Path,
-    skip: &dyn Fn(&str) -> bool,
-    total: &mut u64,
-    out: &mut Listing,
-) -> Result<(), FolderError> {
-    for entry in entries(dir)? {
-        let (path, name) = (entry.path(), entry.file_name());
-        if skip(&name.to_string_lossy()) {
-            continue;
+/// One listing under way: the bounds are on everything seen, listed or left out.
+struct Walk<'a> {
+    root: &'a Path,
+    skip: &'a dyn Fn(&str) -> bool,
+    total: u64,
+    entries: usize,
+    out: &'a mut Listing,
+}
+
+impl Walk<'_> {
+    /// Checks every entry of `dir`, listing them when `listed`.
+    fn folder(&mut self, dir: &Path, listed: bool) -> Result<(), FolderError> {
+        for entry in entries(dir)? {
+            let path = entry.path();
+            let listed = listed && !(self.skip)(&entry.file_name().to_string_lossy());
+            self.entries += 1;
+            if self.entries > PLAYBOOK_FOLDER_ENTRIES {
+                return Err(FolderError::TooManyEntries { path: self.root.to_owned() });
+            }
+            // The entry itself, never what a link points to.
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|source| FolderError::Read { path: path.clone(), source })?;
+            let relative = path.strip_prefix(self.root).unwrap_or(&path).to_owned();
+            if meta.is_dir() {
+                if listed {
+                    self.out.folders.push(relative);
+                }
+                self.folder(&path, listed)?;
+                continue;
+            }
+            check_regular(&path, &meta)?;
+            self.total += meta.len();
+            if self.total > PLAYBOOK_FOLDER_BYTES {
+                return Err(FolderError::FolderTooLarge { path: self.root.to_owned() });
+            }
+            if listed {
+                self.out.files.push(FolderFile { path, relative, size: meta.len() });
+            }
         }
-        if out.files.len() + out.folders.len() >= PLAYBOOK_FOLDER_ENTRIES {
-            return Err(FolderError::TooManyEntries { path: root.to_owned() });
-        }
-        // The entry itself, never what a link points to.
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|source| FolderError::Read { path: path.clone(), source })?;
-        if meta.is_dir() {
-            out.folders.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
-            walk(root, &path, skip, total, out)?;
-            continue;
-        }
-        check_regular(&path, &meta)?;
-        *total += meta.len();
-        if *total > PLAYBOOK_FOLDER_BYTES {
-            return Err(FolderError::FolderTooLarge { path: root.to_owned() });
-        }
-        let relative = path.strip_prefix(root).unwrap_or(&path).to_owned();
-        out.files.push(FolderFile { path, relative, size: meta.len() });
+        Ok(())
     }
-    Ok(())
 }
 
 /// Refuses anything but a regular file within [`PLAYBOOK_FILE_BYTES`], saying what it is and what to do.
@@ -207,7 +217,7 @@ mod tests {
         let files: Vec<_> = listing.files.iter().map(|f| (f.relative.to_str().unwrap(), f.size)).collect();
         assert_eq!(files, [("app.py", 6), ("lib/util.py", 6)]);
         assert_eq!(listing.folders, [PathBuf::from("lib"), PathBuf::from("lib/empty")]);
-        assert_eq!(files_of(dir.path(), "lib"), ["app.py"], "a skipped entry is never looked at");
+        assert_eq!(files_of(dir.path(), "lib"), ["app.py"], "a left-out folder is not listed");
         assert_eq!(read(&dir.path().join("lib/util.py")).unwrap(), b"y = 2\n");
         assert_eq!(list(&dir.path().join("missing"), |_| false).unwrap(), Listing::default());
     }
@@ -247,6 +257,16 @@ mod tests {
         assert!(read(&fifo).unwrap_err().to_string().contains("pipe is a named pipe"), "no wait for a writer");
         assert!(started.elapsed() < Duration::from_secs(2));
         std::fs::remove_file(&fifo).unwrap();
+
+        // Left out or not, every entry is checked: a tool given the folder reads them all.
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(".hidden")).unwrap();
+        let e = files(dir.path(), |name| name.starts_with('.')).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                ".hidden is a symbolic link: playbook folders may hold only regular files; copy the file in instead"
+            ),
+            "{e}"
+        );
 
         let e = read(Path::new("/dev/zero")).unwrap_err().to_string();
         assert_eq!(e, "/dev/zero is a device: playbook folders may hold only regular files; remove it");
