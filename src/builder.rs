@@ -2,10 +2,13 @@
 //! digest of everything that goes in (the playbook's files, the catalog's `_lib`, the WIT and helper library
 //! riposte carries, the tool's version). Before componentize-py runs, the settings the code reads by literal
 //! name are checked against the manifest; a failed build is reported as `file:line: error` and the line.
+//! Both read the playbook's folder through [`folder`]: a link, a device or a fifo in it, or a file over its
+//! bound, stops the build with its path before anything is read.
 //! An installed catalog (the Debian package, the container image) ships its components built, in
 //! `components/` beside `playbooks/`, under the same digest names: found there, nothing is built.
 
 use crate::assets::BuildAssets;
+use crate::manifest::folder::{self, FolderError};
 use crate::manifest::{Kind, Manifest, ManifestError};
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::state_dir::StateDir;
@@ -44,6 +47,9 @@ pub enum BuildError {
     Load(#[from] RuntimeError),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// The playbook's folder (or the catalog's `_lib`) holds what riposte does not read.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -94,7 +100,7 @@ impl Builder {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.path().join("playbook.toml").is_file())
+            .filter(|e| has_manifest(&e.path()))
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         names.sort();
@@ -104,7 +110,7 @@ impl Builder {
     /// The folder and manifest of one playbook, or an error listing what exists.
     pub fn manifest(&self, name: &str) -> Result<(PathBuf, Manifest), BuildError> {
         let dir = self.playbooks.join(name);
-        if !dir.join("playbook.toml").is_file() || name.starts_with('_') || name.contains('/') {
+        if !has_manifest(&dir) || name.starts_with('_') || name.contains('/') {
             return Err(BuildError::Unknown {
                 name: name.to_owned(),
                 dir: self.playbooks.clone(),
@@ -188,13 +194,10 @@ impl Builder {
         let mut hasher = Sha256::new();
         hasher.update(COMPONENTIZE_PY_VERSION);
         for root in [dir.to_owned(), self.playbooks.join("_lib"), assets.wit.clone(), assets.lib.clone()] {
-            let mut files = Vec::new();
-            collect_files(&root, &mut files)?;
-            files.sort();
-            for file in files {
-                hasher.update(file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().as_bytes());
+            for file in folder::files(&root, not_built)? {
+                hasher.update(file.relative.to_string_lossy().as_bytes());
                 hasher.update([0]);
-                hasher.update(std::fs::read(&file)?);
+                hasher.update(folder::read(&file.path)?);
                 hasher.update([0]);
             }
         }
@@ -208,13 +211,10 @@ const SETTING_READERS: [&str; 6] = ["required", "setting", "flag", "integer", "s
 /// Refuses code that reads, by literal name, a setting the manifest does not declare: deploying could never
 /// give it a value (`-e X=…` is refused for undeclared names).
 fn check_settings(dir: &Path, manifest: &Manifest) -> Result<(), BuildError> {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
-    files.retain(|f| f.extension().is_some_and(|x| x == "py"));
-    files.sort();
     let mut reads = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file)?;
+    for file in folder::files(dir, not_built)?.into_iter().filter(|f| f.path.extension().is_some_and(|x| x == "py")) {
+        let file = file.path;
+        let text = folder::read_to_string(&file)?;
         for (line, name) in setting_reads(&text) {
             if !manifest.settings.contains_key(&name) {
                 reads.push(format!(
@@ -314,23 +314,15 @@ fn without_backtrace(output: &str) -> String {
     output.split("\nStack backtrace:").next().unwrap_or(output).trim_end().to_owned()
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name == "__pycache__" || name == "build" || name.starts_with('.') || name.ends_with(".pyc") {
-            continue;
-        }
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
+/// Entries of a playbook folder that are no part of its build (caches, a local build, hidden files).
+fn not_built(name: &str) -> bool {
+    name == "__pycache__" || name == "build" || name.starts_with('.') || name.ends_with(".pyc")
+}
+
+/// Whether `dir` holds a `playbook.toml` entry (of any kind: a link there is a playbook refused with its path,
+/// not a missing one).
+fn has_manifest(dir: &Path) -> bool {
+    dir.join("playbook.toml").symlink_metadata().is_ok()
 }
 
 /// componentize-py: `RIPOSTE_COMPONENTIZE_PY`, the project's `.venv`, or `PATH`; checked for the pinned version.
@@ -383,5 +375,36 @@ mod tests {
             "{short}"
         );
         assert!(short.ends_with("\n    import requests"), "{short}");
+    }
+
+    #[test]
+    fn a_playbook_folder_holding_a_link_is_refused_at_once_and_nothing_is_written() {
+        let root = tempfile::tempdir().unwrap();
+        let (playbooks, state) = (root.path().join("playbooks"), root.path().join("state"));
+        let dir = playbooks.join("x");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("playbook.toml"), "name = \"x\"\nkind = \"wasm\"\n").unwrap();
+        std::fs::write(dir.join("app.py"), "def handle(alert):\n    return 'ok'\n").unwrap();
+        let builder = Builder::new(playbooks.clone(), &StateDir::new(Some(state.clone())));
+        for (link, to, what) in [("data.bin", "/dev/zero", "file"), ("conf", "/etc", "folder")] {
+            std::os::unix::fs::symlink(to, dir.join(link)).unwrap();
+            let started = std::time::Instant::now();
+            let e = builder.build("x").unwrap_err().to_string();
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+            let path = dir.join(link);
+            let want = format!(
+                "{} is a symbolic link: playbook folders may hold only regular files; copy the {what} in instead",
+                path.display()
+            );
+            assert_eq!(e, want);
+            std::fs::remove_file(path).unwrap();
+        }
+        assert!(!state.exists(), "nothing written");
+        // A manifest that is a link is refused the same way, not taken for a missing playbook.
+        std::fs::rename(dir.join("playbook.toml"), dir.join("real.toml")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("playbook.toml")).unwrap();
+        let e = builder.build("x").unwrap_err().to_string();
+        assert!(e.ends_with("x/playbook.toml is a symbolic link: playbook folders may hold only regular files; copy the file in instead"), "{e}");
+        assert_eq!(builder.names(), ["x"]);
     }
 }

@@ -73,8 +73,8 @@ pub trait Handler: Send + Sync {
     /// [`handle`](Self::handle) instead.
     async fn react(&self, alert: &crate::alert::Alert) -> Execution;
 
-    /// The secret setting values of the function (see [`crate::function::Settings::secret_values`]).
-    fn secrets(&self) -> &[String];
+    /// What to redact from the function's executions (see [`crate::function::Settings::secrets`]).
+    fn secrets(&self) -> &crate::redact::Secrets;
 
     /// Its warm-instance counters, for handlers that keep instances (WASM functions).
     fn instances(&self) -> Option<InstanceCounts> {
@@ -142,26 +142,26 @@ impl Execution {
         }
     }
 
-    /// Replaces every secret value ([`crate::redact::redact`]) in every text of the execution: message, reason,
-    /// detail (its strings and keys, at any depth), log lines and dry-run host calls.
-    pub fn redact(&mut self, secrets: &[String]) {
+    /// Replaces every secret value ([`crate::redact::Secrets::redact`]) in every text of the execution: message,
+    /// reason, detail (its strings, keys and numbers, at any depth), log lines and dry-run host calls.
+    pub fn redact(&mut self, secrets: &crate::redact::Secrets) {
         if secrets.is_empty() {
             return;
         }
-        let r = |text: &str| crate::redact::redact(secrets, text);
+        let r = |text: &str| secrets.redact(text);
         self.message = r(&self.message);
         if let Some(reason) = &mut self.reason {
             *reason = r(reason);
         }
         if let Some(detail) = self.detail.take() {
-            self.detail = Some(crate::redact::redact_json(secrets, detail));
+            self.detail = Some(secrets.redact_json(detail));
         }
         for line in &mut self.logs {
             line.level = r(&line.level);
             line.message = r(&line.message);
         }
         let calls = std::mem::take(&mut self.host_calls);
-        self.host_calls = calls.into_iter().map(|c| crate::redact::redact_json(secrets, c)).collect();
+        self.host_calls = calls.into_iter().map(|c| secrets.redact_json(c)).collect();
     }
 
     /// Status, message and reason from an error the guest returned.
@@ -193,7 +193,7 @@ mod tests {
             host_calls: vec![serde_json::json!({"url": format!("https://h/{secret}")})],
             ..Execution::refused(Status::Rejected, format!("refused {secret}"))
         };
-        exec.redact(&[secret.to_owned()]);
+        exec.redact(&crate::redact::Secrets::new([secret]));
         let text = serde_json::to_string(&exec).unwrap();
         assert!(!text.to_lowercase().contains(&secret.to_lowercase()), "{text}");
         assert_eq!(exec.message, "refused ***");

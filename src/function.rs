@@ -125,14 +125,11 @@ impl Settings {
         Ok(Settings(values))
     }
 
-    /// Values of the settings that are secret under `manifest`, for redaction (short ones excepted, see
-    /// [`crate::redact::MIN_REDACTED_LEN`]).
-    pub fn secret_values(&self, manifest: &Manifest) -> Vec<String> {
-        self.iter()
-            .filter(|(name, _)| manifest.is_secret(name))
-            .map(|(_, v)| v.to_owned())
-            .filter(|v| v.len() >= crate::redact::MIN_REDACTED_LEN)
-            .collect()
+    /// What to redact from the function's executions: the values of the settings that are secret under
+    /// `manifest` (short ones excepted, see [`crate::redact::MIN_REDACTED_LEN`]), in every form they are
+    /// looked for, and the basic credentials any two values make with one of them secret.
+    pub fn secrets(&self, manifest: &Manifest) -> crate::redact::Secrets {
+        crate::redact::Secrets::of_settings(self.iter().map(|(name, value)| (value, manifest.is_secret(name))))
     }
 
     /// Settings exactly as given (for specs and tests that bypass a manifest).
@@ -203,7 +200,10 @@ default = "red"
             ("TOKEN".to_owned(), "s3cr3t".to_owned()),
             ("KEY".to_owned(), "falco/alert".to_owned()),
         ]);
-        assert_eq!(s.secret_values(&m), vec!["s3cr3t".to_owned()]);
+        let secrets = s.secrets(&m);
+        assert_eq!(secrets.redact("s3cr3t falco/alert"), "*** falco/alert");
+        // base64("s3cr3t:falco/alert"): a pair of values with one secret is a basic credential.
+        assert_eq!(secrets.redact("Basic czNjcjN0OmZhbGNvL2FsZXJ0"), "Basic ***");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::container::ContainerEngine;
 use crate::execution::{Execution, Handler};
 use crate::function::Function;
 use crate::manifest::Kind;
+use crate::redact::Secrets;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use crate::state_dir::StateDir;
@@ -135,7 +136,7 @@ impl HandlerCache {
                     .map_err(|e| LoadError::Artifact { function: function.name.clone(), why: e.to_string() })?;
                 if function.policy.dry_run {
                     let inner = self.runtime.function(component, function, Scoped::backends());
-                    let secrets = function.settings.secret_values(&function.manifest);
+                    let secrets = function.settings.secrets(&function.manifest);
                     return Ok(Arc::new(DryRun { inner: Arc::new(inner), secrets }));
                 }
                 Ok(Arc::new(self.runtime.function(component, function, self.backends.clone())))
@@ -233,19 +234,19 @@ impl HandlerCache {
 /// A function run dry: the real component in the real sandbox, every capability recorded instead of made.
 pub struct DryRun {
     inner: Arc<dyn Handler>,
-    secrets: Vec<String>,
+    secrets: Secrets,
 }
 
 impl DryRun {
     /// Wraps a handler whose backends are [`Scoped`] recorders; `secrets` are redacted from the calls.
-    pub fn new(inner: Arc<dyn Handler>, secrets: Vec<String>) -> DryRun {
+    pub fn new(inner: Arc<dyn Handler>, secrets: Secrets) -> DryRun {
         DryRun { inner, secrets }
     }
 }
 
 #[async_trait::async_trait]
 impl Handler for DryRun {
-    fn secrets(&self) -> &[String] {
+    fn secrets(&self) -> &Secrets {
         &self.secrets
     }
 

@@ -191,6 +191,17 @@ pub const FLEET_ACK_PENDING_FACTOR: i64 = 4;
 /// Per runner: alerts in flight at once across all functions (`riposte run --max-in-flight`).
 pub const RUNNER_MAX_IN_FLIGHT: usize = 256;
 
+/// Largest file riposte reads from a playbook folder (its code, manifest, data; the catalog's `_lib`; a
+/// container's build context): a playbook is someone else's code, and `riposte build`, `spec`, `call` and a
+/// deploy read every file of it. A larger file is refused with its path, nothing read.
+pub const PLAYBOOK_FILE_BYTES: u64 = 16 << 20;
+
+/// Largest sum of the files of one playbook folder (and of the catalog's `_lib`).
+pub const PLAYBOOK_FOLDER_BYTES: u64 = 64 << 20;
+
+/// Most entries (files and folders) one playbook folder may hold: a listing is bounded in time and memory too.
+pub const PLAYBOOK_FOLDER_ENTRIES: usize = 10_000;
+
 /// Bytes of a container action's stdout kept (its output); the rest is dropped.
 pub const CONTAINER_STDOUT_BYTES: usize = 1 << 20;
 

@@ -1,4 +1,7 @@
-//! `playbook.toml`: what a playbook is, what it may call, its limits and its settings.
+//! `playbook.toml`: what a playbook is, what it may call, its limits and its settings. The folder it describes
+//! is read through [`folder`]: regular files only, each bounded.
+
+pub mod folder;
 
 use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
@@ -290,8 +293,9 @@ impl SettingType {
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// Not a regular file within its bound, or unreadable.
+    #[error(transparent)]
+    Read(#[from] folder::FolderError),
     #[error("{path} is not a valid playbook manifest: {why}")]
     Invalid { path: PathBuf, why: String },
 }
@@ -314,11 +318,10 @@ impl Manifest {
         self.settings.get(setting).is_none_or(|s| s.secret)
     }
 
-    /// Reads `<dir>/playbook.toml`.
+    /// Reads `<dir>/playbook.toml` (a regular file: a link, say to `/dev/zero`, is refused unread).
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join("playbook.toml");
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        let text = folder::read_to_string(&path)?;
         Self::parse(&text).map_err(|why| ManifestError::Invalid { path, why })
     }
 

@@ -1,6 +1,8 @@
 //! `riposte new`: a new playbook in a catalog, from riposte's template (a webhook poster using the helper
-//! library) or copied from another playbook, with a spec whose cases pass as generated.
+//! library) or copied from another playbook, with a spec whose cases pass as generated. A copy reads the
+//! source folder through [`folder`]: regular files only, each bounded.
 
+use crate::manifest::folder::{self, FolderError};
 use std::path::{Path, PathBuf};
 
 const TEMPLATE_MANIFEST: &str = include_str!("../templates/new/playbook.toml");
@@ -22,12 +24,9 @@ pub enum ScaffoldError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The source playbook (or its spec) holds what riposte does not read, or cannot be read.
+    #[error(transparent)]
+    Read(#[from] FolderError),
 }
 
 /// Creates playbook `name` in `playbooks` and its spec in `specs` (with the sample alert the template's spec
@@ -61,11 +60,10 @@ pub fn create(playbooks: &Path, specs: &Path, name: &str, from: Option<&str>) ->
             if source.starts_with('_') || !src.join("playbook.toml").is_file() {
                 return Err(ScaffoldError::NoSource { name: source.to_owned(), dir: playbooks.to_owned() });
             }
-            let mut found = Vec::new();
-            collect(&src, &mut found)?;
-            for path in found {
-                let rel = path.strip_prefix(&src).unwrap_or(&path).to_owned();
-                let mut bytes = read(&path)?;
+            let skip = |name: &str| name == "__pycache__" || name.starts_with('.') || name.ends_with(".pyc");
+            for file in folder::files(&src, skip)? {
+                let rel = file.relative;
+                let mut bytes = folder::read(&file.path)?;
                 if rel == Path::new("playbook.toml") {
                     bytes = renamed_manifest(&String::from_utf8_lossy(&bytes), source, name).into_bytes();
                 }
@@ -73,7 +71,7 @@ pub fn create(playbooks: &Path, specs: &Path, name: &str, from: Option<&str>) ->
             }
             let source_spec = specs.join(format!("{source}.toml"));
             if source_spec.is_file() {
-                let text = String::from_utf8_lossy(&read(&source_spec)?).into_owned();
+                let text = String::from_utf8_lossy(&folder::read(&source_spec)?).into_owned();
                 let text = text.replacen(&format!("playbook = \"{source}\""), &format!("playbook = \"{name}\""), 1);
                 files.push((spec.clone(), text.into_bytes()));
             }
@@ -110,28 +108,6 @@ fn renamed_manifest(text: &str, old: &str, new: &str) -> String {
     out
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ScaffoldError> {
-    std::fs::read(path).map_err(|source| ScaffoldError::Read { path: path.to_owned(), source })
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ScaffoldError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ScaffoldError::Read { path: dir.to_owned(), source })?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let file = entry.file_name();
-        let file = file.to_string_lossy();
-        if file == "__pycache__" || file.starts_with('.') || file.ends_with(".pyc") {
-            continue;
-        }
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +133,16 @@ mod tests {
         assert!(matches!(create(&playbooks, &specs, "hook", None), Err(ScaffoldError::Exists(_))));
         assert!(matches!(create(&playbooks, &specs, "Bad", None), Err(ScaffoldError::InvalidName(_))));
         assert!(matches!(create(&playbooks, &specs, "x", Some("nope")), Err(ScaffoldError::NoSource { .. })));
+    }
+
+    #[test]
+    fn a_copy_of_a_folder_holding_a_link_is_refused_and_writes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (playbooks, specs) = (root.path().join("playbooks"), root.path().join("specs"));
+        create(&playbooks, &specs, "hook", None).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", playbooks.join("hook/data.bin")).unwrap();
+        let e = create(&playbooks, &specs, "hook2", Some("hook")).unwrap_err().to_string();
+        assert!(e.ends_with("hook/data.bin is a symbolic link: playbook folders may hold only regular files; copy the file in instead"), "{e}");
+        assert!(!playbooks.join("hook2").exists() && !specs.join("hook2.toml").exists());
     }
 }

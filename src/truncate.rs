@@ -1,5 +1,7 @@
-//! Cutting untrusted text to a bound, on a character boundary, saying how much was dropped. Every text riposte
-//! stores from a playbook or an alert (messages, details, log lines, guest output) goes through here.
+//! Untrusted text made safe to keep and to show. Cutting it to a bound, on a character boundary, saying how much
+//! was dropped: every text riposte stores from a playbook or an alert (messages, details, log lines, guest
+//! output) goes through here. Escaping its control characters ([`printable`]): every table cell the CLI prints
+//! and every alert-provided field of the runner's log lines goes through here.
 
 use std::borrow::Cow;
 
@@ -37,6 +39,25 @@ pub fn truncate_start(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{note}{}", &text[start..]))
 }
 
+/// `text` with its control characters (ESC, CR, BEL, backspace, newline, the C1 set) and the bidirectional
+/// overrides written as escapes (`\u{1b}`), so that, printed to a terminal or in a text log line, it can neither
+/// move the cursor, recolour, retitle or rewrite the terminal, nor start a forged line.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// What [`truncate_start`] writes before the kept end of a text of which `dropped` bytes were cut.
 pub fn start_note(dropped: usize) -> String {
     format!("[{dropped} bytes dropped] … ")
@@ -71,6 +92,14 @@ mod tests {
         assert!(tail.len() <= 100 && tail.starts_with('[') && tail.ends_with('é'), "{tail}");
         let kept = tail.split(" … ").nth(1).unwrap();
         assert!(tail.starts_with(&format!("[{} bytes dropped]", 2000 - kept.len())), "{tail}");
+    }
+
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(printable("falco.error.x"), "falco.error.x");
+        assert!(matches!(printable("é ✓ plain"), Cow::Borrowed(_)), "nothing to escape, nothing copied");
+        assert_eq!(printable("a\u{1b}[2Jb\r\n\u{9b}c\u{202e}"), "a\\u{1b}[2Jb\\u{d}\\u{a}\\u{9b}c\\u{202e}");
+        assert_eq!(printable("\u{1b}]0;pwned\u{7}\u{1b}[2J"), "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J");
     }
 
     #[test]

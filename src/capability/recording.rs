@@ -3,6 +3,7 @@
 
 use super::{CallResult, CaptureJob, Http, HttpRequest, HttpResponse, Kubernetes, ObjectStore, Taint};
 use crate::limits::{DRY_RUN_CALL_BYTES, MAX_DRY_RUN_CALLS};
+use crate::redact::Secrets;
 use crate::wit::CallError;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +27,7 @@ pub struct Recorder {
     calls: Mutex<Vec<Value>>,
     canned: Mutex<HashMap<String, VecDeque<Canned>>>,
     /// For a dry run: the secret values to redact, and the calls are bounded (see [`recorded`]).
-    dry_run: Option<Vec<String>>,
+    dry_run: Option<Secrets>,
     /// Calls a dry run made beyond `MAX_DRY_RUN_CALLS` (answered, not kept).
     omitted: AtomicUsize,
 }
@@ -55,7 +56,7 @@ impl Recorder {
             Some(_) if calls.len() >= MAX_DRY_RUN_CALLS => {
                 self.omitted.fetch_add(1, Ordering::Relaxed);
             }
-            Some(secrets) => calls.push(bound_call(crate::redact::redact_json(secrets, Value::Object(fields)))),
+            Some(secrets) => calls.push(bound_call(secrets.redact_json(Value::Object(fields)))),
         }
         drop(calls);
         self.canned.lock().unwrap().get_mut(call).and_then(VecDeque::pop_front)
@@ -80,12 +81,16 @@ fn into_map(v: Value) -> Map<String, Value> {
     }
 }
 
-fn pairs(items: &[(String, String)], lower: bool) -> Value {
-    let map: Map<String, Value> = items
-        .iter()
-        .map(|(k, v)| (if lower { k.to_ascii_lowercase() } else { k.clone() }, Value::String(v.clone())))
-        .collect();
-    Value::Object(map)
+fn pairs(items: &[(String, String)]) -> Value {
+    Value::Object(items.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+}
+
+/// A request's headers as recorded, names lower-cased. A dry run's calls are stored in its result: there every
+/// credential header shows `***` ([`crate::redact::shown_header`]), whatever its value (base64 of a user and a
+/// password contains no setting as it is). A spec's calls are compared with what the spec expects, whole.
+fn request_headers(items: &[(String, String)], dry_run: bool) -> Value {
+    let shown = |k: &str, v: &str| if dry_run { crate::redact::shown_header(k, v) } else { v.to_owned() };
+    Value::Object(items.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String(shown(k, v)))).collect())
 }
 
 #[async_trait::async_trait]
@@ -94,7 +99,7 @@ impl Http for Recorder {
         let mut fields = Map::new();
         fields.insert("method".into(), request.method.clone().into());
         fields.insert("url".into(), request.url.clone().into());
-        fields.insert("headers".into(), pairs(&request.headers, true));
+        fields.insert("headers".into(), request_headers(&request.headers, self.dry_run.is_some()));
         fields.insert("verify_tls".into(), request.verify_tls.into());
         if let Some(body) = &request.body {
             let text = String::from_utf8_lossy(body).into_owned();
@@ -123,7 +128,7 @@ impl Kubernetes for Recorder {
         self.answer_string("kubernetes.delete-pod", f, "worker-1")
     }
     async fn label_pod(&self, namespace: &str, name: &str, labels: &[(String, String)]) -> CallResult<()> {
-        let f = json!({"namespace": namespace, "name": name, "labels": pairs(labels, false)});
+        let f = json!({"namespace": namespace, "name": name, "labels": pairs(labels)});
         self.answer_string("kubernetes.label-pod", f, "").map(|_| ())
     }
     async fn taint_node_of_pod(&self, namespace: &str, pod: &str, taint: &Taint) -> CallResult<String> {
@@ -139,7 +144,7 @@ impl Kubernetes for Recorder {
     }
     async fn create_capture_job(&self, job: &CaptureJob) -> CallResult<String> {
         let f = json!({"namespace": job.namespace, "pod": job.pod, "job_name": job.job_name,
-            "duration_seconds": job.duration_seconds, "s3_bucket": job.s3_bucket, "env": pairs(&job.env, false)});
+            "duration_seconds": job.duration_seconds, "s3_bucket": job.s3_bucket, "env": pairs(&job.env)});
         self.answer_string("kubernetes.create-capture-job", f, &job.job_name.clone())
     }
 }
@@ -160,9 +165,9 @@ tokio::task_local! {
 /// Runs `f` with every call made to [`Scoped`] backends recorded, and returns its output with the calls.
 /// A dry-run function's backends are [`Scoped`]: each execution records into its own recorder, while the
 /// function keeps one pool of warm instances. The calls are what a result carries, so they are bounded as
-/// they are recorded: `secrets` (setting values) replaced by `***` first, then at most `MAX_DRY_RUN_CALLS`
-/// calls (a last entry counts the others) of at most `DRY_RUN_CALL_BYTES` each.
-pub async fn recorded<F: std::future::Future>(secrets: Vec<String>, f: F) -> (F::Output, Vec<Value>) {
+/// they are recorded: credential headers masked and `secrets` (setting values) replaced by `***` first, then
+/// at most `MAX_DRY_RUN_CALLS` calls (a last entry counts the others) of at most `DRY_RUN_CALL_BYTES` each.
+pub async fn recorded<F: std::future::Future>(secrets: Secrets, f: F) -> (F::Output, Vec<Value>) {
     let recorder = Arc::new(Recorder { dry_run: Some(secrets), ..Recorder::default() });
     let out = DRY_RUN.scope(recorder.clone(), f).await;
     let mut calls = recorder.calls();
@@ -272,7 +277,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dry_runs_calls_are_redacted_and_bounded() {
-        let secrets = vec!["SECRET-TOKEN".to_owned(), "hooks/T0/SECRET".to_owned()];
+        let secrets = Secrets::new(["SECRET-TOKEN", "hooks/T0/SECRET"]);
         let backends = Scoped::backends();
         let ((), calls) = recorded(secrets, async {
             let small = br#"{"text": "shell in pod web"}"#.to_vec();
@@ -293,5 +298,47 @@ mod tests {
         assert!(!text.contains("SECRET"), "no secret, whole or cut");
         assert!(calls.iter().all(|c| c.to_string().len() <= DRY_RUN_CALL_BYTES));
         assert!(text.len() <= (MAX_DRY_RUN_CALLS + 1) * DRY_RUN_CALL_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_records_credential_headers_masked_whatever_their_value() {
+        // Basic auth is base64 of "user:password": no setting value appears in it as such.
+        let secrets = Secrets::new(["admin", "s3cret-pw"]);
+        let backends = Scoped::backends();
+        let headers = [
+            ("Authorization", "Basic YWRtaW46czNjcmV0LXB3"),
+            ("Proxy-Authorization", "Bearer abc.def.ghi"),
+            ("Cookie", "session=0123456789"),
+            ("Set-Cookie", "id=a3fWa; Secure"),
+            ("X-Api-Key", "k-1"),
+            ("api-key", "k-2"),
+            ("X-Auth-Token", "t-3"),
+            ("X-Vault-Token", "t-4"),
+            ("X-Client-Secret", "t-5"),
+            ("X-Password", "t-6"),
+            ("X-Splunk-APIKEY", "t-7"),
+            ("Content-Type", "application/json"),
+        ];
+        let request = HttpRequest {
+            method: "POST".into(),
+            url: "https://phantom.example.com/rest/container".into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: None,
+            verify_tls: true,
+        };
+        let ((), calls) = recorded(secrets, async {
+            backends.http.send(request).await.unwrap();
+        })
+        .await;
+        let shown = &calls[0]["headers"];
+        assert_eq!(shown["authorization"], "Basic ***", "{shown}");
+        assert_eq!(shown["proxy-authorization"], "Bearer ***", "{shown}");
+        for name in ["cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token", "x-vault-token", "x-client-secret"]
+        {
+            assert_eq!(shown[name], "***", "{name}: {shown}");
+        }
+        assert_eq!(shown["x-password"], "***", "{shown}");
+        assert_eq!(shown["x-splunk-apikey"], "***", "{shown}");
+        assert_eq!(shown["content-type"], "application/json", "other headers are kept: {shown}");
     }
 }

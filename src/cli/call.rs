@@ -79,7 +79,7 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
             runs_on: None,
             policy: Default::default(),
         };
-        let secrets = function.settings.secret_values(&function.manifest);
+        let secrets = function.settings.secrets(&function.manifest);
         let handler: std::sync::Arc<dyn Handler> =
             std::sync::Arc::new(runtime.function(component, &function, backends));
         match args.dry_run {

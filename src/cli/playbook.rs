@@ -1,5 +1,6 @@
 //! `riposte playbook list | helpers`.
 
+use super::print::cell;
 use anyhow::Result;
 use riposte::builder::Builder;
 use riposte::state_dir::StateDir;
@@ -37,10 +38,11 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                     Ok((_, m)) => m,
                     Err(e) => {
                         invalid += 1;
-                        println!("{name:<10} {:<9} {e}", "INVALID");
+                        println!("{:<10} {:<9} {}", cell(&name), "INVALID", cell(&e.to_string()));
                         continue;
                     }
                 };
+                // A manifest is someone else's text: every part of it shown goes through `cell`.
                 let settings: Vec<String> = m
                     .settings
                     .iter()
@@ -56,10 +58,10 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                     m.name,
                     m.kind.as_str(),
                     m.capabilities.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-                    settings.join(" ")
+                    cell(&settings.join(" "))
                 );
                 if !m.description.is_empty() {
-                    println!("{:<10} {}", "", m.description);
+                    println!("{:<10} {}", "", cell(&m.description));
                 }
             }
             if strict && invalid > 0 {

@@ -26,24 +26,11 @@ pub fn execution(exec: &Execution, json: bool) -> Result<ExitCode> {
     Ok(if exec.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Text from an alert, a playbook or the registry, safe to print in a table: control characters (ESC, CR,
-/// BEL, backspace, newline, the C1 set) and the bidirectional overrides are written as escapes (`\u{1b}`), so
-/// no cell can move the cursor, recolour, retitle or rewrite the terminal. Every cell the CLI prints goes
-/// through here.
+/// Text from an alert, a playbook or the registry, safe to print in a table: control characters and the
+/// bidirectional overrides written as escapes (`\u{1b}`, see [`riposte::truncate::printable`]), so no cell can
+/// move the cursor, recolour, retitle or rewrite the terminal. Every cell the CLI prints goes through here.
 pub fn cell(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if !text.chars().any(unsafe_char) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+    riposte::truncate::printable(text)
 }
 
 /// Reads an alert file, or stdin for `-`.

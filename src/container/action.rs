@@ -16,7 +16,7 @@ use crate::alert::Alert;
 use crate::execution::{Execution, Handler, Status};
 use crate::function::Function;
 use crate::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES};
-use crate::redact::redact;
+use crate::redact::Secrets;
 use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, LogsOptions, RemoveContainerOptions};
 use bollard::Docker;
@@ -29,7 +29,7 @@ pub struct ContainerFunction {
     engine: ContainerEngine,
     function: Function,
     image: String,
-    secrets: Vec<String>,
+    secrets: Secrets,
 }
 
 impl ContainerFunction {
@@ -39,7 +39,7 @@ impl ContainerFunction {
         } else {
             function.artifact.clone()
         };
-        let secrets = function.settings.secret_values(&function.manifest);
+        let secrets = function.settings.secrets(&function.manifest);
         ContainerFunction { engine, function: function.clone(), image, secrets }
     }
 
@@ -66,30 +66,33 @@ impl ContainerFunction {
         drop(io);
         let options = LogsOptions { stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
         let mut logs = docker.logs(id, Some(options));
-        let (mut stdout, mut stderr, mut truncated) = (Vec::new(), Vec::new(), false);
+        // Each kept beyond its bound by the longest secret: the cut, made after redaction, splits none.
+        let margin = self.secrets.longest();
+        let (mut stdout, mut stderr, mut stdout_bytes) = (Vec::new(), Vec::new(), 0);
         while let Some(frame) = logs.next().await {
             match frame? {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    let room = CONTAINER_STDOUT_BYTES.saturating_sub(stdout.len());
-                    truncated |= message.len() > room;
+                    stdout_bytes += message.len();
+                    let room = (CONTAINER_STDOUT_BYTES + margin).saturating_sub(stdout.len());
                     stdout.extend_from_slice(&message[..message.len().min(room)]);
                 }
                 LogOutput::StdErr { message } => {
                     stderr.extend_from_slice(&message);
-                    if stderr.len() > GUEST_OUTPUT_BYTES {
-                        stderr.drain(..stderr.len() - GUEST_OUTPUT_BYTES);
+                    if stderr.len() > GUEST_OUTPUT_BYTES + margin {
+                        stderr.drain(..stderr.len() - GUEST_OUTPUT_BYTES - margin);
                     }
                 }
                 LogOutput::StdIn { .. } => {}
             }
         }
+        let truncated = stdout_bytes > CONTAINER_STDOUT_BYTES;
         Ok(Ended { exit_code: exit.code, oom_killed: exit.oom_killed, stdout, stderr, truncated })
     }
 }
 
 #[async_trait::async_trait]
 impl Handler for ContainerFunction {
-    fn secrets(&self) -> &[String] {
+    fn secrets(&self) -> &Secrets {
         &self.secrets
     }
 
@@ -118,7 +121,7 @@ impl Handler for ContainerFunction {
         let id = match self.engine.create_container(&name, body, engine_timeout(limits.timeout())).await {
             Ok(id) => id,
             Err(e) => {
-                let why = redact(&self.secrets, &e);
+                let why = self.secrets.redact(&e);
                 return Execution::refused(
                     Status::Failed,
                     format!("cannot create a container of {} on {}: {why}", self.image, self.engine.host),
@@ -131,7 +134,7 @@ impl Handler for ContainerFunction {
             Ok(Ok(ended)) => outcome::execution(&ended, limits.memory_mb, &self.secrets),
             Ok(Err(e)) => Execution::refused(
                 Status::Failed,
-                format!("container engine failed running {}: {}", self.image, redact(&self.secrets, &e.to_string())),
+                format!("container engine failed running {}: {}", self.image, self.secrets.redact(&e.to_string())),
             ),
             Err(_) => Execution::refused(
                 Status::Timeout,

@@ -1,14 +1,16 @@
 //! The image of a container playbook: present in the engine, or built there from the playbook's
 //! Containerfile (through the engine API, so it works with Docker and Podman alike and needs no CLI).
 //!
-//! The build context is the playbook's folder (its symbolic links packed as links, never as what they point
-//! to) plus the files named in `[container] context`. A playbook is someone else's code: its manifest may name
+//! The build context is the playbook's folder, read through [`folder`] (regular files and folders only, each
+//! bounded: a link, a device or a fifo in it stops the build with its path) plus the files named in
+//! `[container] context`. A playbook is someone else's code: its manifest may name
 //! only files inside its own folder (after resolving links and `..`), unless the person building names a host
 //! path on the command line ([`ContextAllow`], `--context-allow`). Anything else is refused before any build.
 
 use super::engine::ContainerEngine;
 use super::short;
 use super::ContainerError;
+use crate::manifest::folder::{self, Listing};
 use crate::manifest::{Kind, Manifest};
 use bollard::query_parameters::BuildImageOptions;
 use futures::StreamExt;
@@ -134,9 +136,10 @@ impl ContainerEngine {
             containerfile: dir.join(containerfile).display().to_string(),
             why,
         };
+        let listing = folder::list(dir, |_| false)?;
         let context = {
             let dir = dir.to_owned();
-            tokio::task::spawn_blocking(move || context_tar(&dir, extra))
+            tokio::task::spawn_blocking(move || context_tar(&dir, &listing, extra))
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(format!("cannot pack the build context: {e}")))?
@@ -166,12 +169,17 @@ impl ContainerEngine {
     }
 }
 
-/// The build context as a tar: every file of `dir` (links as links), then `extra` under their names.
-fn context_tar(dir: &Path, extra: BTreeMap<String, ContextFile>) -> std::io::Result<Vec<u8>> {
+/// The build context as a tar: the folders and files of the playbook folder `dir` as [`folder::list`] found
+/// them (each file opened again through [`folder::open`]), then `extra` under their names.
+fn context_tar(dir: &Path, listing: &Listing, extra: BTreeMap<String, ContextFile>) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
-    // A link in the folder stays a link: following it would pack whatever it points to (/etc/shadow, say).
-    tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir)?;
+    for relative in &listing.folders {
+        tar.append_dir(relative, dir.join(relative))?;
+    }
+    for file in &listing.files {
+        let mut opened = folder::open(&file.path).map_err(std::io::Error::other)?;
+        tar.append_file(&file.relative, &mut opened)?;
+    }
     for (name, mut extra) in extra {
         tar.append_file(&name, &mut extra.file).map_err(|e| {
             std::io::Error::new(e.kind(), format!("{} (context file {name}): {e}", extra.path.display()))
@@ -227,19 +235,35 @@ mod tests {
     }
 
     #[test]
-    fn the_folders_own_links_are_packed_as_links() {
+    fn the_context_holds_the_folders_files_and_folders_and_refuses_its_links() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("Containerfile"), "FROM scratch\n").unwrap();
-        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("shadow-link")).unwrap();
-        let bytes = context_tar(dir.path(), BTreeMap::new()).unwrap();
+        std::fs::create_dir_all(dir.path().join("bin/empty")).unwrap();
+        std::fs::write(dir.path().join("bin/tool"), "tool").unwrap();
+        let listing = folder::list(dir.path(), |_| false).unwrap();
+        let bytes = context_tar(dir.path(), &listing, BTreeMap::new()).unwrap();
         let mut archive = tar::Archive::new(&bytes[..]);
-        let link = archive
+        let entries: Vec<(String, tar::EntryType, u64)> = archive
             .entries()
             .unwrap()
             .map(|e| e.unwrap())
-            .find(|e| e.path().unwrap().ends_with("shadow-link"))
-            .expect("the link is in the context");
-        assert_eq!(link.header().entry_type(), tar::EntryType::Symlink);
-        assert_eq!(link.size(), 0, "nothing of what it points to");
+            .map(|e| (e.path().unwrap().display().to_string(), e.header().entry_type(), e.size()))
+            .collect();
+        let (dir_entry, file) = (tar::EntryType::Directory, tar::EntryType::Regular);
+        assert_eq!(
+            entries,
+            [
+                ("bin".into(), dir_entry, 0),
+                ("bin/empty".into(), dir_entry, 0),
+                ("Containerfile".into(), file, 13),
+                ("bin/tool".into(), file, 4)
+            ]
+        );
+
+        // A link would pack a link the engine then resolves, or (followed) what it points to: refused.
+        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("shadow-link")).unwrap();
+        let e = folder::list(dir.path(), |_| false).unwrap_err();
+        let e = ContainerError::from(e).to_string();
+        assert!(e.ends_with("shadow-link is a symbolic link: playbook folders may hold only regular files; copy the file in instead"), "{e}");
     }
 }

@@ -55,6 +55,9 @@ pub enum ContainerError {
     ContextOutside { playbook: String, name: String, path: String, real: String, allow: String },
     #[error("playbook {playbook}: [container] context {name} = {path:?}: {why}")]
     ContextFile { playbook: String, name: String, path: String, why: String },
+    /// The playbook's folder holds what riposte does not read (a link, a device, a file over its bound).
+    #[error(transparent)]
+    Folder(#[from] crate::manifest::folder::FolderError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

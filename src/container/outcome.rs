@@ -14,11 +14,13 @@
 //!
 //! stdout is the output: when it is JSON it becomes the execution's `detail` (and its `message` field, if
 //! any, the message); otherwise its last line is the message. stderr lines become the execution's logs.
+//! Both are cut to their bounds (the first `CONTAINER_STDOUT_BYTES` of stdout, the last `GUEST_OUTPUT_BYTES` of
+//! stderr) here, after redaction: captured with a margin, a secret the cut splits is recognised and left out.
 
 use crate::execution::LogLine;
 use crate::execution::{Execution, Status};
-use crate::limits::MAX_LOG_LINES;
-use crate::redact::redact;
+use crate::limits::{CONTAINER_STDOUT_BYTES, GUEST_OUTPUT_BYTES, MAX_LOG_LINES};
+use crate::redact::Secrets;
 
 /// `EX_DATAERR`: the alert cannot be handled.
 pub const EXIT_INVALID_ALERT: i64 = 65;
@@ -34,16 +36,19 @@ pub struct Ended {
     /// The engine says the kernel killed it for memory (Docker does; Podman with cgroup v1 does not, hence
     /// also the SIGKILL rule).
     pub oom_killed: bool,
+    /// Its stdout, up to `CONTAINER_STDOUT_BYTES` and a margin after them (the cut is made after redaction).
     pub stdout: Vec<u8>,
+    /// The end of its stderr: `GUEST_OUTPUT_BYTES` and a margin before them.
     pub stderr: Vec<u8>,
-    /// Whether stdout went over the cap and was cut.
+    /// Whether stdout went over `CONTAINER_STDOUT_BYTES` and is cut.
     pub truncated: bool,
 }
 
 /// The execution for a container that ended (`memory_mb` for the message), with secrets redacted.
-pub fn execution(ended: &Ended, memory_mb: u64, secrets: &[String]) -> Execution {
-    let stdout = redact(secrets, String::from_utf8_lossy(&ended.stdout).trim());
-    let stderr = redact(secrets, &String::from_utf8_lossy(&ended.stderr));
+pub fn execution(ended: &Ended, memory_mb: u64, secrets: &Secrets) -> Execution {
+    let stdout = secrets.redact_head(&ended.stdout, CONTAINER_STDOUT_BYTES);
+    let stdout = stdout.trim().to_owned();
+    let (stderr, _) = secrets.redact_tail(&ended.stderr, GUEST_OUTPUT_BYTES);
     let detail = serde_json::from_str::<serde_json::Value>(&stdout).ok();
     let last = |text: &str| text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_owned());
     let json_message = detail.as_ref().and_then(|d| d.get("message")).and_then(|m| m.as_str()).map(str::to_owned);
@@ -97,7 +102,7 @@ mod tests {
 
     #[test]
     fn json_stdout_is_detail_and_message() {
-        let e = execution(&ended(0, "{\"message\":\"posted\",\"status\":200}\n", ""), 64, &[]);
+        let e = execution(&ended(0, "{\"message\":\"posted\",\"status\":200}\n", ""), 64, &Secrets::default());
         assert_eq!(e.status, Status::Ok);
         assert_eq!(e.message, "posted");
         assert_eq!(e.detail.unwrap()["status"], 200);
@@ -105,12 +110,12 @@ mod tests {
 
     #[test]
     fn exit_codes_map_to_statuses() {
-        assert_eq!(execution(&ended(65, "", "bad alert\n"), 64, &[]).status, Status::InvalidAlert);
-        assert_eq!(execution(&ended(77, "", ""), 64, &[]).status, Status::Rejected);
-        assert_eq!(execution(&ended(78, "", ""), 64, &[]).status, Status::MissingSetting);
-        assert_eq!(execution(&ended(127, "", ""), 64, &[]).status, Status::Trap);
-        assert_eq!(execution(&ended(137, "", ""), 64, &[]).status, Status::Memory);
-        let failed = execution(&ended(1, "", "wget: server returned error: HTTP/1.1 500\n"), 64, &[]);
+        assert_eq!(execution(&ended(65, "", "bad alert\n"), 64, &Secrets::default()).status, Status::InvalidAlert);
+        assert_eq!(execution(&ended(77, "", ""), 64, &Secrets::default()).status, Status::Rejected);
+        assert_eq!(execution(&ended(78, "", ""), 64, &Secrets::default()).status, Status::MissingSetting);
+        assert_eq!(execution(&ended(127, "", ""), 64, &Secrets::default()).status, Status::Trap);
+        assert_eq!(execution(&ended(137, "", ""), 64, &Secrets::default()).status, Status::Memory);
+        let failed = execution(&ended(1, "", "wget: server returned error: HTTP/1.1 500\n"), 64, &Secrets::default());
         assert_eq!(failed.status, Status::Failed);
         assert_eq!(failed.message, "exited with code 1: wget: server returned error: HTTP/1.1 500");
         assert_eq!(failed.logs.len(), 1);
@@ -118,8 +123,30 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let e = execution(&ended(1, "", "POST https://hook/s3cr3t-token failed\n"), 64, &["s3cr3t-token".into()]);
+        let e =
+            execution(&ended(1, "", "POST https://hook/s3cr3t-token failed\n"), 64, &Secrets::new(["s3cr3t-token"]));
         assert_eq!(e.message, "exited with code 1: POST https://hook/*** failed");
         assert!(!format!("{e:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_secret_straddling_the_cut_of_stdout_or_stderr_leaves_no_part_of_itself() {
+        let secret = "Canary-Tok3n-Straddling";
+        let secrets = Secrets::new([secret]);
+        for at in [1, 7, secret.len() - 1] {
+            // stdout's first CONTAINER_STDOUT_BYTES end `at` bytes into the secret; stderr's last GUEST_OUTPUT_BYTES
+            // begin `at` bytes into it. Both were captured with a margin beyond.
+            let stdout = format!("{}{secret}{}", "o".repeat(CONTAINER_STDOUT_BYTES - at), "o".repeat(40));
+            let stderr = format!("{}{secret}{}", "e".repeat(40), "e".repeat(GUEST_OUTPUT_BYTES - (secret.len() - at)));
+            let ended = Ended { stdout: stdout.into(), stderr: stderr.into(), truncated: true, ..ended(0, "", "") };
+            let e = execution(&ended, 64, &secrets);
+            assert!(e.message.len() <= CONTAINER_STDOUT_BYTES && e.message.starts_with("ooo"), "{}", e.message.len());
+            assert!(e.logs[0].message.len() <= GUEST_OUTPUT_BYTES, "{}", e.logs[0].message.len());
+            let text = serde_json::to_string(&e).unwrap();
+            let chars: Vec<char> = secret.chars().collect();
+            for part in chars.windows(4).map(|w| w.iter().collect::<String>()) {
+                assert!(!text.contains(&part), "{part:?} of the secret left, cut at {at}");
+            }
+        }
     }
 }

@@ -242,7 +242,7 @@ impl Dispatcher {
             attempt,
             published_ns,
         };
-        let span = tracing::info_span!("alert", %subject, uuid = %uuid, function = %self.function.name, trigger = %self.trigger.name, attempt);
+        let span = alert_span(&subject, &uuid, &self.function.name, &self.trigger.name, attempt);
         async {
             let admitted = match &parsed {
                 Ok(alert) => self.policy().admit(alert, &subject),
@@ -298,7 +298,7 @@ impl Dispatcher {
             };
             match exec.status {
                 Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),
-                _ => tracing::warn!(status = exec.status.as_str(), disposition = ?disposition, error = %exec.message, "reaction did not succeed"),
+                _ => tracing::warn!(status = exec.status.as_str(), disposition = ?disposition, error = %logged(&exec.message), "reaction did not succeed"),
             }
             self.ctx.counters.record(exec.status == Status::Ok);
             let mut record = ResultRecord::new(&delivery, &exec, disposition);
@@ -438,5 +438,57 @@ async fn ack(msg: &jetstream::Message, kind: AckKind) {
     if let Err(e) = msg.ack_with(kind).await {
         // The alert stays unacked: JetStream redelivers it after the ack wait.
         tracing::warn!(error = %e, "cannot settle the alert with JetStream; it will be redelivered");
+    }
+}
+
+/// The span of one alert's handling (every log line about it carries these fields). The subject and the uuid
+/// come from whoever published the alert: [`logged`], so that no alert can forge, colour or retitle a log line.
+fn alert_span(subject: &str, uuid: &str, function: &str, trigger: &str, attempt: u32) -> tracing::Span {
+    let (subject, uuid) = (logged(subject), logged(uuid));
+    tracing::info_span!("alert", %subject, %uuid, %function, %trigger, attempt)
+}
+
+/// Text an alert (or a playbook quoting one) provides, for one field of a log line: cut to `RECORD_FIELD_BYTES`
+/// as in records, control characters escaped (`\u{1b}`, see [`crate::truncate::printable`]).
+fn logged(text: &str) -> String {
+    let cut = crate::truncate::truncate(text, crate::limits::RECORD_FIELD_BYTES);
+    crate::truncate::printable(&cut).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What a text-format subscriber writes.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_alerts_fields_in_log_lines_carry_no_control_character() {
+        let written = Written::default();
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
+        let uuid = "x\u{1b}[2J\u{1b}]0;pwned\u{7}\nINFO forged line\r";
+        tracing::subscriber::with_default(subscriber, || {
+            let _in = alert_span("falco.notice.x\u{1b}[31m", uuid, "slack", "slack-0", 1).entered();
+            tracing::warn!(error = %logged("failed:\n\u{1b}[1Aforged"), "reaction did not succeed");
+        });
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "one line: {text:?}");
+        assert!(!text.trim_end().chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("uuid=x\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{a}INFO forged line\\u{d}"), "{text}");
+        assert!(text.contains("falco.notice.x\\u{1b}[31m") && text.contains("failed:\\u{a}\\u{1b}[1Aforged"), "{text}");
+        assert!(logged(&"u".repeat(5000)).len() <= crate::limits::RECORD_FIELD_BYTES);
     }
 }

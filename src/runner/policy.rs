@@ -147,6 +147,8 @@ impl Admission {
     fn decide(&self, alert: &Alert, subject: &str) -> Outcome {
         let own = verdict(self.own.as_ref(), alert);
         if let (Verdict::Error(why), Some(c)) = (&own, &self.own) {
+            // The error may quote the alert's values: escaped like every alert-provided log field.
+            let why = crate::truncate::printable(&why.to_string()).into_owned();
             tracing::warn!(condition = c.as_str(), error = %why, "the trigger's condition could not be evaluated; it does not accept the alert");
         }
         let mut earlier = self.earlier.iter().filter(|(p, _)| p.matches(subject)).map(|(_, c)| c.as_ref());
@@ -241,6 +243,7 @@ impl Policy {
             Some(expr) => match expr.key(alert) {
                 Ok(k) => k,
                 Err(why) => {
+                    let why = crate::truncate::printable(&why.to_string()).into_owned();
                     tracing::warn!(key = expr.as_str(), error = %why, "the dedup key could not be evaluated; running the alert");
                     return Decision::Run { claim: None };
                 }

@@ -18,7 +18,7 @@ pub(crate) struct FunctionContext {
     pub name: String,
     pub settings: Settings,
     /// Values to redact from everything the function's executions report.
-    pub secrets: Vec<String>,
+    pub secrets: crate::redact::Secrets,
     pub grants: Grants,
     pub backends: Backends,
     /// `ALLOW_DAEMONSET_PODS=true` in the settings lets delete-pod remove DaemonSet pods.
@@ -143,7 +143,7 @@ impl wit::log::Host for HostState {
             wit::log::Level::Error => "error",
         };
         // Redacted before it is cut, so a cut cannot leave half a secret unrecognised.
-        let message = crate::redact::redact(&self.func.secrets, &message);
+        let message = self.func.secrets.redact(&message);
         let message = crate::truncate::truncate(&message, LOG_LINE_BYTES).into_owned();
         self.call.logs.push(LogLine { level: level.to_owned(), message });
     }

@@ -125,7 +125,7 @@ impl Runtime {
                 .settings
                 .get("ALLOW_DAEMONSET_PODS")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            secrets: function.settings.secret_values(&function.manifest),
+            secrets: function.settings.secrets(&function.manifest),
             settings: function.settings.clone(),
             backends,
             playbook: function.manifest.name.clone(),
@@ -255,7 +255,7 @@ impl WasmFunction {
         let result = warm.playbook.call_handle(&mut warm.store, &to_wit(alert)).await;
         let call = std::mem::take(&mut warm.store.data_mut().call);
         // This alert's output (and, on a fresh instance, its start code's): taken now, so the next alert starts empty.
-        let output = warm.store.data().output.take();
+        let output = warm.store.data().output.take(&self.ctx.secrets);
         let mut exec = match result {
             Ok(Ok(outcome)) => match call.denied.clone() {
                 // The guest ignored a refusal: the function is misconfigured, say so rather than "ok".
@@ -284,7 +284,8 @@ impl WasmFunction {
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
-        let output = GuestOutput::new();
+        // Kept beyond its bound by the longest secret, so the cut made after redaction splits none.
+        let output = GuestOutput::new(self.ctx.secrets.longest());
         let wasi = wasmtime_wasi::WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
         let state = HostState {
             wasi,
@@ -333,13 +334,13 @@ impl WasmFunction {
         exec
     }
 
-    /// What the guest printed during one alert, as log lines of level `output` (the last `MAX_LOG_LINES`
-    /// non-empty ones, each cut at `LOG_LINE_BYTES`, secrets redacted), after a line saying how much of it was
+    /// What the guest printed during one alert (already redacted), as log lines of level `output` (the last
+    /// `MAX_LOG_LINES` non-empty ones, each cut at `LOG_LINE_BYTES`), after a line saying how much of it was
     /// dropped, if any.
     fn output_lines(&self, output: &output::Captured) -> Vec<crate::execution::LogLine> {
         let line = |text: &str| crate::execution::LogLine {
             level: "output".into(),
-            message: truncate(&crate::redact::redact(&self.ctx.secrets, text), LOG_LINE_BYTES).into_owned(),
+            message: truncate(text, LOG_LINE_BYTES).into_owned(),
         };
         let mut lines: Vec<&str> = output.text.lines().filter(|l| !l.trim().is_empty()).collect();
         let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
@@ -366,7 +367,7 @@ impl crate::execution::Handler for WasmFunction {
         self.execute(alert).await
     }
 
-    fn secrets(&self) -> &[String] {
+    fn secrets(&self) -> &crate::redact::Secrets {
         &self.ctx.secrets
     }
 
