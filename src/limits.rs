@@ -209,6 +209,14 @@ pub const RUNNER_MAX_IN_FLIGHT: usize = 256;
 /// How long a stopping runner waits for reactions in flight before it leaves them to redelivery.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long each step of a runner's stop after the drain (removing its heartbeat, flushing its NATS client,
+/// stopping the probes endpoint) may take before it is abandoned: NATS may be unreachable.
+pub const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most a stopping runner takes from the signal to its exit, whatever NATS does: the drain plus a few
+/// steps; past it the process exits, logging what it abandoned (systemd and Kubernetes wait for the exit).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(DRAIN_TIMEOUT.as_secs() + 15);
+
 /// Bytes of a container action's stdout kept (its output); the rest is dropped.
 pub const CONTAINER_STDOUT_BYTES: usize = 1 << 20;
 
