@@ -206,6 +206,9 @@ pub const FLEET_ACK_PENDING_FACTOR: i64 = 4;
 /// Per runner: alerts in flight at once across all functions (`riposte run --max-in-flight`).
 pub const RUNNER_MAX_IN_FLIGHT: usize = 256;
 
+/// Bytes of a file a setting's value is read from (`-e KEY=@FILE`).
+pub const MAX_SETTING_FILE_BYTES: usize = 64 * 1024;
+
 /// How long a stopping runner waits for reactions in flight before it leaves them to redelivery.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
