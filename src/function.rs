@@ -139,7 +139,7 @@ impl Settings {
 }
 
 /// A setting problem, found before anything runs.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("playbook {playbook} needs setting {name}: pass -e {name}=VALUE")]
     Missing { playbook: String, name: String },
@@ -148,16 +148,76 @@ pub enum SettingsError {
     /// The value is not of the setting's type; `why` never contains the value.
     #[error("setting {name} of playbook {playbook} {why}")]
     Invalid { playbook: String, name: String, why: String },
-    #[error("setting {0:?} is not KEY=VALUE")]
+    #[error("setting {0:?} is not KEY=VALUE, KEY=@FILE or KEY")]
     Malformed(String),
+    #[error("setting {name}: cannot read {path}: {source} (-e {name}=@FILE takes the value from FILE; write @@ for a value starting with @)")]
+    File {
+        name: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting {name}: {path} is larger than {max} bytes", max = crate::limits::MAX_SETTING_FILE_BYTES)]
+    FileTooLarge { name: String, path: std::path::PathBuf },
+    #[error("setting {name}: {path} is not UTF-8 text")]
+    FileNotText { name: String, path: std::path::PathBuf },
+    #[error("setting {0}: the environment variable {0} is not set (-e {0} takes the value from it; or pass -e {0}=VALUE or -e {0}=@FILE)")]
+    Unset(String),
 }
 
-/// Parses `-e KEY=VALUE`.
+/// Parses `-e KEY=VALUE`, `-e KEY=@FILE` (the file's content, without one trailing newline; `@@` escapes a
+/// value starting with `@`) and `-e KEY` (the value of the environment variable KEY). The last two keep
+/// secrets out of the command line, which every local user can read in /proc.
 pub fn parse_setting(text: &str) -> Result<(String, String), SettingsError> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(SettingsError::Malformed(text.to_owned())),
+    parse_setting_with(text, |name| std::env::var_os(name))
+}
+
+fn parse_setting_with(
+    text: &str,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(String, String), SettingsError> {
+    let Some((key, value)) = text.split_once('=') else {
+        let name = text.trim();
+        if name.is_empty() {
+            return Err(SettingsError::Malformed(text.to_owned()));
+        }
+        let value = env(name).ok_or_else(|| SettingsError::Unset(name.to_owned()))?;
+        let value = value.into_string().map_err(|_| SettingsError::Malformed(name.to_owned()))?;
+        return Ok((name.to_owned(), value));
+    };
+    let name = key.trim();
+    if name.is_empty() {
+        return Err(SettingsError::Malformed(text.to_owned()));
     }
+    let value = if let Some(literal) = value.strip_prefix("@@") {
+        format!("@{literal}")
+    } else if let Some(path) = value.strip_prefix('@') {
+        read_setting_file(name, std::path::Path::new(path))?
+    } else {
+        value.to_owned()
+    };
+    Ok((name.to_owned(), value))
+}
+
+/// The content of the file of `-e NAME=@PATH`, bounded, without one trailing newline.
+fn read_setting_file(name: &str, path: &std::path::Path) -> Result<String, SettingsError> {
+    use std::io::Read;
+    let err = |source| SettingsError::File { name: name.to_owned(), path: path.to_owned(), source };
+    let max = crate::limits::MAX_SETTING_FILE_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes)).map_err(err)?;
+    if bytes.len() > max {
+        return Err(SettingsError::FileTooLarge { name: name.to_owned(), path: path.to_owned() });
+    }
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| SettingsError::FileNotText { name: name.to_owned(), path: path.to_owned() })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -177,6 +237,44 @@ default = "red"
 "#,
         )
         .unwrap()
+    }
+
+    fn env(name: &str) -> Option<std::ffi::OsString> {
+        (name == "SLACK_TOKEN").then(|| "xoxb-from-env".into())
+    }
+
+    #[test]
+    fn a_setting_is_given_inline_from_a_file_or_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cr3t\n").unwrap();
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(parse_setting_with("K=v=w", env).unwrap(), pair("K", "v=w"));
+        assert_eq!(parse_setting_with("K=", env).unwrap(), pair("K", ""));
+        assert_eq!(parse_setting_with(&format!("K=@{}", file.display()), env).unwrap(), pair("K", "s3cr3t"));
+        std::fs::write(&file, "two\n\n").unwrap();
+        assert_eq!(parse_setting_with(&format!("K=@{}", file.display()), env).unwrap().1, "two\n", "one newline");
+        std::fs::write(&file, "crlf\r\n").unwrap();
+        assert_eq!(parse_setting_with(&format!("K=@{}", file.display()), env).unwrap().1, "crlf");
+        assert_eq!(parse_setting_with("K=@@handle", env).unwrap(), pair("K", "@handle"), "@@ escapes @");
+        assert_eq!(parse_setting_with("K=a@b", env).unwrap(), pair("K", "a@b"));
+        assert_eq!(parse_setting_with("SLACK_TOKEN", env).unwrap(), pair("SLACK_TOKEN", "xoxb-from-env"));
+    }
+
+    #[test]
+    fn a_missing_file_or_an_unset_variable_is_one_line_naming_the_setting() {
+        let e = parse_setting_with("TOKEN=@/nonexistent/riposte-token", env).unwrap_err().to_string();
+        assert!(e.starts_with("setting TOKEN: cannot read /nonexistent/riposte-token: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse_setting_with("TOKEN", env).unwrap_err().to_string();
+        assert!(e.contains("setting TOKEN: the environment variable TOKEN is not set"), "{e}");
+        assert!(matches!(parse_setting_with("=v", env), Err(SettingsError::Malformed(_))));
+        assert!(matches!(parse_setting_with("", env), Err(SettingsError::Malformed(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; crate::limits::MAX_SETTING_FILE_BYTES + 1]).unwrap();
+        let e = parse_setting_with(&format!("K=@{}", big.display()), env).unwrap_err();
+        assert!(matches!(e, SettingsError::FileTooLarge { .. }), "{e}");
     }
 
     #[test]

@@ -202,6 +202,20 @@ pub const PLAYBOOK_FOLDER_BYTES: u64 = 64 << 20;
 /// Most entries (files and folders) one playbook folder may hold: a listing is bounded in time and memory too.
 pub const PLAYBOOK_FOLDER_ENTRIES: usize = 10_000;
 
+/// Bytes of a file a setting's value is read from (`-e KEY=@FILE`).
+pub const MAX_SETTING_FILE_BYTES: usize = 64 * 1024;
+
+/// How long each step of a runner's stop after the drain (removing its heartbeat, flushing its NATS client,
+/// stopping the probes endpoint) may take before it is abandoned: NATS may be unreachable.
+pub const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most a stopping runner takes from the signal to its exit, whatever NATS does: the drain
+/// (`Timings::drain_timeout`, 30 s) plus a few steps (45 s in all); past it the process exits, logging what it
+/// abandoned (systemd and Kubernetes wait for the exit).
+pub fn stop_timeout() -> Duration {
+    crate::timings::get().drain_timeout + Duration::from_secs(15)
+}
+
 /// Bytes of a container action's stdout kept (its output); the rest is dropped.
 pub const CONTAINER_STDOUT_BYTES: usize = 1 << 20;
 

@@ -7,8 +7,13 @@
 //! key is all a fleet needs; age's X25519 recipients would add a second key kind to distribute for no
 //! separation anyone uses. The 192-bit nonce makes random nonces safe for any number of deploys. Each value is
 //! bound to its function and setting name (associated data): a ciphertext moved to another function or setting
-//! does not open. A sealed value reads `sealed:v1:<key id>:<base64url(nonce ‖ ciphertext)>`; the key id (8 hex
+//! does not open. A sealed value reads `sealed:v2:<key id>:<base64url(nonce ‖ ciphertext)>`; the key id (8 hex
 //! digits of a digest of the key, which says nothing about the key) names which key a runner lacks.
+//!
+//! The length of a ciphertext is the length of its plaintext, so v2 pads the value before sealing: a 0x80 byte
+//! then zeros up to the next multiple of [`PAD_BLOCK`] bytes (ISO/IEC 7816-4, unambiguous for any value), so a
+//! sealed value tells only its length to within 32 bytes. Values sealed by v1 (unpadded, their own associated
+//! data) still open; deploying again seals them as v2.
 //!
 //! A key file is either exactly 32 random bytes (`head -c 32 /dev/urandom > FILE`), or text with one key a
 //! line, base64 of 32 bytes (`#` comments allowed; what `riposte settings-key new FILE` writes). Values are
@@ -25,8 +30,12 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// What every sealed value starts with.
-const PREFIX: &str = "sealed:v1:";
+/// What every sealed value starts with (v2: padded).
+const PREFIX: &str = "sealed:v2:";
+/// What values sealed before padding start with: still opened.
+const PREFIX_V1: &str = "sealed:v1:";
+/// Padded values are a multiple of this many bytes.
+pub const PAD_BLOCK: usize = 32;
 /// Bytes of a key.
 pub const KEY_BYTES: usize = 32;
 /// Bytes of an XChaCha20 nonce.
@@ -171,7 +180,7 @@ impl SettingsKeys {
         let aad = associated_data(function, name);
         let ciphertext = key
             .cipher
-            .encrypt(&nonce, Payload { msg: value.as_bytes(), aad: &aad })
+            .encrypt(&nonce, Payload { msg: &pad(value.as_bytes()), aad: &aad })
             .expect("XChaCha20-Poly1305 seals any value under 256 GiB");
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ciphertext);
@@ -180,7 +189,7 @@ impl SettingsKeys {
 
     /// Opens a sealed value of setting `name` of `function` with whichever key sealed it.
     pub fn open(&self, function: &str, name: &str, sealed: &str) -> Result<String, SealError> {
-        let (key_id, blob) = split(sealed)
+        let (version, key_id, blob) = split(sealed)
             .ok_or_else(|| SealError::NotSealed { function: function.to_owned(), name: name.to_owned() })?;
         let corrupt =
             || SealError::Corrupt { function: function.to_owned(), name: name.to_owned(), key_id: key_id.to_owned() };
@@ -194,11 +203,18 @@ impl SettingsKeys {
             return Err(corrupt());
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_BYTES);
-        let aad = associated_data(function, name);
+        let aad = match version {
+            Version::V1 => associated_data_v1(function, name),
+            Version::V2 => associated_data(function, name),
+        };
         let plain = key
             .cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
             .map_err(|_| corrupt())?;
+        let plain = match version {
+            Version::V1 => plain,
+            Version::V2 => unpad(plain).ok_or_else(corrupt)?,
+        };
         String::from_utf8(plain).map_err(|_| corrupt())
     }
 }
@@ -213,14 +229,53 @@ impl Key {
 
 /// The key id a stored value is sealed with, when it is sealed.
 pub fn sealed_with(value: &str) -> Option<&str> {
-    split(value).map(|(id, _)| id)
+    split(value).map(|(_, id, _)| id)
 }
 
-fn split(sealed: &str) -> Option<(&str, &str)> {
-    sealed.strip_prefix(PREFIX)?.split_once(':')
+/// The formats a sealed value may be in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Version {
+    /// Unpadded (before padding came in): opened, never written.
+    V1,
+    /// Padded to a multiple of [`PAD_BLOCK`].
+    V2,
 }
 
+fn split(sealed: &str) -> Option<(Version, &str, &str)> {
+    let (version, rest) = match sealed.strip_prefix(PREFIX) {
+        Some(rest) => (Version::V2, rest),
+        None => (Version::V1, sealed.strip_prefix(PREFIX_V1)?),
+    };
+    let (id, blob) = rest.split_once(':')?;
+    Some((version, id, blob))
+}
+
+/// The value, then 0x80, then zeros up to the next multiple of [`PAD_BLOCK`] (at least one byte is added).
+fn pad(value: &[u8]) -> Vec<u8> {
+    let len = (value.len() / PAD_BLOCK + 1) * PAD_BLOCK;
+    let mut padded = Vec::with_capacity(len);
+    padded.extend_from_slice(value);
+    padded.push(0x80);
+    padded.resize(len, 0);
+    padded
+}
+
+/// The value [`pad`] padded; None when the padding is not there.
+fn unpad(mut padded: Vec<u8>) -> Option<Vec<u8>> {
+    let end = padded.iter().rposition(|&b| b != 0)?;
+    if padded[end] != 0x80 || !padded.len().is_multiple_of(PAD_BLOCK) {
+        return None;
+    }
+    padded.truncate(end);
+    Some(padded)
+}
+
+/// v2's associated data: the version is bound too, so a v1 ciphertext relabelled v2 (or back) does not open.
 fn associated_data(function: &str, name: &str) -> Vec<u8> {
+    format!("riposte settings v2\0{function}\0{name}").into_bytes()
+}
+
+fn associated_data_v1(function: &str, name: &str) -> Vec<u8> {
     format!("riposte settings v1\0{function}\0{name}").into_bytes()
 }
 
@@ -298,6 +353,63 @@ mod tests {
         assert!(matches!(k.open("falco-slack", "X", "plain"), Err(SealError::NotSealed { .. })));
         let altered = format!("{}A", &sealed[..sealed.len() - 1]);
         assert!(matches!(k.open("falco-slack", "SLACK_WEBHOOK_URL", &altered), Err(SealError::Corrupt { .. })));
+    }
+
+    /// How the previous version sealed (no padding, v1 associated data): what the registry may still hold.
+    fn seal_v1(keys: &SettingsKeys, function: &str, name: &str, value: &str) -> String {
+        let key = &keys.keys[0];
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = associated_data_v1(function, name);
+        let ciphertext = key.cipher.encrypt(&nonce, Payload { msg: value.as_bytes(), aad: &aad }).unwrap();
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ciphertext);
+        format!("{PREFIX_V1}{}:{}", key.id, URL_SAFE_NO_PAD.encode(blob))
+    }
+
+    #[test]
+    fn secrets_of_lengths_3_and_20_seal_to_the_same_length() {
+        let k = keys(5);
+        let (short, long) = (k.seal("f", "K", "abc"), k.seal("f", "K", &"x".repeat(20)));
+        assert_eq!(short.len(), long.len(), "{short} {long}");
+        assert_ne!(short.len(), k.seal("f", "K", &"x".repeat(32)).len(), "the next block is longer");
+    }
+
+    #[test]
+    fn every_length_from_0_to_100_round_trips_including_trailing_zeros_and_0x80() {
+        let k = keys(6);
+        for len in 0..=100 {
+            for fill in ["a", "\0", "\u{80}"] {
+                let value = fill.repeat(len);
+                let sealed = k.seal("f", "K", &value);
+                assert_eq!(k.open("f", "K", &sealed).unwrap(), value, "length {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_sealed_by_the_previous_version_still_open_and_cannot_be_relabelled() {
+        let k = keys(8);
+        let old = seal_v1(&k, "falco-slack", "URL", "https://hooks.example/T0");
+        assert_eq!(sealed_with(&old), Some(k.sealing_key_id()));
+        assert_eq!(k.open("falco-slack", "URL", &old).unwrap(), "https://hooks.example/T0");
+        assert!(matches!(k.open("falco-other", "URL", &old), Err(SealError::Corrupt { .. })));
+        let relabelled = old.replacen(PREFIX_V1, PREFIX, 1);
+        assert!(matches!(k.open("falco-slack", "URL", &relabelled), Err(SealError::Corrupt { .. })));
+        let downgraded = k.seal("falco-slack", "URL", "v").replacen(PREFIX, PREFIX_V1, 1);
+        assert!(matches!(k.open("falco-slack", "URL", &downgraded), Err(SealError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn padding_is_unambiguous() {
+        for len in 0..=70 {
+            let value = vec![0u8; len];
+            let padded = pad(&value);
+            assert!(padded.len().is_multiple_of(PAD_BLOCK));
+            assert!(padded.len() > len);
+            assert_eq!(unpad(padded), Some(value));
+        }
+        assert_eq!(unpad(vec![0; 32]), None);
+        assert_eq!(unpad(vec![1; 32]), None);
     }
 
     #[test]

@@ -19,8 +19,10 @@ pub struct Args {
     /// The alert: a falcosidekick JSON file, or - for stdin.
     #[arg(long, short)]
     alert: PathBuf,
-    /// A setting, KEY=VALUE (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    /// A setting (repeatable): KEY=VALUE; KEY=@FILE, the value read from FILE (without one trailing
+    /// newline; KEY=@@… for a value starting with @); or KEY alone, the value of the environment variable
+    /// KEY. The last two keep a secret out of the command line, which every local user can read.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY=@FILE|KEY")]
     settings: Vec<String>,
     #[command(flatten)]
     backends: super::args::BackendArgs,

@@ -15,8 +15,10 @@ pub struct PlaybookArgs {
     /// The playbook (a name in the catalog, or a folder): deployed as function falco-<playbook>.
     #[arg(short = 'p', long = "playbook")]
     playbook: String,
-    /// A setting, KEY=VALUE (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    /// A setting (repeatable): KEY=VALUE; KEY=@FILE, the value read from FILE (without one trailing
+    /// newline; KEY=@@… for a value starting with @); or KEY alone, the value of the environment variable
+    /// KEY. The last two keep a secret out of the command line, which every local user can read.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY=@FILE|KEY")]
     settings: Vec<String>,
     /// A subject pattern that triggers it (repeatable): triggers falco-<playbook>-trigger-<index>.
     #[arg(short = 't', long = "trigger", value_name = "TOPIC")]

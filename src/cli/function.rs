@@ -27,8 +27,10 @@ pub enum Command {
         /// With --wasm: its manifest (playbook.toml); default none: no capabilities, default limits.
         #[arg(long, requires = "wasm")]
         manifest: Option<PathBuf>,
-        /// A setting, KEY=VALUE (repeatable).
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        /// A setting (repeatable): KEY=VALUE; KEY=@FILE, the value read from FILE (without one trailing
+        /// newline; KEY=@@… for a value starting with @); or KEY alone, the value of the environment variable
+        /// KEY. The last two keep a secret out of the command line, which every local user can read.
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY=@FILE|KEY")]
         settings: Vec<String>,
         /// Run it only on the runner of this name.
         #[arg(long)]

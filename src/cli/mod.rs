@@ -121,6 +121,8 @@ pub fn main() -> ExitCode {
             Command::SettingsKey(cmd) => settings_key::run(cmd),
         }
     });
+    // A task still blocked (a lookup, a file read, a client waiting on an unreachable NATS) does not hold the exit.
+    runtime.shutdown_timeout(riposte::limits::STOP_STEP_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(e) => {

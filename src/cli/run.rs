@@ -3,9 +3,10 @@
 //! `--metrics-addr` it also serves Prometheus metrics and health probes ([`riposte::health`]).
 
 use anyhow::{Context, Result};
+use riposte::limits::STOP_STEP_TIMEOUT;
 use riposte::nats::LocalServer;
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::shutdown::{Shutdown, Stopper};
+use riposte::shutdown::{Shutdown, StopDeadline, Stopper};
 use riposte::state_dir::StateDir;
 use std::process::ExitCode;
 
@@ -99,11 +100,23 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     );
     shutdown.wait().await;
     eprintln!("riposte: stopping: finishing the reactions in flight");
-    runner.stop().await;
+    let deadline = StopDeadline::arm(riposte::limits::stop_timeout(), "finishing the reactions in flight", |what| {
+        // Past the bound the process ends here, on the deadline's own thread: whatever still waits is abandoned
+        // (unacked alerts are redelivered by JetStream).
+        eprintln!("riposte: stopped after {} s, abandoning {what} (NATS does not answer)", riposte::limits::stop_timeout().as_secs());
+        std::process::exit(0);
+    });
+    runner.stop_within(Some(&deadline)).await;
     if let Some(e) = endpoint {
-        e.stopped().await;
+        deadline.step("stopping the probes endpoint");
+        if tokio::time::timeout(STOP_STEP_TIMEOUT, e.stopped()).await.is_err() {
+            tracing::warn!("the probes endpoint did not stop; abandoning it");
+        }
     }
+    deadline.step("stopping the local nats-server");
     drop(connection.local);
+    // Not done yet: `main` still ends the async runtime's tasks, under the same deadline (which dropping keeps armed).
+    deadline.step("ending the async runtime's tasks");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,9 +14,10 @@ use crate::capability::Backends;
 use crate::function::Function;
 use crate::handlers::{ContainerSetup, HandlerCache, StartError};
 use crate::health::Probe;
+use crate::limits::STOP_STEP_TIMEOUT;
 use crate::metrics::{ConsumerSample, InstanceSample, Metrics, Sample, TriggerMetrics};
 use crate::registry::{Change, Registry};
-use crate::shutdown::{Shutdown, Stopper};
+use crate::shutdown::{Shutdown, StopDeadline, Stopper};
 use crate::state_dir::StateDir;
 use crate::streams::{StreamError, StreamSettings};
 use crate::trigger::{Pattern, Trigger};
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::timeout;
 
 /// How a runner runs.
 #[derive(Debug, Clone)]
@@ -174,12 +176,39 @@ impl Runner {
         self.ctx.policy_counts.lock().unwrap().iter().map(|(k, c)| (k.clone(), c.snapshot())).collect()
     }
 
-    /// Stops pulling, lets reactions in flight finish (bounded by `Timings::drain_timeout`), removes its heartbeat, and
-    /// returns.
-    pub async fn stop(mut self) {
+    /// Stops pulling, lets reactions in flight finish (bounded by `Timings::drain_timeout`), removes its heartbeat,
+    /// flushes what the client still holds (acks), and returns. Each step after the drain is bounded by
+    /// `STOP_STEP_TIMEOUT` whatever NATS does; a step abandoned is logged (its alerts are redelivered).
+    pub async fn stop(self) {
+        self.stop_within(None).await
+    }
+
+    /// [`Runner::stop`], naming each step to `deadline` as it starts.
+    pub async fn stop_within(mut self, deadline: Option<&StopDeadline>) {
+        let step = |what| {
+            if let Some(d) = deadline {
+                d.step(what)
+            }
+        };
         self.stopper.stop();
-        let _ = (&mut self.task).await;
-        let _ = (&mut self.heartbeat).await;
+        step("finishing the reactions in flight");
+        if timeout(crate::timings::get().drain_timeout + STOP_STEP_TIMEOUT, &mut self.task).await.is_err() {
+            tracing::warn!(
+                "dispatchers still running after the drain; abandoning them (JetStream redelivers their alerts)"
+            );
+            self.task.abort();
+        }
+        step("removing the heartbeat");
+        if timeout(STOP_STEP_TIMEOUT, &mut self.heartbeat).await.is_err() {
+            tracing::warn!("heartbeat removal abandoned (NATS does not answer); the runner will show as gone");
+            self.heartbeat.abort();
+        }
+        step("flushing the NATS client");
+        match timeout(STOP_STEP_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "acks not flushed; JetStream redelivers their alerts"),
+            Err(_) => tracing::warn!("flush abandoned (NATS does not answer); JetStream redelivers unacked alerts"),
+        }
     }
 
     /// Waits until the runner stops on its own (it only does when its registry watch ends for good).

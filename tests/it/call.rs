@@ -93,7 +93,7 @@ fn bad_input_gets_one_clear_line() {
             vec!["call", "slack", "--alert", sample, "-e", "SLACK_WEBHOOK=x"],
             "playbook slack has no setting SLACK_WEBHOOK",
         ),
-        (vec!["call", "slack", "--alert", sample, "-e", "nonsense"], "is not KEY=VALUE"),
+        (vec!["call", "slack", "--alert", sample, "-e", "=nonsense"], "is not KEY=VALUE"),
     ];
     for (args, expected) in cases {
         let out = riposte(&args);
