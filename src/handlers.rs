@@ -11,7 +11,7 @@ use crate::container::engine::NetworkEnv;
 use crate::container::ContainerEngine;
 use crate::execution::{Execution, Handler};
 use crate::function::Function;
-use crate::manifest::Kind;
+use crate::manifest::{DryRunSection, Kind};
 use crate::redact::Secrets;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
@@ -136,8 +136,7 @@ impl HandlerCache {
                     .map_err(|e| LoadError::Artifact { function: function.name.clone(), why: e.to_string() })?;
                 if function.policy.dry_run {
                     let inner = self.runtime.function(component, function, Scoped::backends());
-                    let secrets = function.settings.secrets(&function.manifest);
-                    return Ok(Arc::new(DryRun { inner: Arc::new(inner), secrets }));
+                    return Ok(Arc::new(DryRun::new(Arc::new(inner), function)));
                 }
                 Ok(Arc::new(self.runtime.function(component, function, self.backends.clone())))
             }
@@ -235,12 +234,15 @@ impl HandlerCache {
 pub struct DryRun {
     inner: Arc<dyn Handler>,
     secrets: Secrets,
+    answers: DryRunSection,
 }
 
 impl DryRun {
-    /// Wraps a handler whose backends are [`Scoped`] recorders; `secrets` are redacted from the calls.
-    pub fn new(inner: Arc<dyn Handler>, secrets: Secrets) -> DryRun {
-        DryRun { inner, secrets }
+    /// Wraps `function`'s handler, whose backends are [`Scoped`] recorders: its secret settings are redacted
+    /// from the calls, and its HTTP calls get the success its manifest declares (`[dry_run] http_status`).
+    pub fn new(inner: Arc<dyn Handler>, function: &Function) -> DryRun {
+        let secrets = function.settings.secrets(&function.manifest);
+        DryRun { inner, secrets, answers: function.manifest.dry_run }
     }
 }
 
@@ -251,7 +253,7 @@ impl Handler for DryRun {
     }
 
     async fn react(&self, alert: &Alert) -> Execution {
-        let (mut exec, calls) = recording::recorded(self.secrets.clone(), self.inner.handle(alert)).await;
+        let (mut exec, calls) = recording::recorded(self.secrets.clone(), self.answers, self.inner.handle(alert)).await;
         exec.host_calls = calls;
         exec
     }
@@ -262,5 +264,59 @@ impl Drop for HandlerCache {
         if let Some(sweeper) = self.sweeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             sweeper.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::HttpRequest;
+    use crate::execution::Status;
+
+    /// A reaction that makes one HTTP call through its dry-run backends and says what status it got.
+    struct Posts(Backends, Secrets);
+
+    #[async_trait::async_trait]
+    impl Handler for Posts {
+        async fn react(&self, _: &Alert) -> Execution {
+            let request = HttpRequest {
+                method: "POST".into(),
+                url: "https://events.pagerduty.com/v2/enqueue".into(),
+                headers: Vec::new(),
+                body: None,
+                verify_tls: true,
+            };
+            match self.0.http.send(request).await {
+                Ok(r) => Execution::refused(Status::Ok, format!("HTTP {}", r.status)),
+                Err(e) => Execution::refused(Status::Failed, e.to_string()),
+            }
+        }
+        fn secrets(&self) -> &Secrets {
+            &self.1
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_functions_http_calls_get_the_status_its_manifest_declares() {
+        let manifest = crate::manifest::Manifest::parse(
+            "name = \"pagerduty\"\nkind = \"wasm\"\ncapabilities = [\"http\"]\n[dry_run]\nhttp_status = 202\n",
+        )
+        .unwrap();
+        let function = Function {
+            name: "falco-pagerduty".into(),
+            settings: crate::function::Settings::resolve(&manifest, &[]).unwrap(),
+            manifest,
+            artifact: "sha256:0".into(),
+            runs_on: None,
+            policy: Default::default(),
+        };
+        let alert = Alert::parse(
+            br#"{"output":"o","priority":"Critical","rule":"r","time":"2024-01-01T00:00:00Z","output_fields":{}}"#,
+        )
+        .unwrap();
+        let dry = DryRun::new(Arc::new(Posts(Scoped::backends(), Secrets::default())), &function);
+        let exec = dry.handle(&alert).await;
+        assert_eq!(exec.message, "HTTP 202");
+        assert_eq!(exec.host_calls.len(), 1, "{:?}", exec.host_calls);
     }
 }

@@ -34,6 +34,40 @@ pub struct Manifest {
     /// For `kind = "container"`: the image and how to run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSection>,
+    /// How a dry run answers the playbook's calls.
+    #[serde(default, skip_serializing_if = "DryRunSection::is_default")]
+    pub dry_run: DryRunSection,
+}
+
+/// `[dry_run]`: what the recording backends answer when the function runs dry (`--dry-run`), so a dry run
+/// sees the success the playbook's real API gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DryRunSection {
+    /// The HTTP status every request gets (e.g. 202 for PagerDuty's Events API v2); 100..=599, default 200.
+    pub http_status: u16,
+}
+
+impl Default for DryRunSection {
+    fn default() -> Self {
+        DryRunSection { http_status: 200 }
+    }
+}
+
+impl DryRunSection {
+    fn is_default(&self) -> bool {
+        *self == DryRunSection::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(100..=599).contains(&self.http_status) {
+            return Err(format!(
+                "dry_run.http_status {} must be an HTTP status between 100 and 599 (the success the playbook's API gives, e.g. 202)",
+                self.http_status
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One entry of a manifest's `capabilities`: a host interface the playbook may call (settings and log are
@@ -337,6 +371,7 @@ impl Manifest {
             return Err(format!("name {:?} must be lower-case letters, digits and '-'", self.name));
         }
         self.limits.validate()?;
+        self.dry_run.validate()?;
         for (name, spec) in &self.settings {
             if let Some(default) = &spec.default {
                 spec.kind.check(default).map_err(|why| format!("the default of setting {name} {why}"))?;
@@ -383,5 +418,26 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains("[container] context name"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_dry_run_answers_http_with_200_unless_the_manifest_declares_its_apis_success() {
+        let parse = |extra: &str| Manifest::parse(&format!("name = \"x\"\nkind = \"wasm\"\n{extra}"));
+        assert_eq!(parse("").unwrap().dry_run.http_status, 200);
+        assert_eq!(parse("[dry_run]\n").unwrap().dry_run.http_status, 200);
+        assert_eq!(parse("[dry_run]\nhttp_status = 202\n").unwrap().dry_run.http_status, 202);
+        for bad in ["700", "99", "0"] {
+            let e = parse(&format!("[dry_run]\nhttp_status = {bad}\n")).unwrap_err();
+            assert!(e.contains("dry_run.http_status") && e.contains("between 100 and 599"), "{bad}: {e}");
+        }
+        let e = parse("[dry_run]\nhttp_status = 70000\n").unwrap_err();
+        assert!(!e.is_empty(), "a status beyond u16 is refused too: {e}");
+        let e = parse("[dry_run]\nstatus = 202\n").unwrap_err();
+        assert!(e.contains("status"), "{e}");
+        let m = parse("").unwrap();
+        assert!(
+            !toml::to_string(&m).unwrap().contains("dry_run"),
+            "the default is not written: stored manifests stay as they were"
+        );
     }
 }

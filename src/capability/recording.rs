@@ -3,6 +3,7 @@
 
 use super::{CallResult, CaptureJob, Http, HttpRequest, HttpResponse, Kubernetes, ObjectStore, Taint};
 use crate::limits::{DRY_RUN_CALL_BYTES, MAX_DRY_RUN_CALLS};
+use crate::manifest::DryRunSection;
 use crate::redact::Secrets;
 use crate::wit::CallError;
 use serde_json::{json, Map, Value};
@@ -22,7 +23,6 @@ pub enum Canned {
 }
 
 /// Records calls and answers them.
-#[derive(Default)]
 pub struct Recorder {
     calls: Mutex<Vec<Value>>,
     canned: Mutex<HashMap<String, VecDeque<Canned>>>,
@@ -30,6 +30,20 @@ pub struct Recorder {
     dry_run: Option<Secrets>,
     /// Calls a dry run made beyond `MAX_DRY_RUN_CALLS` (answered, not kept).
     omitted: AtomicUsize,
+    /// The status of an HTTP call with no canned answer: 200, or a dry-run function's `[dry_run] http_status`.
+    http_status: u16,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            calls: Mutex::default(),
+            canned: Mutex::default(),
+            dry_run: None,
+            omitted: AtomicUsize::new(0),
+            http_status: DryRunSection::default().http_status,
+        }
+    }
 }
 
 impl Recorder {
@@ -111,7 +125,7 @@ impl Http for Recorder {
             fields.insert("body".into(), text.into());
         }
         match self.record("http.send", fields) {
-            None => Ok(HttpResponse { status: 200, headers: Vec::new(), body: Vec::new() }),
+            None => Ok(HttpResponse { status: self.http_status, headers: Vec::new(), body: Vec::new() }),
             Some(Canned::Http { status, headers, body }) => Ok(HttpResponse { status, headers, body }),
             Some(Canned::Err(e)) => Err(e),
             Some(Canned::Ok(v)) => {
@@ -167,8 +181,14 @@ tokio::task_local! {
 /// function keeps one pool of warm instances. The calls are what a result carries, so they are bounded as
 /// they are recorded: credential headers masked and `secrets` (setting values) replaced by `***` first, then
 /// at most `MAX_DRY_RUN_CALLS` calls (a last entry counts the others) of at most `DRY_RUN_CALL_BYTES` each.
-pub async fn recorded<F: std::future::Future>(secrets: Secrets, f: F) -> (F::Output, Vec<Value>) {
-    let recorder = Arc::new(Recorder { dry_run: Some(secrets), ..Recorder::default() });
+/// Each HTTP call is answered with the function's declared success (`answers`, its manifest's `[dry_run]`).
+pub async fn recorded<F: std::future::Future>(
+    secrets: Secrets,
+    answers: DryRunSection,
+    f: F,
+) -> (F::Output, Vec<Value>) {
+    let recorder =
+        Arc::new(Recorder { dry_run: Some(secrets), http_status: answers.http_status, ..Recorder::default() });
     let out = DRY_RUN.scope(recorder.clone(), f).await;
     let mut calls = recorder.calls();
     let omitted = recorder.omitted.load(Ordering::Relaxed);
@@ -279,7 +299,7 @@ mod tests {
     async fn a_dry_runs_calls_are_redacted_and_bounded() {
         let secrets = Secrets::new(["SECRET-TOKEN", "hooks/T0/SECRET"]);
         let backends = Scoped::backends();
-        let ((), calls) = recorded(secrets, async {
+        let ((), calls) = recorded(secrets, DryRunSection::default(), async {
             let small = br#"{"text": "shell in pod web"}"#.to_vec();
             backends.http.send(post("https://example.com/hooks/T0/SECRET", small)).await.unwrap();
             let big = serde_json::to_vec(&json!({"text": "x".repeat(1 << 20)})).unwrap();
@@ -326,7 +346,7 @@ mod tests {
             body: None,
             verify_tls: true,
         };
-        let ((), calls) = recorded(secrets, async {
+        let ((), calls) = recorded(secrets, DryRunSection::default(), async {
             backends.http.send(request).await.unwrap();
         })
         .await;
@@ -340,5 +360,28 @@ mod tests {
         assert_eq!(shown["x-password"], "***", "{shown}");
         assert_eq!(shown["x-splunk-apikey"], "***", "{shown}");
         assert_eq!(shown["content-type"], "application/json", "other headers are kept: {shown}");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_answers_http_with_the_success_its_manifest_declares() {
+        let get = || HttpRequest {
+            method: "POST".into(),
+            url: "https://events.pagerduty.com/v2/enqueue".into(),
+            headers: Vec::new(),
+            body: None,
+            verify_tls: true,
+        };
+        let backends = Scoped::backends();
+        let manifest =
+            crate::manifest::Manifest::parse("name = \"pagerduty\"\nkind = \"wasm\"\n[dry_run]\nhttp_status = 202\n")
+                .unwrap();
+        let (answer, _) = recorded(Secrets::default(), manifest.dry_run, backends.http.send(get())).await;
+        assert_eq!(answer.unwrap().status, 202);
+        let (answer, _) = recorded(Secrets::default(), DryRunSection::default(), backends.http.send(get())).await;
+        assert_eq!(answer.unwrap().status, 200, "undeclared, a dry run answers 200");
+        let spec = Recorder::new();
+        spec.respond("http.send", Canned::Http { status: 201, headers: Vec::new(), body: Vec::new() });
+        assert_eq!(spec.send(get()).await.unwrap().status, 201, "a spec keeps its canned answers");
+        assert_eq!(spec.send(get()).await.unwrap().status, 200);
     }
 }

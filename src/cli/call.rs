@@ -81,11 +81,10 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
             runs_on: None,
             policy: Default::default(),
         };
-        let secrets = function.settings.secrets(&function.manifest);
         let handler: std::sync::Arc<dyn Handler> =
             std::sync::Arc::new(runtime.function(component, &function, backends));
         match args.dry_run {
-            true => riposte::handlers::DryRun::new(handler, secrets).handle(&alert).await,
+            true => riposte::handlers::DryRun::new(handler, &function).handle(&alert).await,
             false => handler.handle(&alert).await,
         }
     };

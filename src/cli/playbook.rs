@@ -63,6 +63,9 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 if !m.description.is_empty() {
                     println!("{:<10} {}", "", cell(&m.description));
                 }
+                if m.dry_run != Default::default() {
+                    println!("{:<10} dry run answers HTTP {} (its API's success)", "", m.dry_run.http_status);
+                }
             }
             if strict && invalid > 0 {
                 eprintln!("riposte: {invalid} playbook manifest(s) invalid (see INVALID above)");

@@ -103,7 +103,10 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     let deadline = StopDeadline::arm(riposte::limits::stop_timeout(), "finishing the reactions in flight", |what| {
         // Past the bound the process ends here, on the deadline's own thread: whatever still waits is abandoned
         // (unacked alerts are redelivered by JetStream).
-        eprintln!("riposte: stopped after {} s, abandoning {what} (NATS does not answer)", riposte::limits::stop_timeout().as_secs());
+        eprintln!(
+            "riposte: stopped after {} s, abandoning {what} (NATS does not answer)",
+            riposte::limits::stop_timeout().as_secs()
+        );
         std::process::exit(0);
     });
     runner.stop_within(Some(&deadline)).await;

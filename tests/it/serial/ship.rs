@@ -391,6 +391,7 @@ fn manifests() -> Vec<(String, Value)> {
 fn through_typed(doc: &Value) -> Result<Value, String> {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Result<Value, String> {
         let object: T = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
@@ -404,6 +405,7 @@ fn through_typed(doc: &Value) -> Result<Value, String> {
         ("apps/v1", "Deployment") => typed::<Deployment>(doc),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => typed::<ClusterRole>(doc),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => typed::<ClusterRoleBinding>(doc),
+        ("networking.k8s.io/v1", "NetworkPolicy") => typed::<NetworkPolicy>(doc),
         (v, k) => Err(format!("apiVersion {v:?} kind {k:?} is not a type this test knows: add it to through_typed")),
     }
 }
@@ -445,9 +447,16 @@ fn check(doc: &Value) -> Vec<String> {
 fn every_kubernetes_manifest_reads_into_its_typed_api_object_with_no_unknown_field() {
     let docs = manifests();
     let kinds: std::collections::BTreeSet<&str> = docs.iter().filter_map(|(_, d)| d["kind"].as_str()).collect();
-    for kind in
-        ["Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "ClusterRole", "ClusterRoleBinding"]
-    {
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "NetworkPolicy",
+    ] {
         assert!(kinds.contains(kind), "deploy/kubernetes has a {kind}");
     }
     let problems: Vec<String> = docs
