@@ -1,9 +1,9 @@
-//! `riposte apply -f FILE` and `riposte export`: the declarative configuration of [`riposte::apply`], parsed
+//! `riposte apply -f FILE` and `riposte export`: the declarative configuration of [`riposte::ops::apply`], parsed
 //! and printed here.
 
 use anyhow::Result;
-use riposte::apply::{self, Action};
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::apply::{self, Action};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,7 +44,7 @@ pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Resul
         &args.file,
         &registry,
         args.prune,
-        riposte::deploy::Workshop { playbooks, state, allow: &allow, sealing: registry.keys().is_some() },
+        riposte::ops::deploy::Workshop { playbooks, state, allow: &allow, sealing: registry.keys().is_some() },
     )
     .await?;
     let mut counts = [0usize; 4];

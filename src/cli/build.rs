@@ -1,9 +1,9 @@
 //! `riposte build [PLAYBOOK...]`.
 
 use anyhow::Result;
-use riposte::builder::Builder;
-use riposte::manifest::Kind;
-use riposte::state_dir::StateDir;
+use riposte::model::manifest::Kind;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Builder;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -50,7 +50,7 @@ pub fn builder(playbooks: &Path, state: &StateDir) -> Builder {
 }
 
 /// Builds several playbooks, as many at once as there are cores.
-pub async fn build_all(builder: &Builder, names: &[String]) -> Result<Vec<riposte::builder::Built>> {
+pub async fn build_all(builder: &Builder, names: &[String]) -> Result<Vec<riposte::ops::builder::Built>> {
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut out = Vec::new();
     for chunk in names.chunks(parallel) {

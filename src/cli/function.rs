@@ -2,12 +2,14 @@
 
 use super::print::cell;
 use anyhow::{bail, Context, Result};
-use riposte::alert::Alert;
-use riposte::deploy::{self, Source};
-use riposte::digest::short;
-use riposte::execution::Status;
-use riposte::results::{read_function_results_since, read_results, read_results_since, Disposition, ResultRecord};
-use riposte::state_dir::StateDir;
+use riposte::model::alert::Alert;
+use riposte::model::digest::short;
+use riposte::model::execution::Status;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::results::{
+    read_function_results_since, read_results, read_results_since, Disposition, ResultRecord,
+};
+use riposte::ops::deploy::{self, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,7 +115,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 _ => bail!("give one of --playbook DIR|NAME or --wasm FILE"),
             };
             if let Some(w) = &when {
-                riposte::condition::Condition::compile(w)?;
+                riposte::policy::condition::Condition::compile(w)?;
             }
             let keys = nats.settings_keys(state, &key)?;
             let allow = build.allow();
@@ -235,8 +237,13 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             let raw = super::print::read_alert(&alert)?;
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
             let setup = container.setup(&backends);
-            let handlers =
-                riposte::handlers::HandlerCache::new(state, false, registry, backends.backends(state)?, setup)?;
+            let handlers = riposte::execute::handlers::HandlerCache::new(
+                state,
+                false,
+                registry,
+                backends.backends(state)?,
+                setup,
+            )?;
             let handler = handlers.get(&function).await?;
             let exec = handler.handle(&alert).await;
             super::print::execution(&exec, json)
@@ -280,7 +287,7 @@ pub fn top_table(records: &[ResultRecord]) -> String {
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for r in records {
         let row = rows.entry(&r.function).or_default();
-        if r.disposition == riposte::results::Disposition::Deduplicated {
+        if r.disposition == riposte::nats::results::Disposition::Deduplicated {
             row.dedup += 1;
             continue;
         }

@@ -17,7 +17,7 @@ mod spec;
 mod trigger;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -92,9 +92,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     // RIPOSTE_TIMINGS (tests only) shortens the periods a runner waits on; a value that cannot be read stops here.
-    match riposte::timings::Timings::from_env() {
+    match riposte::model::timings::Timings::from_env() {
         Ok(t) => {
-            riposte::timings::install(t);
+            riposte::model::timings::install(t);
         }
         Err(e) => {
             eprintln!("riposte: {e}");
@@ -122,7 +122,7 @@ pub fn main() -> ExitCode {
         }
     });
     // A task still blocked (a lookup, a file read, a client waiting on an unreachable NATS) does not hold the exit.
-    runtime.shutdown_timeout(riposte::limits::STOP_STEP_TIMEOUT);
+    runtime.shutdown_timeout(riposte::model::limits::STOP_STEP_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -18,7 +18,7 @@ pub struct Args {
 
 pub fn run(args: Args, playbooks: &Path) -> Result<ExitCode> {
     let specs = args.specs.unwrap_or_else(|| super::spec::default_specs_dir(playbooks));
-    let written = riposte::scaffold::create(playbooks, &specs, &args.name, args.from.as_deref())?;
+    let written = riposte::ops::scaffold::create(playbooks, &specs, &args.name, args.from.as_deref())?;
     for path in &written {
         println!("created {}", path.display());
     }
@@ -28,7 +28,7 @@ pub fn run(args: Args, playbooks: &Path) -> Result<ExitCode> {
         println!(
             "  riposte call {name} --alert {}/alerts/{}.json -e WEBHOOK_URL=https://...",
             specs.display(),
-            riposte::assets::SAMPLE_ALERT_NAME
+            riposte::ops::assets::SAMPLE_ALERT_NAME
         );
         println!("  riposte function deploy {name} --playbook {name} -e WEBHOOK_URL=https://...");
     }

@@ -2,8 +2,8 @@
 
 use super::print::cell;
 use anyhow::Result;
-use riposte::builder::Builder;
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Builder;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -74,7 +74,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         Command::Helpers => {
-            print!("{}", riposte::assets::helper_reference());
+            print!("{}", riposte::ops::assets::helper_reference());
             Ok(ExitCode::SUCCESS)
         }
     }

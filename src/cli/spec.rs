@@ -1,9 +1,9 @@
 //! `riposte spec [PLAYBOOK...]`.
 
 use anyhow::{Context, Result};
-use riposte::runtime::{Runtime, RuntimeConfig};
-use riposte::spec::{run_cases, SpecFile};
-use riposte::state_dir::StateDir;
+use riposte::execute::runtime::{Runtime, RuntimeConfig};
+use riposte::model::state_dir::StateDir;
+use riposte::ops::spec::{run_cases, SpecFile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -140,30 +140,31 @@ fn a_setting_the_manifest_does_not_declare_is_caught_at_build_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undeclared_setting_read_at_run_time_says_where_to_declare_it() {
-    use riposte::capability::{recording::Recorder, Backends};
+    use riposte::execute::capability::{recording::Recorder, Backends};
     let dir = tempfile::tempdir().unwrap();
-    let runtime = riposte::runtime::Runtime::new(&riposte::runtime::RuntimeConfig {
+    let runtime = riposte::execute::runtime::Runtime::new(&riposte::execute::runtime::RuntimeConfig {
         cache_dir: dir.path().into(),
         pooling: false,
     })
     .unwrap();
-    let manifest = riposte::manifest::Manifest::parse("name = \"teams\"\nkind = \"wasm\"\n[settings.URL]\n").unwrap();
-    let function = riposte::function::Function {
+    let manifest =
+        riposte::model::manifest::Manifest::parse("name = \"teams\"\nkind = \"wasm\"\n[settings.URL]\n").unwrap();
+    let function = riposte::model::function::Function {
         name: "teams".into(),
         manifest,
         artifact: String::new(),
-        settings: riposte::function::Settings::default(),
+        settings: riposte::model::function::Settings::default(),
         runs_on: None,
         policy: Default::default(),
     };
-    let alert = riposte::alert::Alert::parse(support::alert_json("terminal-shell-k8s").as_bytes()).unwrap();
+    let alert = riposte::model::alert::Alert::parse(support::alert_json("terminal-shell-k8s").as_bytes()).unwrap();
     let r = std::sync::Arc::new(Recorder::new());
     let backends = || Backends { http: r.clone(), kubernetes: r.clone(), object_store: r.clone() };
 
     let undeclared = runtime.load(&support::guests::requires_setting("TOKEN"), "guest").unwrap();
-    use riposte::execution::Handler;
+    use riposte::model::execution::Handler;
     let exec = runtime.function(undeclared, &function, backends()).handle(&alert).await;
-    assert_eq!(exec.status, riposte::execution::Status::MissingSetting, "{exec:?}");
+    assert_eq!(exec.status, riposte::model::execution::Status::MissingSetting, "{exec:?}");
     assert!(
         exec.message.contains("setting TOKEN is not declared in playbooks/teams/playbook.toml: add [settings.TOKEN]"),
         "{}",
