@@ -9,7 +9,8 @@ use riposte::model::execution::Handler;
 use riposte::model::function::{parse_setting, Function, Settings};
 use riposte::model::manifest::Kind;
 use riposte::model::state_dir::StateDir;
-use std::path::{Path, PathBuf};
+use riposte::ops::builder::Catalog;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -38,7 +39,7 @@ pub struct Args {
     dry_run: bool,
 }
 
-pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(args: Args, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     let builder = super::build::builder(playbooks, state);
     let (dir, manifest) = builder.manifest(&args.playbook)?;
     let given = args.settings.iter().map(|s| parse_setting(s)).collect::<Result<Vec<_>, _>>()?;

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use riposte::model::digest::short;
 use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Catalog;
 use riposte::ops::deploy::{self, ImageNote, PreparedFunction, Source};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,7 +47,7 @@ pub struct PlaybookArgs {
     key: super::args::SettingsKeyArgs,
 }
 
-pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     if args.topics.is_empty() {
         return Err(deploy::DeployError::NoTopics.into());
     }

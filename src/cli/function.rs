@@ -9,9 +9,10 @@ use riposte::model::state_dir::StateDir;
 use riposte::nats::results::{
     read_function_results_since, read_results, read_results_since, Disposition, ResultRecord,
 };
+use riposte::ops::builder::Catalog;
 use riposte::ops::deploy::{self, Source};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -106,7 +107,7 @@ pub enum Command {
     },
 }
 
-pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     match cmd {
         Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats, key } => {
             let source = match (playbook, wasm) {

@@ -4,7 +4,7 @@ use super::print::cell;
 use anyhow::Result;
 use riposte::model::state_dir::StateDir;
 use riposte::ops::builder::Builder;
-use std::path::Path;
+use riposte::ops::builder::Catalog;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -20,15 +20,15 @@ pub enum Command {
     Helpers,
 }
 
-pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     match cmd {
         Command::List { strict } => {
-            let builder = Builder::new(playbooks.to_owned(), state);
+            let builder = Builder::new(playbooks.clone(), state);
             let names = builder.names();
             if names.is_empty() {
                 anyhow::bail!(
                     "no playbooks in {}: pass --playbooks DIR, or create one with `riposte new NAME`",
-                    playbooks.display()
+                    playbooks.searched()
                 );
             }
             println!("{:<10} {:<9} {:<32} SETTINGS", "NAME", "KIND", "CAPABILITIES");

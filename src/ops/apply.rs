@@ -25,6 +25,7 @@ use crate::model::state_dir::StateDir;
 use crate::model::trigger::Trigger;
 use crate::nats::registry::Registry;
 use crate::nats::streams::StreamError;
+use crate::ops::builder::Catalog;
 use crate::ops::deploy::{self, DeployError, PreparedFunction, Source, Workshop};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -493,7 +494,7 @@ pub async fn execute(registry: &Registry, plan: &Plan) -> Result<(), ApplyError>
 
 /// The registry as a file `apply` takes: secret settings as `{env: <FUNCTION>_<SETTING>}` references to fill
 /// in (their values are never written), limits where they differ from the catalog playbook's.
-pub async fn export(registry: &Registry, playbooks: &Path, state: &StateDir) -> Result<String, ApplyError> {
+pub async fn export(registry: &Registry, playbooks: &Catalog, state: &StateDir) -> Result<String, ApplyError> {
     let mut declared = Declared::default();
     for (name, f) in registry.functions().await? {
         let mut settings = BTreeMap::new();

@@ -6,6 +6,7 @@
 //! bound, stops the build with its path before anything is read.
 //! An installed catalog (the Debian package, the container image) ships its components built, in
 //! `components/` beside `playbooks/`, under the same digest names: found there, nothing is built.
+//! Which folders hold playbooks is one rule for every command, [`Catalog::resolve`].
 
 use crate::execute::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::model::manifest::folder::{self, FolderError};
@@ -23,14 +24,14 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 /// Why a playbook could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("no playbook {name:?} in {dir}; available: {available}")]
-    Unknown { name: String, dir: PathBuf, available: String },
+    #[error("no playbook {name:?} in {searched}; available: {available}")]
+    Unknown { name: String, searched: String, available: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(
-        "componentize-py not found; install it with: python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY_VERSION} (or set RIPOSTE_COMPONENTIZE_PY to its path)"
+        "componentize-py not found (looked for {searched}); install it with: python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY_VERSION} (or set RIPOSTE_COMPONENTIZE_PY to its path)"
     )]
-    NoComponentizePy,
+    NoComponentizePy { searched: String },
     #[error("componentize-py at {path} is version {found}, riposte needs {COMPONENTIZE_PY_VERSION}: pip install componentize-py=={COMPONENTIZE_PY_VERSION}")]
     WrongVersion { path: PathBuf, found: String },
     #[error("building playbook {name} failed:\n{output}")]
@@ -57,12 +58,88 @@ pub enum BuildError {
 /// Told the playbook's name when a build actually starts.
 type OnBuild = Box<dyn Fn(&str) + Send + Sync>;
 
+/// The folders playbooks are looked up in, in order: the same rule for every command (`new`, `build`, `spec`,
+/// `call`, `playbook list`, `deploy_playbook`, `function deploy`, `apply`).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    dirs: Vec<PathBuf>,
+    /// Whether `--playbooks` named the folder (then it is the only one).
+    explicit: bool,
+}
+
+impl Catalog {
+    /// `--playbooks DIR` (or `RIPOSTE_PLAYBOOKS`) when given: that folder alone. Else `./playbooks` when it
+    /// exists, then the installed catalog ([`installed_catalog`]): a playbook is taken from the first that has it.
+    pub fn resolve(explicit: Option<&Path>) -> Catalog {
+        if let Some(dir) = explicit {
+            return Catalog::from(dir.to_owned());
+        }
+        let mut dirs = vec![PathBuf::from("playbooks")];
+        dirs.extend(installed_catalog());
+        Catalog { dirs, explicit: false }
+    }
+
+    /// The folders searched, in order.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The first folder: where `riposte new` writes (`./playbooks` unless `--playbooks` names another) and whose
+    /// `specs/` sibling holds the specs.
+    pub fn primary(&self) -> &Path {
+        self.dirs.iter().find(|d| d.is_dir()).unwrap_or(&self.dirs[0])
+    }
+
+    /// Where a new playbook goes: `--playbooks DIR`, else `./playbooks` (never the installed catalog).
+    pub fn for_new(&self) -> PathBuf {
+        if self.explicit {
+            self.dirs[0].clone()
+        } else {
+            PathBuf::from("playbooks")
+        }
+    }
+
+    /// The folders searched, for messages: "playbooks (not there) and /usr/share/riposte/playbooks".
+    pub fn searched(&self) -> String {
+        let shown: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| if d.is_dir() { d.display().to_string() } else { format!("{} (not there)", d.display()) })
+            .collect();
+        shown.join(" and ")
+    }
+
+    /// The folder holding playbook `name`, the first in order.
+    pub fn find(&self, name: &str) -> Option<&Path> {
+        self.dirs.iter().map(PathBuf::as_path).find(|d| has_manifest(&d.join(name)))
+    }
+}
+
+impl From<PathBuf> for Catalog {
+    fn from(dir: PathBuf) -> Catalog {
+        Catalog { dirs: vec![dir], explicit: true }
+    }
+}
+
+/// The catalog installed with this riposte binary: `<prefix>/share/riposte/playbooks` beside
+/// `<prefix>/bin/riposte` (the Debian package, the image, `/usr/local`), or a checkout's `playbooks/` when the
+/// binary is its `target/<profile>/riposte`.
+pub fn installed_catalog() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let bin = exe.parent()?;
+    let share = bin.parent()?.join("share/riposte/playbooks");
+    if share.is_dir() {
+        return Some(share);
+    }
+    let checkout = bin.parent()?.parent()?;
+    (checkout.join("Cargo.toml").is_file() && checkout.join("playbooks").is_dir()).then(|| checkout.join("playbooks"))
+}
+
 /// Where playbooks are, where built components go, and whom to tell that a build starts.
 pub struct Builder {
-    playbooks: PathBuf,
+    catalog: Catalog,
     state_root: PathBuf,
     out: PathBuf,
-    shipped: PathBuf,
     on_build: Option<OnBuild>,
 }
 
@@ -76,10 +153,14 @@ pub struct Built {
 }
 
 impl Builder {
-    /// A builder for the catalog in `playbooks` (any folder: the WIT and helper library come with riposte).
-    pub fn new(playbooks: PathBuf, state: &StateDir) -> Builder {
-        let shipped = playbooks.parent().map(|root| root.join("components")).unwrap_or_default();
-        Builder { playbooks, state_root: state.root().to_owned(), out: state.components(), shipped, on_build: None }
+    /// A builder for the playbooks of `catalog` (any folder: the WIT and helper library come with riposte).
+    pub fn new(catalog: impl Into<Catalog>, state: &StateDir) -> Builder {
+        Builder {
+            catalog: catalog.into(),
+            state_root: state.root().to_owned(),
+            out: state.components(),
+            on_build: None,
+        }
     }
 
     /// Calls `f` with the playbook's name when a build actually starts (not for a cached one), e.g. to show
@@ -89,34 +170,38 @@ impl Builder {
         self
     }
 
-    /// The catalog directory.
-    pub fn playbooks_dir(&self) -> &Path {
-        &self.playbooks
+    /// The folders playbooks are looked up in.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
-    /// Names of every playbook in the catalog, sorted.
+    /// Names of every playbook in the catalog's folders, sorted, each once (the first folder's wins).
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.playbooks)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| has_manifest(&e.path()))
+        let mut names: Vec<String> = self
+            .catalog
+            .dirs
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+            .filter(|e| has_manifest(&e.path()) && !e.file_name().to_string_lossy().starts_with('_'))
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         names.sort();
+        names.dedup();
         names
     }
 
-    /// The folder and manifest of one playbook, or an error listing what exists.
+    /// The folder and manifest of one playbook, or an error naming the folders searched and what they hold.
     pub fn manifest(&self, name: &str) -> Result<(PathBuf, Manifest), BuildError> {
-        let dir = self.playbooks.join(name);
-        if !has_manifest(&dir) || name.starts_with('_') || name.contains('/') {
+        let found = self.catalog.find(name).filter(|_| !name.starts_with('_') && !name.contains('/'));
+        let Some(catalog) = found else {
+            let available = self.names();
             return Err(BuildError::Unknown {
                 name: name.to_owned(),
-                dir: self.playbooks.clone(),
-                available: self.names().join(", "),
+                searched: self.catalog.searched(),
+                available: if available.is_empty() { "none".to_owned() } else { available.join(", ") },
             });
-        }
+        };
+        let dir = catalog.join(name);
         let manifest = Manifest::load(&dir)?;
         Ok((dir, manifest))
     }
@@ -142,11 +227,13 @@ impl Builder {
         let assets = crate::ops::assets::write_build_assets(&self.state_root.join("build"))?;
         let digest = self.source_digest(&dir, &assets)?;
         let file = format!("{name}-{}.wasm", &digest[..16]);
-        if let Some(path) = [self.out.join(&file), self.shipped.join(&file)].into_iter().find(|p| p.is_file()) {
+        let catalog = catalog_of(&dir);
+        let shipped = catalog.parent().map(|root| root.join("components").join(&file));
+        if let Some(path) = [Some(self.out.join(&file)), shipped].into_iter().flatten().find(|p| p.is_file()) {
             return Ok(Built { name: name.to_owned(), path, rebuilt: false });
         }
         let path = self.out.join(file);
-        let tool = find_componentize_py(&self.playbooks)?;
+        let tool = find_componentize_py(catalog)?;
         if let Some(f) = &self.on_build {
             f(name);
         }
@@ -154,7 +241,7 @@ impl Builder {
         let tmp = self.out.join(format!(".{name}-{}.wasm.tmp", std::process::id()));
         // The Python path, in order: componentize-py names these folders /0, /1, … in its messages.
         let mut python_path = vec![dir.clone()];
-        let catalog_lib = self.playbooks.join("_lib");
+        let catalog_lib = catalog.join("_lib");
         if catalog_lib.is_dir() {
             python_path.push(catalog_lib);
         }
@@ -193,7 +280,7 @@ impl Builder {
     fn source_digest(&self, dir: &Path, assets: &BuildAssets) -> Result<String, BuildError> {
         let mut hasher = Sha256::new();
         hasher.update(COMPONENTIZE_PY_VERSION);
-        for root in [dir.to_owned(), self.playbooks.join("_lib"), assets.wit.clone(), assets.lib.clone()] {
+        for root in [dir.to_owned(), catalog_of(dir).join("_lib"), assets.wit.clone(), assets.lib.clone()] {
             for file in folder::files(&root, not_built)? {
                 hasher.update(file.relative.to_string_lossy().as_bytes());
                 hasher.update([0]);
@@ -325,20 +412,54 @@ fn has_manifest(dir: &Path) -> bool {
     dir.join("playbook.toml").symlink_metadata().is_ok()
 }
 
-/// componentize-py: `RIPOSTE_COMPONENTIZE_PY`, the project's `.venv`, or `PATH`; checked for the pinned version.
-pub fn find_componentize_py(playbooks: &Path) -> Result<PathBuf, BuildError> {
+/// The catalog folder a playbook folder is in.
+fn catalog_of(dir: &Path) -> &Path {
+    dir.parent().unwrap_or(Path::new("."))
+}
+
+/// componentize-py, the same from any folder, first found of: `RIPOSTE_COMPONENTIZE_PY`; the `.venv` beside the
+/// catalog being built; `./.venv`; the `.venv` of the checkout this riposte was built in (`target/<profile>/`);
+/// `PATH`. Checked for the pinned version; when none is found the message lists every place looked at.
+pub fn find_componentize_py(catalog: &Path) -> Result<PathBuf, BuildError> {
+    const TOOL: &str = ".venv/bin/componentize-py";
+    if let Some(tool) = std::env::var_os("RIPOSTE_COMPONENTIZE_PY").map(PathBuf::from) {
+        if !tool.is_file() {
+            return Err(BuildError::NoComponentizePy {
+                searched: format!("RIPOSTE_COMPONENTIZE_PY={}, which is not a file", tool.display()),
+            });
+        }
+        return checked_version(tool);
+    }
     let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("RIPOSTE_COMPONENTIZE_PY") {
-        candidates.push(PathBuf::from(p));
+    if let Some(root) = catalog.parent() {
+        candidates.push(if root.as_os_str().is_empty() { PathBuf::from(TOOL) } else { root.join(TOOL) });
     }
-    if let Some(root) = playbooks.parent() {
-        candidates.push(root.join(".venv/bin/componentize-py"));
+    candidates.push(PathBuf::from(TOOL));
+    if let Some(checkout) = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.parent()?.parent()?.to_owned()))
+    {
+        candidates.push(checkout.join(TOOL));
     }
+    let mut searched = vec!["RIPOSTE_COMPONENTIZE_PY (unset)".to_owned()];
+    for c in &candidates {
+        let shown = c.display().to_string();
+        if !searched.contains(&shown) {
+            searched.push(shown);
+        }
+    }
+    searched.push("componentize-py on PATH".to_owned());
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join("componentize-py")));
     }
-    let tool = candidates.into_iter().find(|c| c.is_file()).ok_or(BuildError::NoComponentizePy)?;
-    let out = Command::new(&tool).arg("--version").output().map_err(|_| BuildError::NoComponentizePy)?;
+    let missing = || BuildError::NoComponentizePy { searched: searched.join(", ") };
+    let tool = candidates.into_iter().find(|c| c.is_file()).ok_or_else(missing)?;
+    checked_version(tool)
+}
+
+/// `tool` when it is the pinned componentize-py version.
+fn checked_version(tool: PathBuf) -> Result<PathBuf, BuildError> {
+    let out = Command::new(&tool).arg("--version").output().map_err(|e| BuildError::NoComponentizePy {
+        searched: format!("{}, which does not run ({e})", tool.display()),
+    })?;
     let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !found.contains(COMPONENTIZE_PY_VERSION) {
         return Err(BuildError::WrongVersion { path: tool, found });

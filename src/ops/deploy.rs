@@ -17,6 +17,7 @@ use crate::model::state_dir::StateDir;
 use crate::model::trigger::{Pattern, Trigger};
 use crate::nats::registry::Registry;
 use crate::nats::streams::StreamError;
+use crate::ops::builder::Catalog;
 use crate::ops::builder::{BuildError, Builder};
 use crate::policy::condition::{Condition, ConditionError};
 use crate::policy::topic_check::{check_topic, TopicError};
@@ -35,7 +36,7 @@ pub enum Source {
 /// the host files outside a playbook's folder that its image build may use.
 #[derive(Debug, Clone, Copy)]
 pub struct Workshop<'a> {
-    pub playbooks: &'a Path,
+    pub playbooks: &'a Catalog,
     pub state: &'a StateDir,
     pub allow: &'a ContextAllow,
     /// Whether secret setting values can be sealed (the registry has a settings key): without one, a function
@@ -220,8 +221,8 @@ pub async fn prepare(
 }
 
 /// The builder and playbook name for `playbook`: a folder with a playbook.toml (its parent is the catalog), or
-/// a name in the catalog `playbooks`.
-pub fn builder_for(playbook: &str, playbooks: &Path, state: &StateDir) -> Result<(Builder, String), DeployError> {
+/// a name looked up in the catalog `playbooks`.
+pub fn builder_for(playbook: &str, playbooks: &Catalog, state: &StateDir) -> Result<(Builder, String), DeployError> {
     let path = Path::new(playbook);
     if path.join("playbook.toml").is_file() {
         let dir = path.canonicalize().map_err(|source| DeployError::Read {
@@ -233,7 +234,7 @@ pub fn builder_for(playbook: &str, playbooks: &Path, state: &StateDir) -> Result
         let catalog = dir.parent().map(Path::to_path_buf).unwrap_or_default();
         return Ok((Builder::new(catalog, state), name));
     }
-    Ok((Builder::new(playbooks.to_path_buf(), state), playbook.to_owned()))
+    Ok((Builder::new(playbooks.clone(), state), playbook.to_owned()))
 }
 
 /// Builds a container playbook's image in this machine's container engine when it is missing there (the

@@ -347,3 +347,70 @@ fn playbook_helpers_documents_the_helper_library() {
         "playbooks/README carries the reference (regenerate it with `riposte playbook helpers`)"
     );
 }
+
+#[test]
+fn every_command_finds_playbooks_by_one_rule_and_a_missing_one_names_both_places_searched() {
+    // Outside the repository, with no ./playbooks: the catalog installed with this riposte (a checkout's
+    // playbooks/ for a binary in its target/) is what every command sees.
+    let dir = tempfile::tempdir().unwrap();
+    let installed = support::root().join("playbooks");
+    let out = riposte_in(dir.path(), &["playbook", "list"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("slack") && stdout.contains("delete"), "the installed catalog: {stdout}");
+    let out = riposte_in(dir.path(), &["build", "pagerduty"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let want = format!("no playbook \"pagerduty\" in playbooks (not there) and {}; available: ", installed.display());
+    assert!(stderr.contains(&want), "{stderr}");
+
+    // With a ./playbooks of the user's own: its playbooks and the installed ones, the user's first.
+    let out = riposte_in(dir.path(), &["new", "pagerduty"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = riposte_in(dir.path(), &["playbook", "list"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("pagerduty") && stdout.contains("slack"), "both folders: {stdout}");
+    // spec, build and deploy_playbook take the user's playbook from ./playbooks, the catalog's from its own
+    // folder (with the specs beside it).
+    let out = riposte_in(dir.path(), &["spec", "pagerduty", "slack"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("ok    pagerduty:") && stdout.contains("ok    slack:"), "{stdout}");
+    let out = Command::new(support::root().join("deploy_playbook"))
+        .current_dir(dir.path())
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .env_remove("RIPOSTE_PLAYBOOKS")
+        .args(["-p", "nosuch", "-t", "falco.error.*", "--nats", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let want = format!("no playbook \"nosuch\" in playbooks and {}; available: ", installed.display());
+    assert!(stderr.contains(&want) && stderr.contains("pagerduty"), "{stderr}");
+}
+
+#[test]
+fn componentize_py_is_found_from_any_folder_and_a_wrong_path_is_named() {
+    // No .venv on PATH and no ./.venv: the checkout's .venv beside this riposte's target/ is found.
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("lookup{}", std::process::id());
+    let out = riposte_in(dir.path(), &["new", &name]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = command_in(dir.path()).env("PATH", "/usr/bin:/bin").args(["build", &name]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+
+    // RIPOSTE_COMPONENTIZE_PY naming nothing is said as such (a changed playbook, so a build is needed).
+    write(&dir.path().join(format!("playbooks/{name}/extra.py")), "X = 1\n");
+    let out = command_in(dir.path())
+        .env("RIPOSTE_COMPONENTIZE_PY", "/nonexistent/componentize-py")
+        .args(["build", &name])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("componentize-py not found (looked for RIPOSTE_COMPONENTIZE_PY=/nonexistent/componentize-py, which is not a file)"),
+        "{stderr}"
+    );
+}
