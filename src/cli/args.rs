@@ -209,7 +209,7 @@ pub struct PolicyArgs {
     pub dry_run: bool,
     /// Run once per dedup key within this window, across all runners (e.g. 60s, 5m); other alerts with the
     /// key are acked as `deduplicated`.
-    #[arg(long, value_name = "DURATION", value_parser = super::function::parse_window)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
     pub dedup_window: Option<std::time::Duration>,
     /// The dedup key, a CEL expression over `alert` (default: the rule and the output without its time).
     #[arg(long, value_name = "EXPR", requires = "dedup_window")]
@@ -225,6 +225,43 @@ impl PolicyArgs {
                 window_ms: w.as_millis() as u64,
                 key: self.dedup_key.clone(),
             }),
+        }
+    }
+}
+
+/// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
+pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
+    let t = text.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+    use std::time::Duration;
+
+    #[test]
+    fn windows_are_a_number_and_a_unit() {
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_window("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "h", "1", "1w", "-1h", "0m", "1.5h", "one hour"] {
+            let e = parse_window(bad).unwrap_err();
+            assert!(e.contains("e.g. 90s, 30m, 1h, 7d"), "{bad}: {e}");
         }
     }
 }
