@@ -4,7 +4,7 @@
 use anyhow::Result;
 use riposte::execute::capability::Backends;
 use riposte::model::state_dir::StateDir;
-use riposte::nats::connect::NatsConfig;
+use riposte::nats::connect::{Auth, NatsConfig, NatsError};
 use riposte::nats::registry::Registry;
 use riposte::nats::streams::StreamSettings;
 use riposte::secrets::seal::SettingsKeys;
@@ -51,21 +51,25 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    /// The library's connection settings.
-    pub fn config(&self, name: &str) -> NatsConfig {
-        NatsConfig {
+    /// The library's connection settings; two credentials, or a user without its password file, are refused
+    /// here, before anything connects.
+    pub fn config(&self, name: &str) -> Result<NatsConfig, NatsError> {
+        let auth = Auth::from_flags(
+            self.user.clone(),
+            self.password_file.clone(),
+            self.token_file.clone(),
+            self.nkey.clone(),
+            self.creds.clone(),
+        )?;
+        Ok(NatsConfig {
             url: self.url.clone(),
-            user: self.user.clone(),
-            password_file: self.password_file.clone(),
-            token_file: self.token_file.clone(),
-            creds: self.creds.clone(),
-            nkey: self.nkey.clone(),
+            auth,
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
             name: name.to_owned(),
             server_errors: None,
-        }
+        })
     }
 
     /// How the streams and buckets are replicated (`--replicas`, `--update-streams`).
@@ -75,7 +79,7 @@ impl NatsArgs {
 
     /// Connects and opens the registry (creating the streams and buckets when this is a fresh server).
     pub async fn registry(&self, state: &StateDir) -> Result<Registry> {
-        let config = self.config("riposte-cli");
+        let config = self.config("riposte-cli")?;
         let (url, local) = config.resolve_url(state)?;
         let client = config.connect(&url, local.then_some(state)).await?;
         let js = async_nats::jetstream::new(client);
@@ -92,7 +96,7 @@ impl NatsArgs {
     /// The settings keys this NATS takes (see [`SettingsKeyArgs::keys`]), read without connecting: deploy
     /// commands read them before a (slow) build, so a wrong key file costs nothing.
     pub fn settings_keys(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Option<SettingsKeys>> {
-        let (_, local) = self.config("riposte-cli").resolve_url(state)?;
+        let (_, local) = self.config("riposte-cli")?.resolve_url(state)?;
         key.keys(state, local, false)
     }
 }

@@ -33,7 +33,7 @@ enum RoleArg {
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
-    let nats = args.nats.config("riposte-doctor");
+    let nats = args.nats.config("riposte-doctor")?;
     let local = nats.resolve_url(state).is_ok_and(|(_, local)| local);
     let config = DoctorConfig {
         settings_keys: args.key.keys(state, local, false)?,
