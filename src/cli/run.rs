@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use riposte::model::limits::STOP_STEP_TIMEOUT;
 use riposte::model::state_dir::StateDir;
 use riposte::nats::connect::LocalServer;
+use riposte::runner::ingest::{Ingest, IngestConfig};
 use riposte::runner::shutdown::{Shutdown, StopDeadline, Stopper};
 use riposte::runner::{Runner, RunnerConfig};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +36,27 @@ pub struct Args {
     /// 127.0.0.1:9464 (port 0 picks one; the address is printed).
     #[arg(long, env = "RIPOSTE_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// Take alerts over HTTP too, e.g. 0.0.0.0:2801: Falco's http_output and falcosidekick's webhook and talon
+    /// outputs POST to / (or /falco); each alert is answered 200 once the alert stream stored it, 503 with
+    /// Retry-After when NATS cannot take it. Needs --http-token-file, --http-client-ca or --http-allow-anonymous.
+    #[arg(long, env = "RIPOSTE_HTTP_ADDR", value_name = "ADDR")]
+    http_addr: Option<String>,
+    /// Bearer tokens the HTTP input accepts, one per line (several: rotation), in a file only its owner reads.
+    #[arg(long, env = "RIPOSTE_HTTP_TOKEN_FILE", value_name = "FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Serve the HTTP input with TLS: the server's certificate chain (PEM); with --http-tls-key.
+    #[arg(long, env = "RIPOSTE_HTTP_TLS_CERT", value_name = "FILE")]
+    http_tls_cert: Option<PathBuf>,
+    /// The HTTP input's TLS key (PEM).
+    #[arg(long, env = "RIPOSTE_HTTP_TLS_KEY", value_name = "FILE")]
+    http_tls_key: Option<PathBuf>,
+    /// Require HTTP clients to present a certificate signed by these CAs (PEM); needs --http-tls-cert.
+    #[arg(long, env = "RIPOSTE_HTTP_CLIENT_CA", value_name = "FILE")]
+    http_client_ca: Option<PathBuf>,
+    /// Let anyone who reaches --http-addr post alerts (falcosidekick's talon output sends no credentials):
+    /// only on a network nothing but Falco reaches.
+    #[arg(long, env = "RIPOSTE_HTTP_ALLOW_ANONYMOUS")]
+    http_allow_anonymous: bool,
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
@@ -44,6 +67,17 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     }
     for s in &args.stream_subjects {
         riposte::model::trigger::Pattern::parse(s).with_context(|| "--stream-subjects")?;
+    }
+    let ingest_config = args.http_addr.as_ref().map(|addr| IngestConfig {
+        addr: addr.clone(),
+        token_file: args.http_token_file.clone(),
+        allow_anonymous: args.http_allow_anonymous,
+        tls_cert: args.http_tls_cert.clone(),
+        tls_key: args.http_tls_key.clone(),
+        client_ca: args.http_client_ca.clone(),
+    });
+    if let Some(c) = &ingest_config {
+        c.check()?;
     }
     // The endpoint comes first: a bad address stops the runner at once, and /healthz answers while it connects.
     let metrics = args.metrics_addr.as_ref().map(|_| riposte::runner::metrics::Metrics::new());
@@ -92,7 +126,27 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         streams: args.nats.streams(),
         settings_keys,
     };
+    let (ingest_client, ingest_counts) =
+        (client.clone(), runner_config.metrics.as_ref().map(|m| m.http_input()).unwrap_or_default());
     let runner = Runner::start(client, runner_config, backends).await?;
+    let ingest = match &ingest_config {
+        Some(config) => {
+            // After the runner started: the alert stream exists.
+            let js = async_nats::jetstream::new(ingest_client.clone());
+            let ingest = Ingest::start(config, js, ingest_client, ingest_counts, shutdown.clone()).await?;
+            let scheme = if ingest.tls() { "https" } else { "http" };
+            eprintln!("riposte: HTTP alert input on {scheme}://{}/ (POST; /readyz)", ingest.addr());
+            if ingest.anonymous() {
+                eprintln!(
+                    "riposte: warning: the HTTP input takes alerts from anyone who reaches {} \
+                     (--http-allow-anonymous): keep it on a network only Falco reaches",
+                    ingest.addr()
+                );
+            }
+            Some(ingest)
+        }
+        None => None,
+    };
     let _ = probe.set(runner.probe());
     eprintln!(
         "riposte: runner {name} connected to {} (alerts on {}); watching the registry",
@@ -112,6 +166,12 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             std::process::exit(0);
         });
     runner.stop_within(Some(&deadline)).await;
+    if let Some(i) = ingest {
+        deadline.step("stopping the HTTP input");
+        if tokio::time::timeout(STOP_STEP_TIMEOUT, i.stopped()).await.is_err() {
+            tracing::warn!("the HTTP input did not stop; abandoning it");
+        }
+    }
     if let Some(e) = endpoint {
         deadline.step("stopping the probes endpoint");
         if tokio::time::timeout(STOP_STEP_TIMEOUT, e.stopped()).await.is_err() {

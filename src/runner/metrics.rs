@@ -27,6 +27,16 @@ const DURATION_BUCKETS: [f64; 18] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerLabels {
     function: String,
     trigger: String,
@@ -74,6 +84,28 @@ struct Inner {
     duration: Family<FunctionLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<FunctionLabels, Gauge>,
     sample: Arc<Mutex<Sample>>,
+    http: HttpInputMetrics,
+}
+
+/// The HTTP alert input's counts (`riposte run --http-addr`): requests by the status answered, and alerts taken
+/// by the alert stream, new or a resend JetStream deduplicated.
+#[derive(Clone, Default)]
+pub struct HttpInputMetrics {
+    requests: Family<CodeLabels, Counter>,
+    alerts: Family<OutcomeLabels, Counter>,
+}
+
+impl HttpInputMetrics {
+    /// A request answered with `code`.
+    pub fn answered(&self, code: u16) {
+        self.requests.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    /// An alert the stream took: `duplicate` when JetStream already had its id.
+    pub fn accepted(&self, duplicate: bool) {
+        let outcome = if duplicate { "deduplicated" } else { "accepted" };
+        self.alerts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +168,17 @@ impl Metrics {
         );
         registry.register("execution_duration_seconds", "Time one execution of a function took", duration.clone());
         registry.register("alerts_in_flight", "Alerts being handled now", in_flight.clone());
+        let http = HttpInputMetrics::default();
+        registry.register(
+            "http_input_requests",
+            "Requests to the HTTP alert input, by the status code answered",
+            http.requests.clone(),
+        );
+        registry.register(
+            "http_input_alerts",
+            "Alerts the HTTP input put in the alert stream: accepted (new) or deduplicated (a resend JetStream had)",
+            http.alerts.clone(),
+        );
         registry.register("build", "The riposte build", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         registry.register_collector(Box::new(SampleCollector(sample.clone())));
         Metrics {
@@ -152,6 +195,7 @@ impl Metrics {
                 duration,
                 in_flight,
                 sample,
+                http,
             }),
         }
     }
@@ -175,6 +219,11 @@ impl Metrics {
             settled: Default::default(),
             labels,
         })))
+    }
+
+    /// The HTTP alert input's counters.
+    pub fn http_input(&self) -> HttpInputMetrics {
+        self.inner.http.clone()
     }
 
     /// Replaces what was read at scrape time.

@@ -7,6 +7,7 @@
 mod dispatch;
 pub mod health;
 mod heartbeat;
+pub mod ingest;
 pub mod metrics;
 mod policy;
 pub mod shutdown;

@@ -15,6 +15,7 @@ mod container;
 mod engine;
 mod fleet;
 mod http;
+mod http_input;
 mod kubernetes;
 mod layers;
 mod metrics;
