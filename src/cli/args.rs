@@ -54,7 +54,7 @@ pub struct NatsArgs {
     #[arg(long, env = "RIPOSTE_ALERT_STREAM_MAX_BYTES", value_name = "BYTES", value_parser = parse_bytes)]
     pub alert_stream_max_bytes: Option<u64>,
     /// The largest alert the alert stream stores (larger ones are refused by the server). Bytes, or with K, M,
-    /// G; default 256K, the same way as --alert-stream-max-bytes.
+    /// G; default 1M (NATS's default max_payload), the same way as --alert-stream-max-bytes.
     #[arg(long, env = "RIPOSTE_ALERT_MAX_BYTES", value_name = "BYTES", value_parser = parse_bytes)]
     pub alert_max_bytes: Option<u64>,
 }

@@ -209,7 +209,8 @@ async fn a_runner_credential_cannot_publish_as_another_runner_and_forged_records
     ]);
     assert!(ok, "{out}{err}");
 
-    let client = async_nats::ConnectOptions::new().connect(&runner_a).await.unwrap();
+    let config = riposte::nats::NatsConfig { url: Some(runner_a.clone()), name: "forger".into(), ..Default::default() };
+    let client = config.connect(&runner_a, None).await.unwrap();
     let js =
         async_nats::jetstream::context::ContextBuilder::new().timeout(std::time::Duration::from_secs(2)).build(client);
     let publish = |subject: String, body: serde_json::Value| {
