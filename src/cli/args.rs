@@ -2,12 +2,12 @@
 //! backends, the container engine, and what an image build may take from the host.
 
 use anyhow::Result;
-use riposte::capability::Backends;
-use riposte::nats::NatsConfig;
-use riposte::registry::Registry;
-use riposte::seal::SettingsKeys;
-use riposte::state_dir::StateDir;
-use riposte::streams::StreamSettings;
+use riposte::execute::capability::Backends;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::connect::NatsConfig;
+use riposte::nats::registry::Registry;
+use riposte::nats::streams::StreamSettings;
+use riposte::secrets::seal::SettingsKeys;
 use std::path::PathBuf;
 
 /// How to reach NATS.
@@ -115,7 +115,7 @@ impl NatsArgs {
         let (url, local) = config.resolve_url(state)?;
         let client = config.connect(&url, local.then_some(state)).await?;
         let js = async_nats::jetstream::new(client);
-        riposte::streams::ensure_with(&js, None, &self.streams()).await?;
+        riposte::nats::streams::ensure_with(&js, None, &self.streams()).await?;
         Ok(Registry::open_with(&js, &self.streams()).await?)
     }
 
@@ -134,7 +134,7 @@ impl NatsArgs {
 }
 
 /// The settings key, for the commands that write or read secret setting values (deploy, apply, run, call,
-/// doctor): the registry stores those values sealed with it ([`riposte::seal`]).
+/// doctor): the registry stores those values sealed with it ([`riposte::secrets::seal`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SettingsKeyArgs {
     /// The settings key file: secret setting values are stored in the registry encrypted with it, so every
@@ -171,8 +171,8 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     /// The host paths allowed.
-    pub fn allow(&self) -> riposte::container::image::ContextAllow {
-        riposte::container::image::ContextAllow::new(self.context_allow.iter().cloned())
+    pub fn allow(&self) -> riposte::execute::container::image::ContextAllow {
+        riposte::execute::container::image::ContextAllow::new(self.context_allow.iter().cloned())
     }
 }
 
@@ -187,14 +187,14 @@ pub struct ContainerArgs {
 
 impl ContainerArgs {
     /// Connects to the engine; containers with network get the runner's proxy settings and `ca_bundle`.
-    pub async fn engine(&self, ca_bundle: Option<PathBuf>) -> Result<riposte::container::ContainerEngine> {
-        let network = riposte::container::engine::NetworkEnv::from_env(ca_bundle);
-        Ok(riposte::container::ContainerEngine::connect_with(self.container_host.as_deref(), network).await?)
+    pub async fn engine(&self, ca_bundle: Option<PathBuf>) -> Result<riposte::execute::container::ContainerEngine> {
+        let network = riposte::execute::container::engine::NetworkEnv::from_env(ca_bundle);
+        Ok(riposte::execute::container::ContainerEngine::connect_with(self.container_host.as_deref(), network).await?)
     }
 
     /// Where a runner (or `function call`) runs container functions.
-    pub fn setup(&self, backends: &BackendArgs) -> riposte::handlers::ContainerSetup {
-        riposte::handlers::ContainerSetup {
+    pub fn setup(&self, backends: &BackendArgs) -> riposte::execute::handlers::ContainerSetup {
+        riposte::execute::handlers::ContainerSetup {
             host: self.container_host.clone(),
             ca_bundle: backends.ca_bundle.clone(),
             runner: None,
@@ -220,15 +220,18 @@ pub struct BackendArgs {
 impl BackendArgs {
     /// The real backends: one pooled HTTP client, the Kubernetes cluster, the object store in the state dir.
     pub fn backends(&self, state: &StateDir) -> Result<Backends> {
-        let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig {
-            ca_bundle: self.ca_bundle.clone(),
-            timeout: None,
-            proxy: self.proxy.clone(),
-        })?;
+        let http =
+            riposte::execute::capability::http::HttpClient::new(&riposte::execute::capability::http::HttpConfig {
+                ca_bundle: self.ca_bundle.clone(),
+                timeout: None,
+                proxy: self.proxy.clone(),
+            })?;
         Ok(Backends {
             http: std::sync::Arc::new(http),
-            kubernetes: riposte::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
-            object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
+            kubernetes: riposte::execute::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
+            object_store: std::sync::Arc::new(riposte::execute::capability::object_store::DirStore::new(
+                state.objects(),
+            )),
         })
     }
 }
@@ -251,12 +254,13 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// The function's policy.
-    pub fn policy(&self) -> riposte::function::ResponsePolicy {
-        riposte::function::ResponsePolicy {
+    pub fn policy(&self) -> riposte::model::function::ResponsePolicy {
+        riposte::model::function::ResponsePolicy {
             dry_run: self.dry_run,
-            dedup: self
-                .dedup_window
-                .map(|w| riposte::function::Dedup { window_ms: w.as_millis() as u64, key: self.dedup_key.clone() }),
+            dedup: self.dedup_window.map(|w| riposte::model::function::Dedup {
+                window_ms: w.as_millis() as u64,
+                key: self.dedup_key.clone(),
+            }),
         }
     }
 }

@@ -1,9 +1,9 @@
-//! `riposte doctor`: runs the library's checks ([`riposte::doctor`]) with the options a runner on this
+//! `riposte doctor`: runs the library's checks ([`riposte::ops::doctor`]) with the options a runner on this
 //! machine would get, prints one line per check (and the fix), exits 1 when any check failed.
 
 use anyhow::Result;
-use riposte::doctor::{self, DoctorConfig, Level, Role};
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::doctor::{self, DoctorConfig, Level, Role};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]

@@ -2,14 +2,17 @@
 
 use super::print::cell;
 use anyhow::{bail, Context, Result};
-use riposte::alert::Alert;
-use riposte::deploy::{self, Source};
-use riposte::digest::short;
-use riposte::execution::Status;
-use riposte::results::{read_function_results_since, read_results, read_results_since, Disposition, ResultRecord};
-use riposte::state_dir::StateDir;
+use riposte::model::alert::Alert;
+use riposte::model::digest::short;
+use riposte::model::execution::Status;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::results::{
+    read_function_results_since, read_results, read_results_since, Disposition, ResultRecord,
+};
+use riposte::ops::builder::Catalog;
+use riposte::ops::deploy::{self, Source};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -104,7 +107,7 @@ pub enum Command {
     },
 }
 
-pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     match cmd {
         Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats, key } => {
             let source = match (playbook, wasm) {
@@ -113,7 +116,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 _ => bail!("give one of --playbook DIR|NAME or --wasm FILE"),
             };
             if let Some(w) = &when {
-                riposte::condition::Condition::compile(w)?;
+                riposte::policy::condition::Condition::compile(w)?;
             }
             let keys = nats.settings_keys(state, &key)?;
             let allow = build.allow();
@@ -235,8 +238,13 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             let raw = super::print::read_alert(&alert)?;
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
             let setup = container.setup(&backends);
-            let handlers =
-                riposte::handlers::HandlerCache::new(state, false, registry, backends.backends(state)?, setup)?;
+            let handlers = riposte::execute::handlers::HandlerCache::new(
+                state,
+                false,
+                registry,
+                backends.backends(state)?,
+                setup,
+            )?;
             let handler = handlers.get(&function).await?;
             let exec = handler.handle(&alert).await;
             super::print::execution(&exec, json)
@@ -280,7 +288,7 @@ pub fn top_table(records: &[ResultRecord]) -> String {
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for r in records {
         let row = rows.entry(&r.function).or_default();
-        if r.disposition == riposte::results::Disposition::Deduplicated {
+        if r.disposition == riposte::nats::results::Disposition::Deduplicated {
             row.dedup += 1;
             continue;
         }

@@ -2,10 +2,10 @@
 
 use super::print::cell;
 use anyhow::{Context, Result};
-use riposte::deploy;
-use riposte::rules::RuleSet;
-use riposte::state_dir::StateDir;
-use riposte::trigger::{Pattern, Trigger};
+use riposte::model::state_dir::StateDir;
+use riposte::model::trigger::{Pattern, Trigger};
+use riposte::ops::deploy;
+use riposte::policy::rules::RuleSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -30,15 +30,15 @@
 
 use super::policy::{Admit, Decision, Policy};
 use super::RunnerContext;
-use crate::alert::Alert;
-use crate::execution::{Execution, Handler, Status};
-use crate::function::Function;
-use crate::limits::RECORD_PUBLISH_ATTEMPTS;
-use crate::metrics::TriggerMetrics;
-use crate::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
-use crate::shutdown::Shutdown;
-use crate::streams::StreamError;
-use crate::trigger::{Pattern, Trigger};
+use crate::model::alert::Alert;
+use crate::model::execution::{Execution, Handler, Status};
+use crate::model::function::Function;
+use crate::model::limits::RECORD_PUBLISH_ATTEMPTS;
+use crate::model::trigger::{Pattern, Trigger};
+use crate::nats::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
+use crate::nats::streams::StreamError;
+use crate::runner::metrics::TriggerMetrics;
+use crate::runner::shutdown::Shutdown;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use std::future::Future;
@@ -77,7 +77,7 @@ impl Dispatcher {
             let Some(messages) = this.open(&mut shutdown).await else { break };
             this.pull(messages, &handler, &admission, &mut tasks, &mut shutdown).await;
         }
-        let drained = tokio::time::timeout(crate::timings::get().drain_timeout, async {
+        let drained = tokio::time::timeout(crate::model::timings::get().drain_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
@@ -93,7 +93,7 @@ impl Dispatcher {
                 Ok(h) => return Some(h),
                 Err(e) => {
                     tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; its alerts wait in JetStream");
-                    if shutdown.sleep_unless_stopping(crate::timings::get().handler_retry).await {
+                    if shutdown.sleep_unless_stopping(crate::model::timings::get().handler_retry).await {
                         return None;
                     }
                 }
@@ -136,7 +136,7 @@ impl Dispatcher {
             let existing = self
                 .ctx
                 .js
-                .get_consumer_from_stream::<_, _, _>(self.trigger.consumer_name(), crate::streams::ALERT_STREAM)
+                .get_consumer_from_stream::<_, _, _>(self.trigger.consumer_name(), crate::nats::streams::ALERT_STREAM)
                 .await;
             if existing.is_err() && shutdown.sleep_unless_stopping(Duration::from_secs(1)).await {
                 return None;
@@ -144,15 +144,16 @@ impl Dispatcher {
             let consumer = match existing {
                 Ok(c) => Ok(c),
                 Err(_) => {
-                    crate::streams::ensure_consumer(&self.ctx.js, &self.trigger, &self.function.manifest.limits).await
+                    crate::nats::streams::ensure_consumer(&self.ctx.js, &self.trigger, &self.function.manifest.limits)
+                        .await
                 }
             };
             let opened = match consumer {
                 Ok(consumer) => consumer
                     .stream()
                     .max_messages_per_batch(self.function.manifest.limits.concurrency.max(1) as usize)
-                    .heartbeat(crate::timings::get().pull_heartbeat)
-                    .expires(crate::timings::get().pull_expires)
+                    .heartbeat(crate::model::timings::get().pull_heartbeat)
+                    .expires(crate::model::timings::get().pull_expires)
                     .messages()
                     .await
                     .map_err(|e| e.to_string()),
@@ -293,7 +294,7 @@ impl Dispatcher {
                 self.policy().release(&self.ctx.js, &claim).await;
             }
             let retry_in = match exec.retry_after_ms {
-                Some(ms) => Duration::from_millis(ms).min(crate::timings::get().retry_backoff_max),
+                Some(ms) => Duration::from_millis(ms).min(crate::model::timings::get().retry_backoff_max),
                 None => limits.retry_backoff(attempt),
             };
             match exec.status {
@@ -305,14 +306,14 @@ impl Dispatcher {
             if disposition == Disposition::Retry {
                 record.retry_in_ms = Some(retry_in.as_millis() as u64);
             }
-            self.store(&msg, crate::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record)).await;
+            self.store(&msg, crate::nats::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record)).await;
             let kind = match disposition {
                 Disposition::Retry => AckKind::Nak(Some(retry_in)),
                 Disposition::Acked | Disposition::DryRun | Disposition::Deduplicated => AckKind::Ack,
                 Disposition::Terminated => AckKind::Term,
                 Disposition::DeadLettered => {
                     let letter = DeadLetter::new(&delivery, &exec, &msg.payload, sequence, record.time.clone());
-                    if self.store(&msg, crate::streams::DEADLETTER_STREAM, "dead letter", || results::publish_deadletter(&self.ctx.js, &letter)).await {
+                    if self.store(&msg, crate::nats::streams::DEADLETTER_STREAM, "dead letter", || results::publish_deadletter(&self.ctx.js, &letter)).await {
                         self.metrics.dead_lettered();
                     }
                     AckKind::Term
@@ -332,8 +333,10 @@ impl Dispatcher {
             format!("not run: an alert with the same dedup key ran within the {}s window", window.as_secs()),
         );
         let record = ResultRecord::new(delivery, &exec, Disposition::Deduplicated);
-        self.store(msg, crate::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record))
-            .await;
+        self.store(msg, crate::nats::streams::RESULTS_STREAM, "result", || {
+            results::publish_result(&self.ctx.js, &record)
+        })
+        .await;
         ack(msg, AckKind::Ack).await;
     }
 
@@ -349,7 +352,7 @@ impl Dispatcher {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), StreamError>>,
     {
-        let timings = crate::timings::get();
+        let timings = crate::model::timings::get();
         let first = timings.record_retry;
         let give_up_at = tokio::time::Instant::now() + timings.record_retry_for;
         let mut delay = first;
@@ -394,7 +397,7 @@ impl Dispatcher {
     async fn handled_before(&self, uuid: &str, published: time::OffsetDateTime) -> bool {
         // A result stored before the last ack wait would have been acked (or the reaction was still sending
         // Progress): only the window since then can hold the result of a reaction whose ack was lost.
-        let window = self.function.manifest.limits.ack_wait() + crate::timings::get().redelivery_slack;
+        let window = self.function.manifest.limits.ack_wait() + crate::model::timings::get().redelivery_slack;
         let since = published.max(time::OffsetDateTime::now_utc() - window);
         match results::already_handled(&self.ctx.js, &self.function.name, uuid, since).await {
             Ok(Some(earlier)) => {
@@ -449,10 +452,10 @@ fn alert_span(subject: &str, uuid: &str, function: &str, trigger: &str, attempt:
 }
 
 /// Text an alert (or a playbook quoting one) provides, for one field of a log line: cut to `RECORD_FIELD_BYTES`
-/// as in records, control characters escaped (`\u{1b}`, see [`crate::truncate::printable`]).
+/// as in records, control characters escaped (`\u{1b}`, see [`crate::secrets::truncate::printable`]).
 fn logged(text: &str) -> String {
-    let cut = crate::truncate::truncate(text, crate::limits::RECORD_FIELD_BYTES);
-    crate::truncate::printable(&cut).into_owned()
+    let cut = crate::secrets::truncate::truncate(text, crate::model::limits::RECORD_FIELD_BYTES);
+    crate::secrets::truncate::printable(&cut).into_owned()
 }
 
 #[cfg(test)]
@@ -489,6 +492,6 @@ mod tests {
         assert!(!text.trim_end().chars().any(char::is_control), "{text:?}");
         assert!(text.contains("uuid=x\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{a}INFO forged line\\u{d}"), "{text}");
         assert!(text.contains("falco.notice.x\\u{1b}[31m") && text.contains("failed:\\u{a}\\u{1b}[1Aforged"), "{text}");
-        assert!(logged(&"u".repeat(5000)).len() <= crate::limits::RECORD_FIELD_BYTES);
+        assert!(logged(&"u".repeat(5000)).len() <= crate::model::limits::RECORD_FIELD_BYTES);
     }
 }

@@ -5,22 +5,25 @@
 //! counts its decisions, and [`Runner::probe`] samples the rest and says whether the runner is ready.
 
 mod dispatch;
+pub mod health;
 mod heartbeat;
+pub mod metrics;
 mod policy;
+pub mod shutdown;
 
-pub use crate::fleet::PolicyCounts;
+pub use crate::nats::fleet::PolicyCounts;
 
-use crate::capability::Backends;
-use crate::function::Function;
-use crate::handlers::{ContainerSetup, HandlerCache, StartError};
-use crate::health::Probe;
-use crate::limits::STOP_STEP_TIMEOUT;
-use crate::metrics::{ConsumerSample, InstanceSample, Metrics, Sample, TriggerMetrics};
-use crate::registry::{Change, Registry};
-use crate::shutdown::{Shutdown, StopDeadline, Stopper};
-use crate::state_dir::StateDir;
-use crate::streams::{StreamError, StreamSettings};
-use crate::trigger::{Pattern, Trigger};
+use crate::execute::capability::Backends;
+use crate::execute::handlers::{ContainerSetup, HandlerCache, StartError};
+use crate::model::function::Function;
+use crate::model::limits::STOP_STEP_TIMEOUT;
+use crate::model::state_dir::StateDir;
+use crate::model::trigger::{Pattern, Trigger};
+use crate::nats::registry::{Change, Registry};
+use crate::nats::streams::{StreamError, StreamSettings};
+use crate::runner::health::Probe;
+use crate::runner::metrics::{ConsumerSample, InstanceSample, Metrics, Sample, TriggerMetrics};
+use crate::runner::shutdown::{Shutdown, StopDeadline, Stopper};
 use dispatch::Dispatcher;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -49,9 +52,9 @@ pub struct RunnerConfig {
     pub metrics: Option<Metrics>,
     /// Replicas of the streams and buckets it creates, and whether it may change existing ones.
     pub streams: StreamSettings,
-    /// The keys that open the functions' secret setting values ([`crate::seal`]); a function sealed with a key
+    /// The keys that open the functions' secret setting values ([`crate::secrets::seal`]); a function sealed with a key
     /// this runner lacks is refused (logged, and named in the heartbeat) while the others run.
-    pub settings_keys: Option<crate::seal::SettingsKeys>,
+    pub settings_keys: Option<crate::secrets::seal::SettingsKeys>,
 }
 
 /// Why a runner could not start.
@@ -104,12 +107,12 @@ impl Runner {
         backends: Backends,
     ) -> Result<Runner, RunnerError> {
         let js = async_nats::jetstream::new(client.clone());
-        crate::streams::ensure_with(&js, Some(&config.alert_subjects), &config.streams).await?;
+        crate::nats::streams::ensure_with(&js, Some(&config.alert_subjects), &config.streams).await?;
         let registry = Registry::open_with(&js, &config.streams).await?.with_keys(config.settings_keys.clone());
         let kubernetes = if backends.kubernetes.available() {
-            crate::fleet::Access { available: true, detail: "cluster configured".into() }
+            crate::nats::fleet::Access { available: true, detail: "cluster configured".into() }
         } else {
-            crate::fleet::Access { available: false, detail: "no cluster configured".into() }
+            crate::nats::fleet::Access { available: false, detail: "no cluster configured".into() }
         };
         let containers = ContainerSetup { runner: Some(config.name.clone()), ..config.containers.clone() };
         let handlers = HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, containers)?;
@@ -117,7 +120,7 @@ impl Runner {
             let here = functions.values().filter(|f| f.runs_on.as_ref().is_none_or(|r| *r == config.name));
             handlers.connect_early(here).await;
         }
-        let runners = crate::fleet::open_with(&js, &config.streams).await?;
+        let runners = crate::nats::fleet::open_with(&js, &config.streams).await?;
         let started_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let ctx = Arc::new(RunnerContext {
@@ -192,7 +195,7 @@ impl Runner {
         };
         self.stopper.stop();
         step("finishing the reactions in flight");
-        if timeout(crate::timings::get().drain_timeout + STOP_STEP_TIMEOUT, &mut self.task).await.is_err() {
+        if timeout(crate::model::timings::get().drain_timeout + STOP_STEP_TIMEOUT, &mut self.task).await.is_err() {
             tracing::warn!(
                 "dispatchers still running after the drain; abandoning them (JetStream redelivers their alerts)"
             );
@@ -373,8 +376,12 @@ impl Probe for RunnerProbe {
         let mut consumers = Vec::new();
         if connected {
             let reads = triggers.iter().map(|t| async move {
-                let c: async_nats::jetstream::consumer::PullConsumer =
-                    self.ctx.js.get_consumer_from_stream(t.consumer_name(), crate::streams::ALERT_STREAM).await.ok()?;
+                let c: async_nats::jetstream::consumer::PullConsumer = self
+                    .ctx
+                    .js
+                    .get_consumer_from_stream(t.consumer_name(), crate::nats::streams::ALERT_STREAM)
+                    .await
+                    .ok()?;
                 let info = c.cached_info();
                 Some(ConsumerSample {
                     function: t.function.clone(),
@@ -394,7 +401,7 @@ impl Probe for RunnerProbe {
             .collect();
         let (compile_hits, compile_misses) = self.ctx.handlers.compile_counts();
         let nats_connects = self.client.statistics().connects.load(Ordering::Relaxed);
-        let streams = if connected { crate::streams::usage(&self.ctx.js).await } else { Vec::new() };
+        let streams = if connected { crate::nats::streams::usage(&self.ctx.js).await } else { Vec::new() };
         metrics.set_sample(Sample {
             streams,
             consumers,

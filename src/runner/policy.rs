@@ -5,7 +5,7 @@
 //!    is acked at once, nothing instantiated, no result stored, only counted; an evaluation error (a missing
 //!    field) is a non-match with a warning;
 //! 2. **dedup** (the function's `--dedup-window`/`--dedup-key`): the first alert of a key within the window
-//!    claims it in NATS (shared by every runner, [`crate::dedup`]) and runs; the others are acked with a
+//!    claims it in NATS (shared by every runner, [`crate::nats::dedup`]) and runs; the others are acked with a
 //!    `deduplicated` result. A redelivered alert (attempt > 1) is the one that claimed, or ran before: it is
 //!    not checked again. When the reaction holding a key ends without success for good (terminated or
 //!    dead-lettered) the key is released, so the next duplicate runs: a failure never swallows the storm;
@@ -13,13 +13,13 @@
 //! 3. **dry-run** (the function's `--dry-run`): the function runs with recording backends (the handler
 //!    does that) and its result, whatever its status, is acked with disposition `dry-run`.
 
-use crate::alert::Alert;
-use crate::condition::Condition;
-use crate::dedup::{self, Claim};
-use crate::fleet::PolicyCounts;
-use crate::function::Function;
-use crate::streams::StreamError;
-use crate::trigger::{Pattern, Trigger};
+use crate::model::alert::Alert;
+use crate::model::function::Function;
+use crate::model::trigger::{Pattern, Trigger};
+use crate::nats::dedup::{self, Claim};
+use crate::nats::fleet::PolicyCounts;
+use crate::nats::streams::StreamError;
+use crate::policy::condition::Condition;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,7 +124,7 @@ enum Outcome {
 impl Admission {
     /// Compiles the trigger's condition and those of its siblings (the function's other triggers). A sibling
     /// whose pattern or condition is refused does not run (its own dispatcher says why): here it matches nothing.
-    pub fn new(trigger: &Trigger, siblings: &[Trigger]) -> Result<Admission, crate::condition::ConditionError> {
+    pub fn new(trigger: &Trigger, siblings: &[Trigger]) -> Result<Admission, crate::policy::condition::ConditionError> {
         let own = trigger.when.as_deref().map(Condition::compile).transpose()?;
         let (mut earlier, mut later) = (Vec::new(), Vec::new());
         for t in siblings.iter().filter(|t| t.function == trigger.function && t.name != trigger.name) {
@@ -148,7 +148,7 @@ impl Admission {
         let own = verdict(self.own.as_ref(), alert);
         if let (Verdict::Error(why), Some(c)) = (&own, &self.own) {
             // The error may quote the alert's values: escaped like every alert-provided log field.
-            let why = crate::truncate::printable(&why.to_string()).into_owned();
+            let why = crate::secrets::truncate::printable(&why.to_string()).into_owned();
             tracing::warn!(condition = c.as_str(), error = %why, "the trigger's condition could not be evaluated; it does not accept the alert");
         }
         let mut earlier = self.earlier.iter().filter(|(p, _)| p.matches(subject)).map(|(_, c)| c.as_ref());
@@ -175,7 +175,7 @@ impl Admission {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error(transparent)]
-    Condition(#[from] crate::condition::ConditionError),
+    Condition(#[from] crate::policy::condition::ConditionError),
     #[error(transparent)]
     Nats(#[from] StreamError),
 }
@@ -243,7 +243,7 @@ impl Policy {
             Some(expr) => match expr.key(alert) {
                 Ok(k) => k,
                 Err(why) => {
-                    let why = crate::truncate::printable(&why.to_string()).into_owned();
+                    let why = crate::secrets::truncate::printable(&why.to_string()).into_owned();
                     tracing::warn!(key = expr.as_str(), error = %why, "the dedup key could not be evaluated; running the alert");
                     return Decision::Run { claim: None };
                 }

@@ -5,7 +5,7 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::registry::Registry;
+use riposte::nats::registry::Registry;
 use std::path::Path;
 use std::process::{Command, Output};
 use support::nats::TestNats;

@@ -9,14 +9,14 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::execution::Status;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::nats::NatsConfig;
-use riposte::registry::Registry;
-use riposte::results::{read_results, Disposition};
+use riposte::model::execution::Status;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::trigger::Trigger;
+use riposte::nats::connect::NatsConfig;
+use riposte::nats::registry::Registry;
+use riposte::nats::results::{read_results, Disposition};
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::trigger::Trigger;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -85,7 +85,7 @@ async fn runs_an_alert(config: &NatsConfig) {
     let url = config.url.clone().unwrap();
     let client = config.connect(&url, None).await.unwrap_or_else(|e| panic!("{e}"));
     let js = jetstream::new(client.clone());
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
     let artifact = reg.put_artifact(&guests::ok()).await.unwrap();
     let manifest = Manifest::parse("name = \"secured\"\nkind = \"wasm\"\n").unwrap();
@@ -99,7 +99,7 @@ async fn runs_an_alert(config: &NatsConfig) {
     };
     reg.put_function(&f).await.unwrap();
     let t = Trigger { name: "secured-t".into(), function: f.name.clone(), topic: "falco.error.>".into(), when: None };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     let runner = start_runner(config, "secured-runner").await;
     let uuid = uuid::Uuid::new_v4().to_string();
@@ -481,7 +481,7 @@ async fn deploy(reg: &Registry, name: &str, wasm: &[u8], limits: &str, topic: &s
     };
     reg.put_function(&f).await.unwrap();
     let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
 }
@@ -508,20 +508,20 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
 
     // The deployer creates the streams and deploys an ok function and one that fails and is dead-lettered.
     let js = jetstream::new(connect(&deployer).await);
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
     deploy(&reg, "lp-ok", &guests::ok(), "", "falco.error.>").await;
     deploy(&reg, "lp-fails", &guests::fails(), "max_deliver = 2\nretry_backoff_ms = 100", "falco.critical.>").await;
     // With dedup: the deployer makes its dedup stream, the runner claims a key per alert.
     let deduped = deploy(&reg, "lp-dedup", &guests::ok(), "", "falco.warning.>").await;
-    let dedup = riposte::function::Dedup { window_ms: 60_000, key: None };
-    let with_dedup = riposte::function::ResponsePolicy { dry_run: false, dedup: Some(dedup) };
-    let prepared = |policy: riposte::function::ResponsePolicy| riposte::deploy::PreparedFunction {
+    let dedup = riposte::model::function::Dedup { window_ms: 60_000, key: None };
+    let with_dedup = riposte::model::function::ResponsePolicy { dry_run: false, dedup: Some(dedup) };
+    let prepared = |policy: riposte::model::function::ResponsePolicy| riposte::ops::deploy::PreparedFunction {
         function: Function { policy, ..deduped.clone() },
         bytes: None,
         image: None,
     };
-    riposte::deploy::write_function(&reg, &prepared(with_dedup)).await.unwrap();
+    riposte::ops::deploy::write_function(&reg, &prepared(with_dedup)).await.unwrap();
     let deployer_url = deployer.url.clone().unwrap();
     works(riposte(&["function", "list", "--nats", &deployer_url], &[]));
     works(riposte(&["trigger", "list", "--nats", &deployer_url], &[]));
@@ -538,7 +538,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     falcosidekick.flush().await.unwrap();
     wait_until("the ok result and the dead letter", LONG, || async {
         let results = read_results(&js, None, None).await.unwrap();
-        let letters = riposte::results::read_deadletters(&js, "lp-fails").await.unwrap();
+        let letters = riposte::nats::results::read_deadletters(&js, "lp-fails").await.unwrap();
         results.iter().any(|r| r.alert_uuid == ok && r.status == Status::Ok)
             && results.iter().filter(|r| r.alert_uuid == failing).count() == 2
             && letters.iter().any(|d| d.alert_uuid == failing)
@@ -556,8 +556,8 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     .await;
     running.stop().await;
     // Deployed again without dedup: the deployer deletes the dedup stream.
-    riposte::deploy::write_function(&reg, &prepared(Default::default())).await.unwrap();
-    assert!(js.get_stream(riposte::dedup::stream_name("lp-dedup")).await.is_err());
+    riposte::ops::deploy::write_function(&reg, &prepared(Default::default())).await.unwrap();
+    assert!(js.get_stream(riposte::nats::dedup::stream_name("lp-dedup")).await.is_err());
     // Nothing was denied on the way: the permissions are all the flow needs.
     let denied: Vec<String> = nats.log().lines().filter(|l| l.contains("Violation")).map(String::from).collect();
     assert!(denied.is_empty(), "{denied:#?}");
@@ -569,7 +569,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     assert!(as_runner.put_function(&evil).await.is_err());
     assert!(as_runner.put_artifact(b"not a component").await.is_err());
     let t = Trigger { name: "evil-t".into(), function: "evil".into(), topic: "falco.>".into(), when: None };
-    assert!(riposte::streams::ensure_consumer(as_runner.jetstream(), &t, &evil.manifest.limits).await.is_err());
+    assert!(riposte::nats::streams::ensure_consumer(as_runner.jetstream(), &t, &evil.manifest.limits).await.is_err());
     assert!(reg.function("evil").await.unwrap().is_none());
 
     // The publisher cannot read the registry.
@@ -620,7 +620,7 @@ async fn doctor_probes_each_roles_permissions_and_changes_nothing() {
     let url = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
     let (deployer, runner) = (url("deployer", "change-me-deployer"), url("runner-a", "change-me-runner"));
     let js = jetstream::new(config(&deployer).connect(&deployer, None).await.unwrap());
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
     deploy(&reg, "dr-ok", &guests::ok(), "", "falco.error.>").await;
     let before = stored(&js).await;

@@ -73,7 +73,7 @@ fn riposte(args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_entry_rewritten_to_other_code_cannot_open_its_settings_and_each_alert_says_redeploy() {
-    use riposte::execution::Status;
+    use riposte::model::execution::Status;
     let nats = TestNats::start();
     let url = nats.url();
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +110,7 @@ async fn a_registry_entry_rewritten_to_other_code_cannot_open_its_settings_and_e
         .unwrap();
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
-    let results = || riposte::results::read_results(&js, Some("bound"), None);
+    let results = || riposte::nats::results::read_results(&js, Some("bound"), None);
     let alert = |uuid: &str| {
         let (client, body) = (client.clone(), support::runner::alert(uuid));
         async move {
@@ -130,7 +130,7 @@ async fn a_registry_entry_rewritten_to_other_code_cannot_open_its_settings_and_e
     let stored = kv.get("functions.bound").await.unwrap().unwrap();
     let mut entry: serde_json::Value = serde_json::from_slice(&stored).unwrap();
     let thief =
-        riposte::registry::Registry::open(&js).await.unwrap().put_artifact(&support::guests::ok()).await.unwrap();
+        riposte::nats::registry::Registry::open(&js).await.unwrap().put_artifact(&support::guests::ok()).await.unwrap();
     entry["artifact"] = thief.into();
     kv.put("functions.bound", entry.to_string().into()).await.unwrap();
     wait_until("the runner to refuse the rewritten function", LONG, || async {
@@ -209,7 +209,8 @@ async fn a_runner_credential_cannot_publish_as_another_runner_and_forged_records
     ]);
     assert!(ok, "{out}{err}");
 
-    let config = riposte::nats::NatsConfig { url: Some(runner_a.clone()), name: "forger".into(), ..Default::default() };
+    let config =
+        riposte::nats::connect::NatsConfig { url: Some(runner_a.clone()), name: "forger".into(), ..Default::default() };
     let client = config.connect(&runner_a, None).await.unwrap();
     let js =
         async_nats::jetstream::context::ContextBuilder::new().timeout(std::time::Duration::from_secs(2)).build(client);
