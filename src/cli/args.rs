@@ -4,7 +4,7 @@
 use anyhow::Result;
 use riposte::execute::capability::Backends;
 use riposte::model::state_dir::StateDir;
-use riposte::nats::connect::NatsConfig;
+use riposte::nats::connect::{Auth, NatsConfig, NatsError};
 use riposte::nats::registry::Registry;
 use riposte::nats::streams::StreamSettings;
 use riposte::secrets::seal::SettingsKeys;
@@ -82,21 +82,25 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 impl NatsArgs {
-    /// The library's connection settings.
-    pub fn config(&self, name: &str) -> NatsConfig {
-        NatsConfig {
+    /// The library's connection settings; two credentials, or a user without its password file, are refused
+    /// here, before anything connects.
+    pub fn config(&self, name: &str) -> Result<NatsConfig, NatsError> {
+        let auth = Auth::from_flags(
+            self.user.clone(),
+            self.password_file.clone(),
+            self.token_file.clone(),
+            self.nkey.clone(),
+            self.creds.clone(),
+        )?;
+        Ok(NatsConfig {
             url: self.url.clone(),
-            user: self.user.clone(),
-            password_file: self.password_file.clone(),
-            token_file: self.token_file.clone(),
-            creds: self.creds.clone(),
-            nkey: self.nkey.clone(),
+            auth,
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
             name: name.to_owned(),
             server_errors: None,
-        }
+        })
     }
 
     /// How the streams and buckets are replicated (`--replicas`, `--update-streams`).
@@ -111,7 +115,7 @@ impl NatsArgs {
 
     /// Connects and opens the registry (creating the streams and buckets when this is a fresh server).
     pub async fn registry(&self, state: &StateDir) -> Result<Registry> {
-        let config = self.config("riposte-cli");
+        let config = self.config("riposte-cli")?;
         let (url, local) = config.resolve_url(state)?;
         let client = config.connect(&url, local.then_some(state)).await?;
         let js = async_nats::jetstream::new(client);
@@ -128,7 +132,7 @@ impl NatsArgs {
     /// The settings keys this NATS takes (see [`SettingsKeyArgs::keys`]), read without connecting: deploy
     /// commands read them before a (slow) build, so a wrong key file costs nothing.
     pub fn settings_keys(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Option<SettingsKeys>> {
-        let (_, local) = self.config("riposte-cli").resolve_url(state)?;
+        let (_, local) = self.config("riposte-cli")?.resolve_url(state)?;
         key.keys(state, local, false)
     }
 }
@@ -245,7 +249,7 @@ pub struct PolicyArgs {
     pub dry_run: bool,
     /// Run once per dedup key within this window, across all runners (e.g. 60s, 5m); other alerts with the
     /// key are acked as `deduplicated`.
-    #[arg(long, value_name = "DURATION", value_parser = super::function::parse_window)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
     pub dedup_window: Option<std::time::Duration>,
     /// The dedup key, a CEL expression over `alert` (default: the rule and the output without its time).
     #[arg(long, value_name = "EXPR", requires = "dedup_window")]
@@ -261,6 +265,43 @@ impl PolicyArgs {
                 window_ms: w.as_millis() as u64,
                 key: self.dedup_key.clone(),
             }),
+        }
+    }
+}
+
+/// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
+pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
+    let t = text.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+    use std::time::Duration;
+
+    #[test]
+    fn windows_are_a_number_and_a_unit() {
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_window("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "h", "1", "1w", "-1h", "0m", "1.5h", "one hour"] {
+            let e = parse_window(bad).unwrap_err();
+            assert!(e.contains("e.g. 90s, 30m, 1h, 7d"), "{bad}: {e}");
         }
     }
 }

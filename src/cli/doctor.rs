@@ -37,7 +37,7 @@ enum RoleArg {
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
-    let nats = args.nats.config("riposte-doctor");
+    let nats = args.nats.config("riposte-doctor")?;
     let local = nats.resolve_url(state).is_ok_and(|(_, local)| local);
     let runner_name = args.name.clone().unwrap_or_else(super::run::hostname);
     let config = DoctorConfig {

@@ -82,7 +82,7 @@ pub enum Command {
     /// execution (failures included), OK P50/P99 over successful ones only.
     Top {
         /// Only executions of this recent a window: 90s, 30m, 1h, 7d (default: all the stream keeps, 7 days).
-        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        #[arg(long, value_name = "DURATION", value_parser = super::args::parse_window)]
         since: Option<std::time::Duration>,
         #[command(flatten)]
         nats: super::args::NatsArgs,
@@ -252,25 +252,6 @@ pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<
     }
 }
 
-/// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
-pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
-    let t = text.trim();
-    let unit = t.chars().last().ok_or_else(bad)?;
-    let seconds = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(bad()),
-    };
-    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
-    if n == 0 {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
-}
-
 /// Per function: executions, failures (any status but ok), retries, dead letters, alerts deduplicated (not
 /// executions), and duration percentiles twice: over every execution (failures included: a timeout counts with
 /// its full wait) and over the successful ones only. A function with no success shows `-` there.
@@ -330,22 +311,4 @@ pub fn top_table(records: &[ResultRecord]) -> String {
     }
     out.push_str("P50/P99: every execution, failures included; OK P50/P99: successful executions only\n");
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_window;
-    use std::time::Duration;
-
-    #[test]
-    fn windows_are_a_number_and_a_unit() {
-        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_window("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_window("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        for bad in ["", "h", "1", "1w", "-1h", "0m", "1.5h", "one hour"] {
-            let e = parse_window(bad).unwrap_err();
-            assert!(e.contains("e.g. 90s, 30m, 1h, 7d"), "{bad}: {e}");
-        }
-    }
 }

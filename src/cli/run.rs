@@ -55,7 +55,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         }
         _ => None,
     };
-    let config = args.nats.config(&format!("riposte-run-{name}"));
+    let config = args.nats.config(&format!("riposte-run-{name}"))?;
     let connection = config.connect_runner(state).await?;
     let (client, url) = (connection.client, connection.url);
     match &connection.local {

@@ -18,16 +18,8 @@ use std::time::Duration;
 pub struct NatsConfig {
     /// `nats://[user:password@|token@]host:port[,...]`; `None`: the local server recorded in the state dir.
     pub url: Option<String>,
-    /// A user name; its password is read from `password_file`.
-    pub user: Option<String>,
-    /// A file holding the password of `user`.
-    pub password_file: Option<PathBuf>,
-    /// A file holding a token.
-    pub token_file: Option<PathBuf>,
-    /// A `.creds` file (JWT and NKey seed).
-    pub creds: Option<PathBuf>,
-    /// A file holding an NKey seed.
-    pub nkey: Option<PathBuf>,
+    /// The credential given with flags (one at most, [`Auth::from_flags`]); one written in `url` is taken from it.
+    pub auth: Auth,
     /// CA certificates (PEM) to verify the server with; setting it requires TLS.
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
@@ -39,6 +31,65 @@ pub struct NatsConfig {
     /// Where the server's error messages (`-ERR`, such as a permissions violation naming its subject) go
     /// instead of the log; the doctor reads them to tell a denied publish from one nothing answers.
     pub server_errors: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+/// The one credential given with flags, resolved when the arguments are read (two of them, or half of one, are
+/// refused then, not at connect time). The secrets stay in their files until a connection reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// No flag: credentials in the URL, the local server's key, or none.
+    #[default]
+    None,
+    /// `--nats-user` with `--nats-password-file`.
+    User { user: String, password_file: PathBuf },
+    /// `--nats-token-file`.
+    TokenFile(PathBuf),
+    /// `--nats-nkey`: a file holding an NKey seed.
+    Nkey(PathBuf),
+    /// `--nats-creds`: a `.creds` file (JWT and NKey seed).
+    Creds(PathBuf),
+}
+
+impl Auth {
+    /// The credential of the `--nats-*` flags: at most one, and a user with its password file.
+    pub fn from_flags(
+        user: Option<String>,
+        password_file: Option<PathBuf>,
+        token_file: Option<PathBuf>,
+        nkey: Option<PathBuf>,
+        creds: Option<PathBuf>,
+    ) -> Result<Auth, NatsError> {
+        let user = match (user, password_file) {
+            (Some(user), Some(password_file)) => Some(Auth::User { user, password_file }),
+            (None, None) => None,
+            _ => return Err(NatsError::HalfUser),
+        };
+        let given: Vec<(&str, Auth)> = [
+            user.map(|a| ("--nats-user", a)),
+            token_file.map(|f| ("--nats-token-file", Auth::TokenFile(f))),
+            nkey.map(|f| ("--nats-nkey", Auth::Nkey(f))),
+            creds.map(|f| ("--nats-creds", Auth::Creds(f))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if given.len() > 1 {
+            let names: Vec<&str> = given.iter().map(|(flag, _)| *flag).collect();
+            return Err(NatsError::TwoCredentials(names.join(" and ")));
+        }
+        Ok(given.into_iter().next().map(|(_, auth)| auth).unwrap_or_default())
+    }
+
+    /// The flag that gave it, for messages.
+    fn flag(&self) -> Option<&'static str> {
+        match self {
+            Auth::None => None,
+            Auth::User { .. } => Some("--nats-user"),
+            Auth::TokenFile(_) => Some("--nats-token-file"),
+            Auth::Nkey(_) => Some("--nats-nkey"),
+            Auth::Creds(_) => Some("--nats-creds"),
+        }
+    }
 }
 
 /// Why riposte could not reach NATS. Messages name the credential used, never its secret.
@@ -292,24 +343,8 @@ impl NatsConfig {
         servers: &Servers,
         local: Option<&StateDir>,
     ) -> Result<(async_nats::ConnectOptions, Credential), NatsError> {
-        let mut given = Vec::new();
-        if servers.auth.is_some() {
-            given.push("credentials in the URL");
-        }
-        if self.user.is_some() || self.password_file.is_some() {
-            given.push("--nats-user");
-        }
-        if self.token_file.is_some() {
-            given.push("--nats-token-file");
-        }
-        if self.nkey.is_some() {
-            given.push("--nats-nkey");
-        }
-        if self.creds.is_some() {
-            given.push("--nats-creds");
-        }
-        if given.len() > 1 {
-            return Err(NatsError::TwoCredentials(given.join(" and ")));
+        if let (Some(_), Some(flag)) = (&servers.auth, self.auth.flag()) {
+            return Err(NatsError::TwoCredentials(format!("credentials in the URL and {flag}")));
         }
         let opts = async_nats::ConnectOptions::new();
         if let Some(auth) = &servers.auth {
@@ -318,31 +353,30 @@ impl NatsConfig {
                 UrlAuth::Token(token) => (opts.token(token), Credential::UrlToken),
             });
         }
-        match (&self.user, &self.password_file) {
-            (Some(user), Some(file)) => {
-                let pass = secret_file("password (--nats-password-file)", file)?;
-                let credential = Credential::User { user: user.clone(), password_file: file.clone() };
+        match &self.auth {
+            Auth::User { user, password_file } => {
+                let pass = secret_file("password (--nats-password-file)", password_file)?;
+                let credential = Credential::User { user: user.clone(), password_file: password_file.clone() };
                 return Ok((opts.user_and_password(user.clone(), pass), credential));
             }
-            (None, None) => {}
-            _ => return Err(NatsError::HalfUser),
-        }
-        if let Some(file) = &self.token_file {
-            let token = secret_file("token (--nats-token-file)", file)?;
-            return Ok((opts.token(token), Credential::TokenFile(file.clone())));
-        }
-        if let Some(path) = &self.nkey {
-            let (seed, public) = read_seed("NKey seed (--nats-nkey)", path)?;
-            return Ok((opts.nkey(seed), Credential::Nkey { public, path: path.clone() }));
-        }
-        if let Some(path) = &self.creds {
-            readable("NATS credentials (--nats-creds)", path)?;
-            let opts = opts.credentials_file(path).await.map_err(|e| NatsError::File {
-                what: "NATS credentials (--nats-creds)",
-                path: path.clone(),
-                source: e,
-            })?;
-            return Ok((opts, Credential::Creds(path.clone())));
+            Auth::TokenFile(file) => {
+                let token = secret_file("token (--nats-token-file)", file)?;
+                return Ok((opts.token(token), Credential::TokenFile(file.clone())));
+            }
+            Auth::Nkey(path) => {
+                let (seed, public) = read_seed("NKey seed (--nats-nkey)", path)?;
+                return Ok((opts.nkey(seed), Credential::Nkey { public, path: path.clone() }));
+            }
+            Auth::Creds(path) => {
+                readable("NATS credentials (--nats-creds)", path)?;
+                let opts = opts.credentials_file(path).await.map_err(|e| NatsError::File {
+                    what: "NATS credentials (--nats-creds)",
+                    path: path.clone(),
+                    source: e,
+                })?;
+                return Ok((opts, Credential::Creds(path.clone())));
+            }
+            Auth::None => {}
         }
         if let Some(state) = local {
             let path = crate::nats::embedded::local_seed(state);
@@ -515,6 +549,21 @@ mod tests {
     fn openssl(dir: &Path, args: &[&str]) {
         let out = std::process::Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn the_credential_flags_resolve_to_one_credential_or_say_which_collide() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(Auth::from_flags(None, None, None, None, None).unwrap(), Auth::None);
+        assert_eq!(Auth::from_flags(None, None, None, p("/seed"), None).unwrap(), Auth::Nkey("/seed".into()));
+        let user = Auth::from_flags(Some("u".into()), p("/pw"), None, None, None).unwrap();
+        assert_eq!(user, Auth::User { user: "u".into(), password_file: "/pw".into() });
+        let two = Auth::from_flags(Some("u".into()), p("/pw"), p("/token"), None, p("/c")).unwrap_err();
+        assert_eq!(two.to_string(), "--nats-user and --nats-token-file and --nats-creds: give one credential");
+        for half in [(Some("u".to_owned()), None), (None, p("/pw"))] {
+            let e = Auth::from_flags(half.0, half.1, None, None, None).unwrap_err();
+            assert!(matches!(e, NatsError::HalfUser), "{e}");
+        }
     }
 
     #[test]

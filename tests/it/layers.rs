@@ -118,3 +118,80 @@ fn nothing_below_the_runtime_knows_it_and_nothing_below_the_runner_knows_the_run
         }
     }
 }
+
+/// What each module's code (not its comments) uses: `crate::a::b` and, in a folder, `super::x`; a module's use
+/// of its own parent or children is not an edge.
+fn module_graph(src: &Path) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let modules: Vec<(String, String)> =
+        files.iter().map(|f| (module_of(f.strip_prefix(src).unwrap()), std::fs::read_to_string(f).unwrap())).collect();
+    let known: std::collections::BTreeSet<&str> = modules.iter().map(|(m, _)| m.as_str()).collect();
+    // The longest known module a path names.
+    let resolve = |path: &str| -> Option<String> {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        (1..=parts.len()).rev().map(|n| parts[..n].join("/")).find(|c| known.contains(c.as_str()))
+    };
+    let mut graph = std::collections::BTreeMap::new();
+    for (module, text) in &modules {
+        let parent = module.rsplit_once('/').map(|(p, _)| p.to_owned()).unwrap_or_default();
+        let mut uses = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (marker, base) in [("crate::", String::new()), ("super::", parent.clone())] {
+                let mut rest = line;
+                while let Some(i) = rest.find(marker) {
+                    rest = &rest[i + marker.len()..];
+                    let path: String =
+                        rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+                    let path = format!("{base}/{}", path.trim_end_matches(':').replace("::", "/"));
+                    if let Some(used) = resolve(&path) {
+                        let related = used == *module
+                            || used.starts_with(&format!("{module}/"))
+                            || module.starts_with(&format!("{used}/"));
+                        if !related {
+                            uses.insert(used);
+                        }
+                    }
+                }
+            }
+        }
+        graph.insert(module.clone(), uses);
+    }
+    graph
+}
+
+#[test]
+fn no_two_modules_use_each_other_even_through_others() {
+    // A cycle (cli/args → cli/function → cli/deploy → cli/trigger → cli/args was one) means neither side can be
+    // read or changed alone: move what both need below them.
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = module_graph(&src);
+    assert!(graph.len() > 60 && graph["cli/function"].contains("cli/args"), "{} modules read", graph.len());
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<String> {
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            return Some(format!("{} → {m}", path[i..].join(" → ")));
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        for used in graph.get(m).into_iter().flatten() {
+            if let Some(cycle) = visit(used, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        if let Some(cycle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+            panic!("modules in a cycle: {cycle}");
+        }
+    }
+}

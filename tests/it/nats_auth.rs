@@ -13,7 +13,7 @@ use riposte::model::execution::Status;
 use riposte::model::function::{Function, Settings};
 use riposte::model::manifest::Manifest;
 use riposte::model::trigger::Trigger;
-use riposte::nats::connect::NatsConfig;
+use riposte::nats::connect::{Auth, NatsConfig};
 use riposte::nats::registry::Registry;
 use riposte::nats::results::{read_results, Disposition};
 use riposte::runner::{Runner, RunnerConfig};
@@ -177,8 +177,7 @@ async fn user_and_password_in_the_url_or_from_flags_and_env() {
     );
 
     let mut c = config(&url);
-    c.user = Some("runner".into());
-    c.password_file = Some(password.into());
+    c.auth = Auth::User { user: "runner".into(), password_file: password.into() };
     runs_an_alert(&c).await;
 }
 
@@ -208,7 +207,7 @@ async fn a_token_in_the_url_or_from_a_file() {
     let mut c = config(&in_url);
     runs_an_alert(&c).await;
     c.url = Some(url);
-    c.token_file = Some(token.into());
+    c.auth = Auth::TokenFile(token.into());
     runs_an_alert(&c).await;
 }
 
@@ -240,7 +239,7 @@ async fn an_nkey_seed_file() {
     );
 
     let mut c = config(&url);
-    c.nkey = Some(seed.into());
+    c.auth = Auth::Nkey(seed.into());
     runs_an_alert(&c).await;
 }
 
@@ -268,7 +267,7 @@ async fn a_creds_file_of_an_operator_account_and_the_binary_runner_with_it() {
     refused(riposte(&["trigger", "list", "--nats", &url], &[]), &["refused a connection without credentials"], "SU");
 
     let mut c = config(&url);
-    c.creds = Some(creds.clone());
+    c.auth = Auth::Creds(creds.clone());
     runs_an_alert(&c).await;
 
     // `riposte run` itself, configured through the environment, runs an alert published after it started.
