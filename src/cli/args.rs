@@ -48,6 +48,37 @@ pub struct NatsArgs {
     /// Change existing streams whose replicas differ from --replicas (otherwise riposte stops and says so).
     #[arg(long, env = "RIPOSTE_UPDATE_STREAMS")]
     pub update_streams: bool,
+    /// Most bytes the alert stream (FALCO) keeps; when a flood fills it the oldest alerts are discarded, the
+    /// newest kept. A number of bytes, or with K, M, G (KiB, MiB, GiB). Without it a new or unbounded stream
+    /// gets 1G and a bound set earlier is left alone.
+    #[arg(long, env = "RIPOSTE_ALERT_STREAM_MAX_BYTES", value_name = "BYTES", value_parser = parse_bytes)]
+    pub alert_stream_max_bytes: Option<u64>,
+    /// The largest alert the alert stream stores (larger ones are refused by the server). Bytes, or with K, M,
+    /// G; default 1M (NATS's default max_payload), the same way as --alert-stream-max-bytes.
+    #[arg(long, env = "RIPOSTE_ALERT_MAX_BYTES", value_name = "BYTES", value_parser = parse_bytes)]
+    pub alert_max_bytes: Option<u64>,
+}
+
+/// A size: a whole number of bytes, or with a K, M or G suffix (powers of 1024), e.g. `512M`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || format!("{text:?} is not a size: write bytes, or a number with K, M or G, e.g. 512M");
+    let (digits, unit) = match t.char_indices().last().ok_or_else(bad)? {
+        (i, c @ ('K' | 'k' | 'M' | 'm' | 'G' | 'g')) => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit {
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => 0,
+    };
+    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(bad)?;
+    if bytes == 0 || bytes > i64::MAX as u64 {
+        return Err(bad());
+    }
+    Ok(bytes)
 }
 
 impl NatsArgs {
@@ -74,7 +105,12 @@ impl NatsArgs {
 
     /// How the streams and buckets are replicated (`--replicas`, `--update-streams`).
     pub fn streams(&self) -> StreamSettings {
-        StreamSettings { replicas: self.replicas.map(usize::from), update: self.update_streams }
+        StreamSettings {
+            replicas: self.replicas.map(usize::from),
+            update: self.update_streams,
+            alert_max_bytes: self.alert_stream_max_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+            alert_max_msg_size: self.alert_max_bytes.map(|b| i32::try_from(b).unwrap_or(i32::MAX)),
+        }
     }
 
     /// Connects and opens the registry (creating the streams and buckets when this is a fresh server).

@@ -17,6 +17,10 @@ pub struct Args {
     /// nothing; the subjects the server answers with a permissions violation are listed (about 2 s).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "runner")]
     role: Vec<RoleArg>,
+    /// The name of the runner on this machine (`riposte run --name`; default the host name): its NATS
+    /// credential may publish only its own records and heartbeat, so its permissions are probed under it.
+    #[arg(long, env = "RIPOSTE_RUNNER_NAME")]
+    name: Option<String>,
     #[command(flatten)]
     nats: super::args::NatsArgs,
     #[command(flatten)]
@@ -36,7 +40,9 @@ enum RoleArg {
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     let nats = args.nats.config("riposte-doctor")?;
     let local = nats.resolve_url(state).is_ok_and(|(_, local)| local);
+    let runner_name = args.name.clone().unwrap_or_else(super::run::hostname);
     let config = DoctorConfig {
+        runner_name,
         settings_keys: args.key.keys(state, Server::local_if(local), MissingKey::None)?,
         nats,
         state: state.clone(),

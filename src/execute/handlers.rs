@@ -103,6 +103,14 @@ impl HandlerCache {
         cell.get_or_try_init(|| self.load(function)).await.cloned()
     }
 
+    /// Makes every alert of this version of `function` fail with `why` (its settings do not open for its code):
+    /// the one handler it gets until it is deployed again.
+    pub fn refuse(&self, function: &Function, why: String) {
+        let handler: Arc<dyn Handler> = Arc::new(Unopened { why, secrets: Secrets::default() });
+        let cell = Arc::new(OnceCell::new_with(Some(handler)));
+        self.loaded.lock().unwrap().insert(function.name.clone(), (function.clone(), cell));
+    }
+
     /// Whether the handler of the function's current version is loaded.
     pub fn is_loaded(&self, function: &str) -> bool {
         self.loaded.lock().unwrap().get(function).is_some_and(|(_, cell)| cell.initialized())
@@ -227,6 +235,24 @@ impl HandlerCache {
             let _ = std::fs::rename(&tmp, &path);
         }
         Ok(bytes)
+    }
+}
+
+/// The handler of a function whose secret settings do not open for its code: nothing runs, each alert is a
+/// `missing-setting` execution (not retried) saying why and what to do.
+struct Unopened {
+    why: String,
+    secrets: Secrets,
+}
+
+#[async_trait::async_trait]
+impl Handler for Unopened {
+    fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    async fn react(&self, _: &Alert) -> Execution {
+        Execution::refused(crate::model::execution::Status::MissingSetting, self.why.clone())
     }
 }
 

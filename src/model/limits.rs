@@ -233,3 +233,16 @@ pub const CONTAINER_ENV_ALERT_BYTES: usize = 64 * 1024;
 
 /// How long connecting to the container engine may take before riposte says it is not reachable.
 pub const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The alert stream's default size (`--alert-stream-max-bytes`): when a flood fills it, the oldest alerts are
+/// discarded so the newest survive, and the store is never filled for the results and the registry.
+pub const ALERT_STREAM_MAX_BYTES: i64 = 1 << 30;
+/// The largest alert the alert stream stores by default (`--alert-max-bytes`): NATS's default `max_payload`, so a
+/// server configured with a larger one still keeps alerts from filling the stream one by one (falcosidekick's are
+/// a few KiB).
+pub const ALERT_MAX_BYTES: i32 = 1 << 20;
+/// The dead-letter stream's size (oldest letters discarded first) and its object store's (full: a letter's
+/// alert too large for it is not stored and counted as unstored).
+pub const DEADLETTER_MAX_BYTES: i64 = 1 << 30;
+/// `riposte doctor` warns when a stream holds more than this share (percent) of its `max_bytes`.
+pub const STREAM_NEAR_FULL_PERCENT: u64 = 80;

@@ -4,6 +4,11 @@
 //! once that is older than `Timings::gone_after` (15 s), and the bucket's stream forgets it after [`FORGOTTEN_AFTER`]
 //! (`max_age`: nats-server 2.9 has no per-message TTL, an entry expires with the stream's age limit). Ages are
 //! the server's time stamp of the last put against this machine's clock (`riposte doctor` checks the skew).
+//!
+//! A heartbeat is keyed by its runner's name so that NATS permissions can confine each runner's credential to
+//! its own key (`$KV.riposte-runners.*.<runner>`, README's least-privilege layout): a credential cannot make a
+//! runner that does not run look alive. A heartbeat whose content names another runner than its key is dropped
+//! by [`runners`] with a warning, never listed.
 
 use crate::model::function::Function;
 use crate::nats::streams::{Doing, StreamError, StreamSettings};
@@ -136,6 +141,14 @@ pub async fn runners(store: &kv::Store) -> Result<Vec<RunnerStatus>, StreamError
             Ok(h) => h,
             Err(e) => return Err(StreamError::new(format!("runners bucket entry {k}"), e)),
         };
+        if k != key(&heartbeat.name) {
+            tracing::warn!(
+                "heartbeat {:?} not shown: it claims to be runner {:?} (forged, or written by a credential of another runner)",
+                crate::secrets::truncate::truncate(&k, 128),
+                crate::secrets::truncate::truncate(&heartbeat.name, 128)
+            );
+            continue;
+        }
         let age = (now - entry.created).max(time::Duration::ZERO);
         let seconds_since = age.whole_seconds().max(0) as u64;
         out.push(RunnerStatus {

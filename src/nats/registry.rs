@@ -40,8 +40,13 @@ pub enum Change {
     /// A function put (its settings opened) or deleted.
     Function(String, Option<Box<Function>>),
     Trigger(String, Option<Trigger>),
-    /// A function put whose settings this registry's keys cannot open (no key, or another one): it cannot run.
+    /// A function put whose settings this registry's keys cannot open (no key, another one, or sealed by an
+    /// earlier riposte): it cannot run here; its alerts wait for a runner that can, or a redeploy.
     Refused(String, std::sync::Arc<SealError>),
+    /// A function put (as stored) whose settings the key does not open for its code: its artifact or manifest is
+    /// not what they were sealed for (the entry was rewritten without the key), or they were altered. No runner
+    /// can open them, so each alert of it is recorded as failed with the error until it is deployed again.
+    Unopened(Box<Function>, std::sync::Arc<SealError>),
 }
 
 impl Registry {
@@ -205,8 +210,9 @@ impl Registry {
                 let change = match kind {
                     "functions" if deleted => Change::Function(name.to_owned(), None),
                     "functions" => match serde_json::from_slice(&entry.value) {
-                        Ok(f) => match crate::secrets::seal::open_settings(keys.as_ref(), f) {
+                        Ok(f) => match crate::secrets::seal::open_settings(keys.as_ref(), Function::clone(&f)) {
                             Ok(f) => Change::Function(name.to_owned(), Some(Box::new(f))),
+                            Err(e @ SealError::Corrupt { .. }) => Change::Unopened(Box::new(f), std::sync::Arc::new(e)),
                             Err(e) => Change::Refused(name.to_owned(), std::sync::Arc::new(e)),
                         },
                         Err(e) => return Some(Err(StreamError::new(format!("registry entry {}", entry.key), e))),

@@ -1,6 +1,12 @@
-//! What a runner records about each execution: a result on `riposte.results.<function>` (history for
+//! What a runner records about each execution: a result on `riposte.results.<function>.<runner>` (history for
 //! `function logs` and `function top`), and for an alert it gave up on, a dead letter on
-//! `riposte.deadletter.<function>` carrying the alert and the error. Neither ever holds setting values.
+//! `riposte.deadletter.<function>.<runner>` carrying the alert and the error. Neither ever holds setting values.
+//!
+//! The runner's name is in the subject so that NATS permissions can confine each runner's credential to its own
+//! records (`riposte.results.*.<runner>`, README's least-privilege layout), and every reader checks that a
+//! record says what its subject says (function and runner): a record published by a credential under one name
+//! and claiming another function or runner is dropped with a warning, never shown or counted as real. (Records
+//! on the subjects of earlier versions, `riposte.results.<function>`, carry no runner and are dropped the same.)
 //!
 //! Every record fits in one NATS message: its texts are cut at creation (message, detail, logs, and the fields
 //! an alert fills: the bounds are in `limits.rs`, and a cut text says how many bytes were dropped), and before
@@ -256,14 +262,38 @@ impl DeadLetter {
     }
 }
 
-/// The subject of a function's results.
-pub fn results_subject(function: &str) -> String {
-    format!("{RESULTS_PREFIX}.{function}")
+/// The subject of the results of `function` that runner `runner` publishes.
+pub fn results_subject(function: &str, runner: &str) -> String {
+    format!("{RESULTS_PREFIX}.{function}.{runner}")
 }
 
-/// The subject of a function's dead letters.
-pub fn deadletter_subject(function: &str) -> String {
-    format!("{DEADLETTER_PREFIX}.{function}")
+/// The subject of the dead letters of `function` that runner `runner` publishes.
+pub fn deadletter_subject(function: &str, runner: &str) -> String {
+    format!("{DEADLETTER_PREFIX}.{function}.{runner}")
+}
+
+/// What a record says about where it comes from, to be checked against the subject it came on.
+pub trait Attributed {
+    /// The function and the runner it names.
+    fn claims(&self) -> (&str, &str);
+}
+
+impl Attributed for ResultRecord {
+    fn claims(&self) -> (&str, &str) {
+        (&self.function, &self.runner)
+    }
+}
+
+impl Attributed for DeadLetter {
+    fn claims(&self) -> (&str, &str) {
+        (&self.function, &self.runner)
+    }
+}
+
+/// Whether a record that came on `subject` (under `prefix`) names the function and runner its subject names.
+pub fn matches_subject(prefix: &str, subject: &str, record: &impl Attributed) -> bool {
+    let (function, runner) = record.claims();
+    subject.strip_prefix(prefix).and_then(|s| s.strip_prefix('.')) == Some(&format!("{function}.{runner}"))
 }
 
 /// The largest record this connection's server takes: its `max_payload` (announced when the client connected),
@@ -281,7 +311,8 @@ pub fn max_record_bytes(js: &jetstream::Context) -> usize {
 /// (the alert is settled only after that).
 pub async fn publish_result(js: &jetstream::Context, record: &ResultRecord) -> Result<(), StreamError> {
     let body = record.to_json_within(max_record_bytes(js))?;
-    let ack = js.publish(results_subject(&record.function), body.into()).await.doing("publishing a result")?;
+    let subject = results_subject(&record.function, &record.runner);
+    let ack = js.publish(subject, body.into()).await.doing("publishing a result")?;
     ack.await.map(|_| ()).doing("publishing a result")
 }
 
@@ -306,7 +337,8 @@ pub async fn publish_deadletter(js: &jetstream::Context, letter: &DeadLetter) ->
             ));
         }
     }
-    let ack = js.publish(deadletter_subject(&letter.function), body.into()).await.doing("publishing a dead letter")?;
+    let subject = deadletter_subject(&letter.function, &letter.runner);
+    let ack = js.publish(subject, body.into()).await.doing("publishing a dead letter")?;
     ack.await.map(|_| ()).doing("publishing a dead letter")
 }
 
@@ -327,7 +359,7 @@ pub async fn read_results(
     function: Option<&str>,
     last: Option<usize>,
 ) -> Result<Vec<ResultRecord>, StreamError> {
-    let filter = function.map(results_subject).unwrap_or_else(|| format!("{RESULTS_PREFIX}.>"));
+    let filter = function.map(function_results).unwrap_or_else(|| format!("{RESULTS_PREFIX}.>"));
     Ok(read_stream(js, RESULTS_STREAM, &filter, last, consumer::DeliverPolicy::All, None).await?.unwrap_or_default())
 }
 
@@ -339,7 +371,7 @@ pub async fn read_function_results_since(
     last: Option<usize>,
 ) -> Result<Vec<ResultRecord>, StreamError> {
     let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
-    Ok(read_stream(js, RESULTS_STREAM, &results_subject(function), last, policy, None).await?.unwrap_or_default())
+    Ok(read_stream(js, RESULTS_STREAM, &function_results(function), last, policy, None).await?.unwrap_or_default())
 }
 
 /// Every function's results stored since `since`, oldest first (JetStream starts the read at that time, so
@@ -370,21 +402,26 @@ pub async fn already_handled(
     // A consumer starting at `since` says at once how many results match: usually none, and nothing is read.
     let policy = consumer::DeliverPolicy::ByStartTime { start_time: since };
     let records: Option<Vec<ResultRecord>> =
-        read_stream(js, RESULTS_STREAM, &results_subject(function), None, policy, Some(HANDLED_SCAN_MAX)).await?;
+        read_stream(js, RESULTS_STREAM, &function_results(function), None, policy, Some(HANDLED_SCAN_MAX)).await?;
     Ok(records.unwrap_or_default().into_iter().find(|r| r.alert_uuid == uuid && r.status == Status::Ok))
 }
 
 /// Reads a function's dead letters, oldest first.
 pub async fn read_deadletters(js: &jetstream::Context, function: &str) -> Result<Vec<DeadLetter>, StreamError> {
     let all = consumer::DeliverPolicy::All;
-    Ok(read_stream(js, crate::nats::streams::DEADLETTER_STREAM, &deadletter_subject(function), None, all, None)
-        .await?
-        .unwrap_or_default())
+    let filter = format!("{DEADLETTER_PREFIX}.{function}.*");
+    Ok(read_stream(js, crate::nats::streams::DEADLETTER_STREAM, &filter, None, all, None).await?.unwrap_or_default())
+}
+
+/// The filter of one function's results, every runner's.
+fn function_results(function: &str) -> String {
+    format!("{RESULTS_PREFIX}.{function}.*")
 }
 
 /// The records of `stream` on `filter` from `deliver_policy` on, oldest first (only the last `last` when given);
-/// None, without reading, when more than `cap` match.
-async fn read_stream<T: serde::de::DeserializeOwned>(
+/// None, without reading, when more than `cap` match. A record whose subject does not say what it says (another
+/// function or runner: forged, or from an earlier version's subjects) is left out, and a warning counts them.
+async fn read_stream<T: serde::de::DeserializeOwned + Attributed>(
     js: &jetstream::Context,
     stream: &str,
     filter: &str,
@@ -408,6 +445,8 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
         return Ok(None);
     }
     let mut out = VecDeque::new();
+    let mut mismatched = 0u64;
+    let prefix = if stream.cached_info().config.name == RESULTS_STREAM { RESULTS_PREFIX } else { DEADLETTER_PREFIX };
     if matched == 0 {
         return Ok(Some(out.into()));
     }
@@ -415,7 +454,14 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
     // The last message says nothing is pending; a silence also ends the read (messages may have expired).
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
         let msg = msg.doing(what.clone())?;
-        if let Ok(record) = serde_json::from_slice(&msg.payload) {
+        if let Ok(record) = serde_json::from_slice::<T>(&msg.payload) {
+            if !matches_subject(prefix, &msg.subject, &record) {
+                mismatched += 1;
+                if msg.info().map(|i| i.pending == 0).unwrap_or(false) {
+                    break;
+                }
+                continue;
+            }
             out.push_back(record);
             if last.is_some_and(|n| out.len() > n) {
                 out.pop_front();
@@ -424,6 +470,13 @@ async fn read_stream<T: serde::de::DeserializeOwned>(
         if msg.info().map(|i| i.pending == 0).unwrap_or(false) {
             break;
         }
+    }
+    if mismatched > 0 {
+        tracing::warn!(
+            "{mismatched} record(s) in {} not shown: their subject does not name the function and runner they \
+             claim (forged by a credential publishing under another name, or stored by an earlier riposte)",
+            stream.cached_info().config.name
+        );
     }
     Ok(Some(out.into()))
 }

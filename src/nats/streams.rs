@@ -1,13 +1,23 @@
 //! The JetStream streams and consumers riposte relies on, created idempotently by every runner and command:
 //! the alert stream (captures `falco.>` so alerts published with core NATS are kept while no runner is up),
-//! the results stream (`riposte.results.<function>`, history for `function logs` / `top`), the dead-letter
-//! stream (`riposte.deadletter.<function>`), and one durable pull consumer per trigger.
+//! the results stream (`riposte.results.<function>.<runner>`, history for `function logs` / `top`), the
+//! dead-letter stream (`riposte.deadletter.<function>.<runner>`), and one durable pull consumer per trigger.
 //!
 //! Replicas: a stream is created with the replicas asked for (`--replicas`, default 1). An existing stream
 //! is never changed silently: when it has other replicas than asked for, riposte says so and changes it only
 //! when told to (`--update-streams`); without `--replicas`, whatever an operator set is left alone.
+//!
+//! Size: every stream riposte writes to has a `max_bytes`, so a flood of alerts (falcosidekick publishes with
+//! core NATS and never learns an alert was dropped) cannot fill the server's store and starve the results and
+//! the registry. The alert stream discards its oldest alerts when full (the newest survive: they are the attack
+//! in progress) and refuses any alert over `max_msg_size`; both are set with `--alert-stream-max-bytes` and
+//! `--alert-max-bytes`. A stream made by an earlier riposte without a bound gets one when it is ensured; a
+//! bound an operator set is changed only by those flags.
 
-use crate::model::limits::{Limits, FLEET_ACK_PENDING_FACTOR, MAX_DELIVER_BACKSTOP};
+use crate::model::limits::{
+    Limits, ALERT_MAX_BYTES, ALERT_STREAM_MAX_BYTES, DEADLETTER_MAX_BYTES, FLEET_ACK_PENDING_FACTOR,
+    MAX_DELIVER_BACKSTOP,
+};
 use crate::model::trigger::{Pattern, Trigger};
 use async_nats::jetstream::{self, consumer, stream};
 
@@ -100,13 +110,39 @@ impl<T, E: Into<BoxError>> Doing<T> for Result<T, E> {
     }
 }
 
-/// How the streams and buckets riposte creates are replicated.
+/// How the streams and buckets riposte creates are replicated and bounded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamSettings {
     /// Replicas asked for (`--replicas`); `None`: 1 for new streams, existing ones left as they are.
     pub replicas: Option<usize>,
     /// Change existing streams whose replicas differ (`--update-streams`) instead of refusing to start.
     pub update: bool,
+    /// The alert stream's `max_bytes` (`--alert-stream-max-bytes`); `None`: [`ALERT_STREAM_MAX_BYTES`] for a
+    /// new or unbounded stream, an existing bound left as it is.
+    pub alert_max_bytes: Option<i64>,
+    /// The largest alert it stores, `max_msg_size` (`--alert-max-bytes`); `None`: [`ALERT_MAX_BYTES`], the
+    /// same way.
+    pub alert_max_msg_size: Option<i32>,
+}
+
+/// A stream's size bounds as riposte wants them, and whether they were asked for explicitly (then an existing
+/// stream with other bounds is changed; otherwise only a stream without any bound is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bounds {
+    max_bytes: i64,
+    max_msg_size: i32,
+    explicit: bool,
+}
+
+impl Bounds {
+    fn of(config: &stream::Config) -> Bounds {
+        Bounds { max_bytes: config.max_bytes, max_msg_size: config.max_message_size, explicit: false }
+    }
+}
+
+/// Whether a stream limit is unset (JetStream says -1; a config made without it may say 0).
+fn unbounded(limit: i64) -> bool {
+    limit <= 0
 }
 
 /// Creates the alert, results and dead-letter streams when missing, with one replica; see [`ensure_with`].
@@ -131,6 +167,10 @@ pub async fn ensure_with(
             description: Some("Falco alerts, kept for riposte triggers".into()),
             subjects,
             max_age: ALERT_MAX_AGE,
+            max_bytes: settings.alert_max_bytes.unwrap_or(ALERT_STREAM_MAX_BYTES),
+            max_message_size: settings.alert_max_msg_size.unwrap_or(ALERT_MAX_BYTES),
+            // Full: the oldest alerts go, the newest (the attack in progress) are kept.
+            discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             ..Default::default()
         },
@@ -161,6 +201,8 @@ pub async fn ensure_with(
             description: Some("alerts riposte gave up on, with the error".into()),
             subjects: vec![format!("{DEADLETTER_PREFIX}.>")],
             max_age: DEADLETTER_MAX_AGE,
+            max_bytes: DEADLETTER_MAX_BYTES,
+            discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             ..Default::default()
         },
@@ -176,6 +218,7 @@ pub async fn ensure_with(
             description: Some("riposte: alerts too large for their dead letter".into()),
             subjects: vec![format!("$O.{DEADLETTER_OBJECTS}.C.>"), format!("$O.{DEADLETTER_OBJECTS}.M.>")],
             max_age: DEADLETTER_MAX_AGE,
+            max_bytes: DEADLETTER_MAX_BYTES,
             allow_rollup: true,
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
@@ -215,6 +258,10 @@ pub(crate) async fn ensure_stream(
 ) -> Result<(), StreamError> {
     let name = config.name.clone();
     config.num_replicas = settings.replicas.unwrap_or(1);
+    let mut bounds = Bounds::of(&config);
+    if name == ALERT_STREAM {
+        bounds.explicit = settings.alert_max_bytes.is_some() || settings.alert_max_msg_size.is_some();
+    }
     match js.get_stream(&name).await {
         Ok(mut existing) => {
             let info = existing.info().await.doing(format!("reading stream {name}"))?;
@@ -243,6 +290,7 @@ pub(crate) async fn ensure_stream(
                     .await
                     .doing(format!("changing the subjects of stream {name} to {:?}", config.subjects))?;
             }
+            bound_existing(js, &info.config, bounds).await;
             Ok(())
         }
         Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
@@ -260,6 +308,62 @@ pub(crate) async fn ensure_stream(
             e,
         )),
     }
+}
+
+/// Gives an existing stream the size bounds riposte wants when it has none (made by an earlier riposte) or when
+/// they were asked for explicitly. A user not allowed to change streams (a least-privilege runner) only logs
+/// it: `riposte doctor` and any deployer command (which bounds it) say the rest.
+async fn bound_existing(js: &jetstream::Context, current: &stream::Config, wanted: Bounds) {
+    let name = &current.name;
+    let mut updated = current.clone();
+    let change = |has: i64, wants: i64| wants > 0 && (unbounded(has) || (wanted.explicit && has != wants));
+    if change(current.max_bytes, wanted.max_bytes) {
+        updated.max_bytes = wanted.max_bytes;
+    }
+    if change(i64::from(current.max_message_size), i64::from(wanted.max_msg_size)) {
+        updated.max_message_size = wanted.max_msg_size;
+    }
+    if updated == *current {
+        return;
+    }
+    match js.update_stream(&updated).await {
+        Ok(_) => tracing::info!(
+            stream = %name, max_bytes = updated.max_bytes, max_msg_size = updated.max_message_size,
+            "stream bounded"
+        ),
+        Err(e) => tracing::warn!(
+            stream = %name, error = %e,
+            "the stream is not bounded as configured and this user may not change it: run any deployer command \
+             (`riposte function list`) or `nats stream edit {name} --max-bytes {} --max-msg-size {}`",
+            updated.max_bytes, updated.max_message_size
+        ),
+    }
+}
+
+/// A stream's size when sampled, and its bound: for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamUsage {
+    pub stream: String,
+    pub bytes: u64,
+    pub messages: u64,
+    /// `None`: unbounded.
+    pub max_bytes: Option<u64>,
+}
+
+/// The size and bound of each stream riposte writes to, for `/metrics` (those it cannot read are left out).
+pub async fn usage(js: &jetstream::Context) -> Vec<StreamUsage> {
+    let mut out = Vec::new();
+    for name in [ALERT_STREAM, RESULTS_STREAM, DEADLETTER_STREAM] {
+        let Ok(mut s) = js.get_stream(name).await else { continue };
+        let Ok(info) = s.info().await else { continue };
+        out.push(StreamUsage {
+            stream: name.to_owned(),
+            bytes: info.state.bytes,
+            messages: info.state.messages,
+            max_bytes: u64::try_from(info.config.max_bytes).ok().filter(|b| *b > 0),
+        });
+    }
+    out
 }
 
 /// The subjects the alert stream captures.

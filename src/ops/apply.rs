@@ -327,7 +327,9 @@ pub async fn plan(
             None => Action::Create,
             Some(Ok(old)) if old == *f => Action::Unchanged,
             Some(Ok(old)) => Action::Update(function_changes(&old, f)),
-            Some(Err(_)) => Action::Update(vec!["settings sealed with another settings key: sealed again".into()]),
+            Some(Err(_)) => Action::Update(vec![
+                "settings do not open (another settings key, an earlier riposte, or rewritten for other code): sealed again".into(),
+            ]),
         };
         steps.push(Step { kind: Object::Function, name: name.clone(), action, detail });
         functions.push(prepared);

@@ -238,8 +238,11 @@ pub fn builder_for(playbook: &str, playbooks: &Catalog, state: &StateDir) -> Res
 }
 
 /// Builds a container playbook's image in this machine's container engine when it is missing there (the
-/// engine runners on this machine use). With no engine here, the runners that take the function need it.
+/// engine runners on this machine use). With no engine here, the runners that take the function need it. What a
+/// build would refuse (a context file outside the folder and not allowed, a link in the folder) is refused first,
+/// engine or not, image present or not: such a manifest is never written to the registry.
 async fn ensure_image_here(manifest: &Manifest, dir: &Path, allow: &ContextAllow) -> Result<ImageNote, DeployError> {
+    crate::execute::container::image::check_build_inputs(manifest, dir, allow)?;
     match ContainerEngine::connect(None).await {
         Ok(engine) => Ok(match engine.ensure_image(manifest, dir, allow).await? {
             ImageStatus::Present => ImageNote::Present,

@@ -87,6 +87,9 @@ pub struct DoctorConfig {
     pub roles: Vec<Role>,
     /// The settings key a runner here would be given: it must open every deployed function's secret settings.
     pub settings_keys: Option<crate::secrets::seal::SettingsKeys>,
+    /// The name a runner here runs with (`--name`): a runner's credential may publish only its own records and
+    /// heartbeat, so its permissions are probed under this name.
+    pub runner_name: String,
 }
 
 /// A set of NATS permissions riposte needs (README, least privilege).
@@ -242,9 +245,9 @@ async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<B
     for name in &streams {
         checks.push(stream(&js, name, cluster.is_some()).await);
     }
-    checks.push(clock(&js).await);
+    checks.push(clock(&js, &config.runner_name).await);
     for role in &config.roles {
-        checks.push(permissions(&client, *role, &mut server_errors).await);
+        checks.push(permissions(&client, *role, &config.runner_name, &mut server_errors).await);
     }
     match crate::nats::registry::Registry::existing(&js).await {
         Ok(Some(registry)) => registry.functions().await.ok(),
@@ -274,7 +277,7 @@ fn stored(subject: String) -> Probe {
 }
 
 /// The subjects `role` publishes on (README's least-privilege layout), one harmless probe each.
-fn probes(role: Role) -> Vec<Probe> {
+fn probes(role: Role, runner: &str) -> Vec<Probe> {
     use crate::nats::fleet::RUNNERS_BUCKET as RUNNERS;
     use crate::nats::registry::{ARTIFACT_BUCKET as OBJ, REGISTRY_BUCKET as KV};
     use crate::nats::streams::{ALERT_STREAM as FALCO, RESULTS_STREAM as RESULTS};
@@ -289,7 +292,6 @@ fn probes(role: Role) -> Vec<Probe> {
         api(format!("$JS.API.CONSUMER.CREATE.OBJ_{OBJ}")),
         api(format!("$JS.API.CONSUMER.CREATE.{RESULTS}")),
         api(format!("$JS.FC.{FALCO}.{PROBE}")),
-        stored(format!("$KV.{RUNNERS}.{PROBE}")),
     ];
     let mut probes: Vec<Probe> = common.into_iter().collect();
     match role {
@@ -298,8 +300,11 @@ fn probes(role: Role) -> Vec<Probe> {
             api(format!("$JS.API.CONSUMER.MSG.NEXT.{FALCO}.{PROBE}")),
             api(format!("$JS.API.CONSUMER.MSG.NEXT.{RESULTS}.{PROBE}")),
             api(format!("$JS.ACK.{FALCO}.{PROBE}.1.1.1.0.0.0")),
-            stored(format!("{}.{PROBE}", crate::nats::streams::RESULTS_PREFIX)),
-            stored(format!("{}.{PROBE}", crate::nats::streams::DEADLETTER_PREFIX)),
+            // Its own records and heartbeat only: under its name.
+            stored(crate::nats::results::results_subject(PROBE, runner)),
+            stored(crate::nats::results::deadletter_subject(PROBE, runner)),
+            stored(format!("$KV.{RUNNERS}.{}", crate::nats::fleet::key(runner))),
+            stored(format!("$KV.{RUNNERS}.{}", clock_key(runner))),
             stored(format!("riposte.dedup.{PROBE}.{PROBE}")),
         ]),
         Role::Deployer => probes.extend([
@@ -308,6 +313,7 @@ fn probes(role: Role) -> Vec<Probe> {
             api("$JS.API.STREAM.DELETE.RIPOSTE_DOCTOR_PROBE".into()),
             api(format!("$JS.API.STREAM.PURGE.OBJ_{OBJ}")),
             api(format!("$JS.API.STREAM.PURGE.KV_{RUNNERS}")),
+            stored(format!("$KV.{RUNNERS}.{PROBE}")),
             api(format!("$JS.API.CONSUMER.CREATE.{FALCO}")),
             api(format!("$JS.API.CONSUMER.DELETE.{FALCO}.{PROBE}")),
             stored(format!("$KV.{KV}.{PROBE}")),
@@ -342,10 +348,11 @@ fn denied_publish(error: &str) -> Option<&str> {
 async fn permissions(
     client: &async_nats::Client,
     role: Role,
+    runner: &str,
     server_errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> Check {
     let name = format!("permissions ({})", role.as_str());
-    let probes = probes(role);
+    let probes = probes(role, runner);
     while server_errors.try_recv().is_ok() {}
     futures::future::join_all(probes.iter().map(|p| send(client, p))).await;
     // A denied probe waited PROBE_TIMEOUT for an answer that never comes: its violation, sent by the server as
@@ -365,11 +372,16 @@ async fn permissions(
     Check::failure(
         &name,
         format!("the server denies publishing on {} of {} subjects: {}", denied.len(), probes.len(), denied.join(", ")),
-        format!(
-            "grant this user the {} permissions of README's least-privilege layout (its server log names each \
-             denial: \"Permissions Violation\")",
-            role.as_str().to_ascii_uppercase()
-        ),
+        match role {
+            Role::Runner => format!(
+                "grant this user the RUNNER_A permissions of README's least-privilege layout with runner-a replaced \
+                 by {runner} (or give doctor the runner's name: --name); its server log names each denial: \
+                 \"Permissions Violation\""
+            ),
+            Role::Deployer => "grant this user the DEPLOYER permissions of README's least-privilege layout (its \
+                 server log names each denial: \"Permissions Violation\")"
+                .to_owned(),
+        },
     )
 }
 
@@ -408,12 +420,37 @@ async fn stream(js: &async_nats::jetstream::Context, name: &str, clustered: bool
     match s.info().await {
         Ok(info) => {
             let replicas = info.config.num_replicas;
-            let detail = format!(
+            let mut detail = format!(
                 "present, {} messages, {replicas} replica{}",
                 info.state.messages,
                 if replicas == 1 { "" } else { "s" }
             );
-            if clustered && replicas < 3 {
+            let (bytes, max) = (info.state.bytes, info.config.max_bytes);
+            if max > 0 {
+                detail.push_str(&format!(", {bytes} of {max} bytes"));
+            }
+            let bounded = [
+                crate::nats::streams::ALERT_STREAM,
+                crate::nats::streams::RESULTS_STREAM,
+                crate::nats::streams::DEADLETTER_STREAM,
+            ];
+            if bounded.contains(&name) && max <= 0 {
+                Check::warning(
+                    &check,
+                    format!("{detail}, unbounded (no max_bytes): a flood of alerts can fill the server's store"),
+                    format!(
+                        "run any deployer command (`riposte function list`), which bounds it, or `nats stream edit {name} --max-bytes 1G`"
+                    ),
+                )
+            } else if max > 0
+                && bytes.saturating_mul(100) >= max as u64 * crate::model::limits::STREAM_NEAR_FULL_PERCENT
+            {
+                Check::warning(
+                    &check,
+                    format!("{detail}: nearly full, its oldest messages are being discarded"),
+                    "find the flood (`riposte function top --since 10m`), or give it more room: `riposte run --alert-stream-max-bytes` (and the server's store)",
+                )
+            } else if clustered && replicas < 3 {
                 Check::warning(
                     &check,
                     detail,
@@ -432,7 +469,13 @@ async fn stream(js: &async_nats::jetstream::Context, name: &str, clustered: bool
 }
 
 /// The server's time stamp of a probe put in the runners bucket against this machine's clock.
-async fn clock(js: &async_nats::jetstream::Context) -> Check {
+/// The key of the clock probe of the runner `runner` in the runners bucket: under its name, which its
+/// credential may write (README), and never its heartbeat's key.
+fn clock_key(runner: &str) -> String {
+    format!("doctor.{runner}")
+}
+
+async fn clock(js: &async_nats::jetstream::Context, runner: &str) -> Check {
     let Ok(store) = js.get_key_value(crate::nats::fleet::RUNNERS_BUCKET).await else {
         return Check::warning(
             "clock",
@@ -440,10 +483,7 @@ async fn clock(js: &async_nats::jetstream::Context) -> Check {
             "start `riposte run` once, then run doctor again",
         );
     };
-    let key = format!(
-        "doctor.{}",
-        crate::nats::fleet::host_name().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
-    );
+    let key = clock_key(runner);
     let before = time::OffsetDateTime::now_utc();
     let put = store.put(&key, bytes::Bytes::from_static(b"clock probe")).await;
     let after = time::OffsetDateTime::now_utc();
@@ -453,7 +493,7 @@ async fn clock(js: &async_nats::jetstream::Context) -> Check {
             return Check::warning(
                 "clock",
                 format!("not checked: cannot write the probe: {e}"),
-                "allow this user to publish to $KV.riposte-runners.>",
+                format!("allow this user to publish to $KV.riposte-runners.*.{runner} (README, least privilege)"),
             )
         }
     };

@@ -61,6 +61,12 @@ struct FunctionLabels {
     function: String,
 }
 
+/// The labels of a stream's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -256,6 +262,8 @@ pub struct Sample {
     pub nats_connected: bool,
     /// Connections made (the first one and every reconnect).
     pub nats_connects: u64,
+    /// The alert, results and dead-letter streams: bytes held and their bound.
+    pub streams: Vec<crate::nats::streams::StreamUsage>,
 }
 
 /// One trigger's consumer as JetStream reports it.
@@ -333,6 +341,17 @@ impl prometheus_client::collector::Collector for SampleCollector {
             "1 while the NATS connection is up",
             gauge,
             u64::from(s.nats_connected),
+        )?;
+        let streams = |v: fn(&crate::nats::streams::StreamUsage) -> Option<u64>| {
+            s.streams.iter().filter_map(move |u| Some((StreamLabels { stream: u.stream.clone() }, v(u)?)))
+        };
+        gauges(&mut encoder, "stream_bytes", "Bytes a stream holds", streams(|u| Some(u.bytes)))?;
+        gauges(&mut encoder, "stream_messages", "Messages a stream holds", streams(|u| Some(u.messages)))?;
+        gauges(
+            &mut encoder,
+            "stream_max_bytes",
+            "A stream's max_bytes (absent: unbounded); full, the alert stream discards its oldest alerts",
+            streams(|u| u.max_bytes),
         )?;
         let reconnects = s.nats_connects.saturating_sub(1);
         single(&mut encoder, "nats_reconnects", "Reconnections to NATS since the runner started", counter, reconnects)?;
@@ -543,8 +562,20 @@ mod tests {
             compile_misses: 1,
             nats_connected: true,
             nats_connects: 2,
+            streams: vec![
+                crate::nats::streams::StreamUsage {
+                    stream: "FALCO".into(),
+                    bytes: 900,
+                    messages: 3,
+                    max_bytes: Some(1000),
+                },
+                crate::nats::streams::StreamUsage { stream: "OLD".into(), bytes: 5, messages: 1, max_bytes: None },
+            ],
         });
         let text = m.encode();
+        assert!(text.contains("riposte_stream_bytes{stream=\"FALCO\"} 900\n"), "{text}");
+        assert!(text.contains("riposte_stream_max_bytes{stream=\"FALCO\"} 1000\n"), "{text}");
+        assert!(!text.contains("riposte_stream_max_bytes{stream=\"OLD\"}"), "unbounded: no bound series: {text}");
         let ft = "function=\"falco-slack\",trigger=\"falco-slack-trigger-0\"";
         for line in [
             format!("riposte_alerts_received_total{{{ft}}} 2"),

@@ -274,6 +274,14 @@ async fn watch_loop(
                     functions.remove(&name);
                     ctx.handlers.forget(&name);
                 }
+                Some(Ok(Change::Unopened(f, e))) => {
+                    // Nobody can open these values for this code: each alert fails with the error, visibly in
+                    // `function logs`, until the function is deployed again with the key.
+                    tracing::error!(function = %f.name, error = %e, "function's settings do not open for its code; its alerts are recorded as failed");
+                    ctx.refused.lock().unwrap().insert(f.name.clone(), e.to_string());
+                    ctx.handlers.refuse(&f, e.to_string());
+                    functions.insert(f.name.clone(), *f);
+                }
                 Some(Ok(Change::Trigger(name, t))) => match t {
                     Some(t) => { triggers.insert(name, t); }
                     None => { triggers.remove(&name); }
@@ -394,7 +402,9 @@ impl Probe for RunnerProbe {
             .collect();
         let (compile_hits, compile_misses) = self.ctx.handlers.compile_counts();
         let nats_connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        let streams = if connected { crate::nats::streams::usage(&self.ctx.js).await } else { Vec::new() };
         metrics.set_sample(Sample {
+            streams,
             consumers,
             instances,
             compile_hits,

@@ -5,15 +5,22 @@
 //! Why XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`: audited, pure Rust, no C toolchain) and not `age`:
 //! every party that seals (deployers) is also trusted to open (runners run the values), so a shared symmetric
 //! key is all a fleet needs; age's X25519 recipients would add a second key kind to distribute for no
-//! separation anyone uses. The 192-bit nonce makes random nonces safe for any number of deploys. Each value is
-//! bound to its function and setting name (associated data): a ciphertext moved to another function or setting
-//! does not open. A sealed value reads `sealed:v2:<key id>:<base64url(nonce ‖ ciphertext)>`; the key id (8 hex
-//! digits of a digest of the key, which says nothing about the key) names which key a runner lacks.
+//! separation anyone uses. The 192-bit nonce makes random nonces safe for any number of deploys. A sealed value
+//! reads `sealed:v3:<key id>:<base64url(nonce ‖ ciphertext)>`; the key id (8 hex digits of a digest of the key,
+//! which says nothing about the key) names which key a runner lacks.
 //!
-//! The length of a ciphertext is the length of its plaintext, so v2 pads the value before sealing: a 0x80 byte
+//! Each value is bound (the AEAD's associated data, [`Binding`]) to its function, its setting name, the
+//! function's artifact (component digest or image reference) and a digest of its manifest. Whoever may write
+//! the registry but holds no key could otherwise rewrite a function's entry to point at a component of their
+//! own, keep the sealed values, and have every runner open them for that code: with the binding, a value moved
+//! to another function, setting, artifact or manifest does not open, and the runner records every alert of
+//! that function as failed with what to do (deploy it again with the key, which seals for the new code).
+//!
+//! The length of a ciphertext is the length of its plaintext, so the value is padded before sealing: a 0x80 byte
 //! then zeros up to the next multiple of [`PAD_BLOCK`] bytes (ISO/IEC 7816-4, unambiguous for any value), so a
-//! sealed value tells only its length to within 32 bytes. Values sealed by v1 (unpadded, their own associated
-//! data) still open; deploying again seals them as v2.
+//! sealed value tells only its length to within 32 bytes. Values sealed by earlier versions (`sealed:v1`,
+//! `sealed:v2`: bound to the function and setting only) are refused with "deploy the function again": opening
+//! them would let a rewritten entry keep them, which is the hole v3 closes.
 //!
 //! A key file is either exactly 32 random bytes (`head -c 32 /dev/urandom > FILE`), or text with one key a
 //! line, base64 of 32 bytes (`#` comments allowed; what `riposte settings-key new FILE` writes). Values are
@@ -30,10 +37,10 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// What every sealed value starts with (v2: padded).
-const PREFIX: &str = "sealed:v2:";
-/// What values sealed before padding start with: still opened.
-const PREFIX_V1: &str = "sealed:v1:";
+/// What every sealed value starts with (v3: padded, bound to the function's code).
+const PREFIX: &str = "sealed:v3:";
+/// What values sealed by earlier versions start with: recognised, refused ([`SealError::Outdated`]).
+const OUTDATED: [&str; 2] = ["sealed:v1:", "sealed:v2:"];
 /// Padded values are a multiple of this many bytes.
 pub const PAD_BLOCK: usize = 32;
 /// Bytes of a key.
@@ -86,8 +93,10 @@ pub enum SealError {
     NoKey { function: String },
     #[error("function {function}: setting {name} is sealed with settings key {key_id}, which this runner does not have: give it that key file (--settings-key-file, RIPOSTE_SETTINGS_KEY_FILE), or deploy the function again with this runner's key")]
     UnknownKey { function: String, name: String, key_id: String },
-    #[error("function {function}: setting {name} does not open with settings key {key_id} (altered, or moved from another function or setting): deploy the function again")]
+    #[error("function {function}: setting {name} does not open with settings key {key_id}: the function's artifact or manifest is not the one it was sealed for (its registry entry was rewritten without the key), or the value was altered or moved from another function or setting; deploy the function again with the settings key to seal it for this code")]
     Corrupt { function: String, name: String, key_id: String },
+    #[error("function {function}: setting {name} was sealed by an earlier riposte ({version}, not bound to the function's code): deploy the function again with the settings key to reseal it")]
+    Outdated { function: String, name: String, version: String },
     #[error("function {function}: setting {name} is stored in clear (deployed by an older riposte): deploy the function again")]
     NotSealed { function: String, name: String },
 }
@@ -173,11 +182,11 @@ impl SettingsKeys {
         &self.keys[0].id
     }
 
-    /// Seals the value of setting `name` of `function` with the first key.
-    pub fn seal(&self, function: &str, name: &str, value: &str) -> String {
+    /// Seals the value of setting `name` of the function `bound` describes with the first key.
+    pub fn seal(&self, bound: &Binding, name: &str, value: &str) -> String {
         let key = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = associated_data(function, name);
+        let aad = bound.associated_data(name);
         let ciphertext = key
             .cipher
             .encrypt(&nonce, Payload { msg: &pad(value.as_bytes()), aad: &aad })
@@ -187,9 +196,14 @@ impl SettingsKeys {
         format!("{PREFIX}{}:{}", key.id, URL_SAFE_NO_PAD.encode(blob))
     }
 
-    /// Opens a sealed value of setting `name` of `function` with whichever key sealed it.
-    pub fn open(&self, function: &str, name: &str, sealed: &str) -> Result<String, SealError> {
-        let (version, key_id, blob) = split(sealed)
+    /// Opens a sealed value of setting `name` of the function `bound` describes, with whichever key sealed it.
+    pub fn open(&self, bound: &Binding, name: &str, sealed: &str) -> Result<String, SealError> {
+        let function = bound.function.as_str();
+        if let Some(old) = OUTDATED.iter().find(|p| sealed.starts_with(*p)) {
+            let version = old.trim_end_matches(':').to_owned();
+            return Err(SealError::Outdated { function: function.to_owned(), name: name.to_owned(), version });
+        }
+        let (key_id, blob) = split(sealed)
             .ok_or_else(|| SealError::NotSealed { function: function.to_owned(), name: name.to_owned() })?;
         let corrupt =
             || SealError::Corrupt { function: function.to_owned(), name: name.to_owned(), key_id: key_id.to_owned() };
@@ -203,18 +217,12 @@ impl SettingsKeys {
             return Err(corrupt());
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_BYTES);
-        let aad = match version {
-            Version::V1 => associated_data_v1(function, name),
-            Version::V2 => associated_data(function, name),
-        };
+        let aad = bound.associated_data(name);
         let plain = key
             .cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
             .map_err(|_| corrupt())?;
-        let plain = match version {
-            Version::V1 => plain,
-            Version::V2 => unpad(plain).ok_or_else(corrupt)?,
-        };
+        let plain = unpad(plain).ok_or_else(corrupt)?;
         String::from_utf8(plain).map_err(|_| corrupt())
     }
 }
@@ -227,27 +235,50 @@ impl Key {
     }
 }
 
-/// The key id a stored value is sealed with, when it is sealed.
+/// The key id a stored value is sealed with, when it is sealed (by this version or an earlier one).
 pub fn sealed_with(value: &str) -> Option<&str> {
-    split(value).map(|(_, id, _)| id)
+    let rest = OUTDATED.iter().chain([&PREFIX]).find_map(|p| value.strip_prefix(*p))?;
+    rest.split_once(':').map(|(id, _)| id)
 }
 
-/// The formats a sealed value may be in.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Version {
-    /// Unpadded (before padding came in): opened, never written.
-    V1,
-    /// Padded to a multiple of [`PAD_BLOCK`].
-    V2,
+fn split(sealed: &str) -> Option<(&str, &str)> {
+    sealed.strip_prefix(PREFIX)?.split_once(':')
 }
 
-fn split(sealed: &str) -> Option<(Version, &str, &str)> {
-    let (version, rest) = match sealed.strip_prefix(PREFIX) {
-        Some(rest) => (Version::V2, rest),
-        None => (Version::V1, sealed.strip_prefix(PREFIX_V1)?),
-    };
-    let (id, blob) = rest.split_once(':')?;
-    Some((version, id, blob))
+/// What a sealed value is bound to: the function's name, its artifact and its manifest (as a digest). A
+/// registry entry whose artifact or manifest was changed without the key no longer opens its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    function: String,
+    artifact: String,
+    manifest: String,
+}
+
+impl Binding {
+    /// The binding of a function as it is stored and read back: its manifest is digested in the form it has
+    /// after a trip through the registry's JSON, so the deployer that seals and the runner that opens digest the
+    /// same bytes. (A new manifest field must not serialize when it has its default, or every value sealed
+    /// before it came in stops opening.)
+    pub fn of(function: &Function) -> Binding {
+        let json = serde_json::to_vec(&function.manifest).expect("a manifest serializes");
+        let stored: crate::model::manifest::Manifest = serde_json::from_slice(&json).expect("a manifest reads back");
+        Binding {
+            function: function.name.clone(),
+            artifact: function.artifact.clone(),
+            manifest: crate::model::digest::digest(&serde_json::to_vec(&stored).expect("a manifest serializes")),
+        }
+    }
+
+    /// v3's associated data: every part length-prefixed (no separator can be forged inside a part), the
+    /// version first, so a value relabelled with another version does not open.
+    fn associated_data(&self, name: &str) -> Vec<u8> {
+        let mut aad = b"riposte settings v3".to_vec();
+        for part in [&self.function, name, &self.artifact, &self.manifest].map(|p| p.as_bytes()) {
+            aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            aad.extend_from_slice(part);
+        }
+        aad
+    }
 }
 
 /// The value, then 0x80, then zeros up to the next multiple of [`PAD_BLOCK`] (at least one byte is added).
@@ -270,15 +301,6 @@ fn unpad(mut padded: Vec<u8>) -> Option<Vec<u8>> {
     Some(padded)
 }
 
-/// v2's associated data: the version is bound too, so a v1 ciphertext relabelled v2 (or back) does not open.
-fn associated_data(function: &str, name: &str) -> Vec<u8> {
-    format!("riposte settings v2\0{function}\0{name}").into_bytes()
-}
-
-fn associated_data_v1(function: &str, name: &str) -> Vec<u8> {
-    format!("riposte settings v1\0{function}\0{name}").into_bytes()
-}
-
 /// Whether the function has settings to seal (secret ones under its manifest): only then a key is needed.
 pub fn needs_key(function: &Function) -> bool {
     has_secret_settings(&function.manifest, &function.settings)
@@ -296,9 +318,10 @@ pub fn seal_settings(keys: Option<&SettingsKeys>, function: &Function) -> Result
         return Ok(function.clone());
     }
     let keys = keys.ok_or_else(|| SealError::NoKey { function: function.name.clone() })?;
+    let bound = Binding::of(function);
     let sealed = function.settings.iter().map(|(name, value)| {
         let value = match function.manifest.is_secret(name) {
-            true => keys.seal(&function.name, name, value),
+            true => keys.seal(&bound, name, value),
             false => value.to_owned(),
         };
         (name.to_owned(), value)
@@ -311,6 +334,7 @@ pub fn open_settings(keys: Option<&SettingsKeys>, function: Function) -> Result<
     if !needs_key(&function) {
         return Ok(function);
     }
+    let bound = Binding::of(&function);
     let mut opened = Vec::new();
     for (name, value) in function.settings.iter() {
         if !function.manifest.is_secret(name) {
@@ -327,7 +351,7 @@ pub fn open_settings(keys: Option<&SettingsKeys>, function: Function) -> Result<
                 return Err(SealError::NotSealed { function: function.name.clone(), name: name.to_owned() })
             }
         };
-        opened.push((name.to_owned(), keys.open(&function.name, name, value)?));
+        opened.push((name.to_owned(), keys.open(&bound, name, value)?));
     }
     Ok(Function { settings: Settings::from_pairs(opened), ..function })
 }
@@ -337,6 +361,11 @@ mod tests {
     use super::*;
     use crate::model::manifest::Manifest;
 
+    /// The binding of function `function` with a fixed artifact and manifest.
+    fn at(function: &str) -> Binding {
+        Binding { function: function.into(), artifact: "a".into(), manifest: "m".into() }
+    }
+
     fn keys(byte: u8) -> SettingsKeys {
         SettingsKeys::parse(STANDARD.encode([byte; 32]).as_bytes()).unwrap()
     }
@@ -344,34 +373,39 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_for_its_function_and_setting() {
         let k = keys(7);
-        let sealed = k.seal("falco-slack", "SLACK_WEBHOOK_URL", "https://hooks.example/T0/XYZ");
+        let sealed = k.seal(&at("falco-slack"), "SLACK_WEBHOOK_URL", "https://hooks.example/T0/XYZ");
         assert!(sealed.starts_with(PREFIX) && !sealed.contains("hooks.example"), "{sealed}");
-        assert_ne!(sealed, k.seal("falco-slack", "SLACK_WEBHOOK_URL", "https://hooks.example/T0/XYZ"), "fresh nonce");
-        assert_eq!(k.open("falco-slack", "SLACK_WEBHOOK_URL", &sealed).unwrap(), "https://hooks.example/T0/XYZ");
-        assert!(matches!(k.open("falco-other", "SLACK_WEBHOOK_URL", &sealed), Err(SealError::Corrupt { .. })));
-        assert!(matches!(k.open("falco-slack", "OTHER", &sealed), Err(SealError::Corrupt { .. })));
-        assert!(matches!(k.open("falco-slack", "X", "plain"), Err(SealError::NotSealed { .. })));
+        assert_ne!(
+            sealed,
+            k.seal(&at("falco-slack"), "SLACK_WEBHOOK_URL", "https://hooks.example/T0/XYZ"),
+            "fresh nonce"
+        );
+        assert_eq!(k.open(&at("falco-slack"), "SLACK_WEBHOOK_URL", &sealed).unwrap(), "https://hooks.example/T0/XYZ");
+        assert!(matches!(k.open(&at("falco-other"), "SLACK_WEBHOOK_URL", &sealed), Err(SealError::Corrupt { .. })));
+        assert!(matches!(k.open(&at("falco-slack"), "OTHER", &sealed), Err(SealError::Corrupt { .. })));
+        assert!(matches!(k.open(&at("falco-slack"), "X", "plain"), Err(SealError::NotSealed { .. })));
         let altered = format!("{}A", &sealed[..sealed.len() - 1]);
-        assert!(matches!(k.open("falco-slack", "SLACK_WEBHOOK_URL", &altered), Err(SealError::Corrupt { .. })));
+        assert!(matches!(k.open(&at("falco-slack"), "SLACK_WEBHOOK_URL", &altered), Err(SealError::Corrupt { .. })));
     }
 
-    /// How the previous version sealed (no padding, v1 associated data): what the registry may still hold.
-    fn seal_v1(keys: &SettingsKeys, function: &str, name: &str, value: &str) -> String {
+    /// How the previous version sealed (v2: padded, bound to the function and setting only): what the registry
+    /// of an upgraded fleet still holds.
+    fn seal_v2(keys: &SettingsKeys, function: &str, name: &str, value: &str) -> String {
         let key = &keys.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = associated_data_v1(function, name);
-        let ciphertext = key.cipher.encrypt(&nonce, Payload { msg: value.as_bytes(), aad: &aad }).unwrap();
+        let aad = format!("riposte settings v2\0{function}\0{name}").into_bytes();
+        let ciphertext = key.cipher.encrypt(&nonce, Payload { msg: &pad(value.as_bytes()), aad: &aad }).unwrap();
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ciphertext);
-        format!("{PREFIX_V1}{}:{}", key.id, URL_SAFE_NO_PAD.encode(blob))
+        format!("sealed:v2:{}:{}", key.id, URL_SAFE_NO_PAD.encode(blob))
     }
 
     #[test]
     fn secrets_of_lengths_3_and_20_seal_to_the_same_length() {
         let k = keys(5);
-        let (short, long) = (k.seal("f", "K", "abc"), k.seal("f", "K", &"x".repeat(20)));
+        let (short, long) = (k.seal(&at("f"), "K", "abc"), k.seal(&at("f"), "K", &"x".repeat(20)));
         assert_eq!(short.len(), long.len(), "{short} {long}");
-        assert_ne!(short.len(), k.seal("f", "K", &"x".repeat(32)).len(), "the next block is longer");
+        assert_ne!(short.len(), k.seal(&at("f"), "K", &"x".repeat(32)).len(), "the next block is longer");
     }
 
     #[test]
@@ -380,23 +414,37 @@ mod tests {
         for len in 0..=100 {
             for fill in ["a", "\0", "\u{80}"] {
                 let value = fill.repeat(len);
-                let sealed = k.seal("f", "K", &value);
-                assert_eq!(k.open("f", "K", &sealed).unwrap(), value, "length {len}");
+                let sealed = k.seal(&at("f"), "K", &value);
+                assert_eq!(k.open(&at("f"), "K", &sealed).unwrap(), value, "length {len}");
             }
         }
     }
 
     #[test]
-    fn values_sealed_by_the_previous_version_still_open_and_cannot_be_relabelled() {
+    fn values_sealed_by_earlier_versions_are_refused_with_redeploy_and_cannot_be_relabelled() {
         let k = keys(8);
-        let old = seal_v1(&k, "falco-slack", "URL", "https://hooks.example/T0");
-        assert_eq!(sealed_with(&old), Some(k.sealing_key_id()));
-        assert_eq!(k.open("falco-slack", "URL", &old).unwrap(), "https://hooks.example/T0");
-        assert!(matches!(k.open("falco-other", "URL", &old), Err(SealError::Corrupt { .. })));
-        let relabelled = old.replacen(PREFIX_V1, PREFIX, 1);
-        assert!(matches!(k.open("falco-slack", "URL", &relabelled), Err(SealError::Corrupt { .. })));
-        let downgraded = k.seal("falco-slack", "URL", "v").replacen(PREFIX, PREFIX_V1, 1);
-        assert!(matches!(k.open("falco-slack", "URL", &downgraded), Err(SealError::Corrupt { .. })));
+        let old = seal_v2(&k, "falco-slack", "URL", "https://hooks.example/T0");
+        assert_eq!(sealed_with(&old), Some(k.sealing_key_id()), "its key is still named");
+        let err = k.open(&at("falco-slack"), "URL", &old).unwrap_err();
+        assert!(matches!(err, SealError::Outdated { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("sealed:v2") && text.contains("deploy the function again"), "{text}");
+        assert!(!text.contains("hooks.example"), "{text}");
+        let relabelled = old.replacen("sealed:v2:", PREFIX, 1);
+        assert!(matches!(k.open(&at("falco-slack"), "URL", &relabelled), Err(SealError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_sealed_value_does_not_open_for_another_artifact_or_manifest() {
+        let k = keys(4);
+        let bound = at("falco-slack");
+        let sealed = k.seal(&bound, "URL", "https://hooks.example/T0");
+        assert_eq!(k.open(&bound, "URL", &sealed).unwrap(), "https://hooks.example/T0");
+        let other_artifact = Binding { artifact: "sha256-of-the-thief".into(), ..bound.clone() };
+        assert!(matches!(k.open(&other_artifact, "URL", &sealed), Err(SealError::Corrupt { .. })));
+        let other_manifest = Binding { manifest: "another".into(), ..bound.clone() };
+        let err = k.open(&other_manifest, "URL", &sealed).unwrap_err().to_string();
+        assert!(err.contains("artifact or manifest") && err.contains("deploy the function again"), "{err}");
     }
 
     #[test]
@@ -416,12 +464,12 @@ mod tests {
     fn rotation_seals_with_the_first_key_and_opens_with_any() {
         let (old, new) = (STANDARD.encode([1u8; 32]), STANDARD.encode([2u8; 32]));
         let before = SettingsKeys::parse(old.as_bytes()).unwrap();
-        let sealed_old = before.seal("f", "K", "v1-value");
+        let sealed_old = before.seal(&at("f"), "K", "v1-value");
         let both = SettingsKeys::parse(format!("# new first\n{new}\n\n{old}\n").as_bytes()).unwrap();
-        assert_eq!(both.open("f", "K", &sealed_old).unwrap(), "v1-value");
-        let sealed_new = both.seal("f", "K", "v2-value");
+        assert_eq!(both.open(&at("f"), "K", &sealed_old).unwrap(), "v1-value");
+        let sealed_new = both.seal(&at("f"), "K", "v2-value");
         assert_eq!(sealed_with(&sealed_new), Some(both.sealing_key_id()));
-        let err = before.open("f", "K", &sealed_new).unwrap_err().to_string();
+        let err = before.open(&at("f"), "K", &sealed_new).unwrap_err().to_string();
         assert!(err.contains(both.sealing_key_id()) && err.contains("--settings-key-file"), "{err}");
         assert!(!err.contains("v2-value"));
     }
@@ -439,7 +487,11 @@ mod tests {
         let raw = dir.path().join("raw.key");
         std::fs::write(&raw, [9u8; 32]).unwrap();
         let from_raw = SettingsKeys::load(&raw).unwrap();
-        assert_eq!(from_raw.open("f", "K", &keys(9).seal("f", "K", "v")).unwrap(), "v", "raw = base64 of the same");
+        assert_eq!(
+            from_raw.open(&at("f"), "K", &keys(9).seal(&at("f"), "K", "v")).unwrap(),
+            "v",
+            "raw = base64 of the same"
+        );
         std::fs::write(&path, "not base64!\n").unwrap();
         let err = SettingsKeys::load(&path).unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("riposte settings-key new"), "{err}");
@@ -470,6 +522,11 @@ mod tests {
         assert_eq!(open_settings(Some(&k), stored.clone()).unwrap(), f);
         assert!(matches!(open_settings(None, stored.clone()), Err(SealError::UnknownKey { .. })));
         assert!(matches!(open_settings(Some(&k), f.clone()), Err(SealError::NotSealed { .. })));
+        let swapped = Function { artifact: "b".into(), ..stored.clone() };
+        assert!(matches!(open_settings(Some(&k), swapped), Err(SealError::Corrupt { .. })), "another component");
+        let mut regranted = stored.clone();
+        regranted.manifest.http.allow.push("thief.example".into());
+        assert!(matches!(open_settings(Some(&k), regranted), Err(SealError::Corrupt { .. })), "another manifest");
         let public = Function { settings: Settings::from_pairs([("KEY".to_owned(), "t".to_owned())]), ..f };
         assert_eq!(seal_settings(None, &public).unwrap(), public);
         assert_eq!(open_settings(None, public.clone()).unwrap(), public);

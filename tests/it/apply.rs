@@ -93,7 +93,7 @@ async fn apply_plans_writes_once_updates_on_edit_and_prunes_what_the_file_does_n
     assert!(applied.contains("applied: 4 created"), "{applied}");
     let reg = registry(&nats).await;
     let stored = reg.function("falco-slack").await.unwrap().unwrap();
-    assert!(stored.settings.get("SLACK_WEBHOOK_URL").unwrap().starts_with("sealed:v2:"), "stored sealed");
+    assert!(stored.settings.get("SLACK_WEBHOOK_URL").unwrap().starts_with("sealed:v3:"), "stored sealed");
     let slack = reg.open_settings(stored).unwrap();
     assert_eq!(slack.settings.get("SLACK_WEBHOOK_URL"), Some(SECRET));
     let taint = reg.function("falco-taint").await.unwrap().unwrap();

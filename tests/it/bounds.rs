@@ -249,9 +249,9 @@ async fn control_characters_from_alerts_never_reach_the_terminal_through_the_cli
     };
     let record = ResultRecord::new(&ctx, &Execution::refused(Status::Failed, format!("bad {esc}")), Disposition::Retry);
     riposte::nats::results::publish_result(reg.jetstream(), &record).await.unwrap();
-    // A heartbeat whose runner named itself with escapes (anyone who may write the bucket can).
+    // A heartbeat full of escapes (its name is its key's: one that names another runner is not shown at all).
     let beat = serde_json::json!({
-        "name": format!("n{esc}"), "host": format!("h{esc}"), "version": format!("v{esc}"),
+        "name": "esc", "host": format!("h{esc}"), "version": format!("v{esc}"),
         "started_at": format!("2026-01-01T00:00:00Z{esc}"), "functions": [{"name": format!("f{esc}"), "pinned": true}],
         "in_flight": 0, "handled": 0, "failed": 0, "unstored": 0,
         "container_engine": {"available": false, "detail": esc}, "kubernetes": {"available": false, "detail": esc},

@@ -516,11 +516,7 @@ async fn an_image_takes_host_files_outside_its_playbook_folder_only_when_the_com
             .args(args)
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        support::outcome(out)
     };
     let call = ["call", "--alert", "specs/alerts/terminal-shell-k8s.json", "--json"];
     let image_exists = || podman_image_exists(&image);

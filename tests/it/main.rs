@@ -25,6 +25,7 @@ mod runtime;
 mod secrets;
 mod trust;
 mod trust2;
+mod trust3;
 mod trust_redact;
 
 /// Tests that must run alone: `scripts/test` runs them with one test thread, after the others.

@@ -459,7 +459,7 @@ async fn the_local_server_accepts_only_the_key_riposte_run_generated() {
 }
 
 /// The README's least-privilege nats-server configuration: the fenced block after its marker, unindented.
-fn readme_least_privilege() -> String {
+pub(crate) fn readme_least_privilege() -> String {
     let readme = std::fs::read_to_string(support::root().join("README.md")).unwrap();
     let after = &readme[readme.find("<!-- least-privilege.conf").expect("the README's marker")..];
     let block = &after[after.find("```\n").unwrap() + 4..];
@@ -497,7 +497,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     let user = |name: &str, password: &str| config(&format!("nats://{name}:{password}@127.0.0.1:{port}"));
     let (deployer, runner, publisher) = (
         user("deployer", "change-me-deployer"),
-        user("runner", "change-me-runner"),
+        user("runner-a", "change-me-runner"),
         user("falcosidekick", "change-me-publisher"),
     );
     let connect = |c: &NatsConfig| {
@@ -526,7 +526,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     works(riposte(&["trigger", "list", "--nats", &deployer_url], &[]));
 
     // The runner handles what the publisher publishes with core NATS: a result, a retry, a dead letter.
-    let running = start_runner(&runner, "lp-runner").await;
+    let running = start_runner(&runner, "runner-a").await;
     let falcosidekick = connect(&publisher).await;
     let (ok, failing) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
     falcosidekick.publish("falco.error.x", alert(&ok).into()).await.unwrap();
@@ -550,7 +550,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     // The runner's heartbeat reaches the deployer's `runner list`.
     wait_until("the runner in the deployer's runner list", LONG, || async {
         let list = riposte(&["runner", "list", "--nats", &deployer_url], &[]);
-        list.status.success() && String::from_utf8_lossy(&list.stdout).contains("lp-runner")
+        list.status.success() && String::from_utf8_lossy(&list.stdout).contains("runner-a")
     })
     .await;
     running.stop().await;
@@ -579,7 +579,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     // Refused by the server's permissions, not lost elsewhere.
     support::wait_for("the server to log the denials", LONG, || {
         let log = nats.log();
-        log.contains("User \"runner\", Subject \"$KV.riposte-registry.functions.evil\"")
+        log.contains("User \"runner-a\", Subject \"$KV.riposte-registry.functions.evil\"")
             && log.contains("User \"falcosidekick\", Subject \"$JS.API.")
     })
     .await;
@@ -587,7 +587,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
 
 /// The `permissions (ROLE)` check of `riposte doctor --json --nats URL --role ROLE`.
 fn doctor_permissions(url: &str, role: &str) -> serde_json::Value {
-    let out = riposte(&["doctor", "--json", "--nats", url, "--role", role], &[]);
+    let out = riposte(&["doctor", "--json", "--nats", url, "--role", role, "--name", "runner-a"], &[]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
     let checks = report["checks"].as_array().unwrap();
@@ -617,7 +617,7 @@ async fn doctor_probes_each_roles_permissions_and_changes_nothing() {
     let nats = TestNats::start_with_config(&readme_least_privilege());
     let port = nats.port();
     let url = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
-    let (deployer, runner) = (url("deployer", "change-me-deployer"), url("runner", "change-me-runner"));
+    let (deployer, runner) = (url("deployer", "change-me-deployer"), url("runner-a", "change-me-runner"));
     let js = jetstream::new(config(&deployer).connect(&deployer, None).await.unwrap());
     riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
@@ -635,7 +635,7 @@ async fn doctor_probes_each_roles_permissions_and_changes_nothing() {
     assert_eq!(check["level"], "failure", "{check:#}");
     let detail = check["detail"].as_str().unwrap();
     assert!(detail.contains("$JS.API.STREAM.CREATE.") && detail.contains("$KV.riposte-registry."), "{detail}");
-    assert!(!detail.contains("$JS.API.INFO,") && !detail.contains("$KV.riposte-runners."), "{detail}");
+    assert!(!detail.contains("$JS.API.INFO,") && !detail.contains("$KV.riposte-runners.runners."), "{detail}");
     assert!(check["fix"].as_str().unwrap().contains("DEPLOYER permissions"), "{check:#}");
     let check = doctor_permissions(&deployer, "runner");
     assert_eq!(check["level"], "failure", "{check:#}");
@@ -648,7 +648,7 @@ async fn doctor_probes_each_roles_permissions_and_changes_nothing() {
     assert!(reg.function("dr-ok").await.unwrap().is_some());
     // The denials were the server's.
     support::wait_for("the server to log a denial", LONG, || {
-        nats.log().contains("User \"runner\", Subject \"$JS.API.STREAM.CREATE.RIPOSTE_DOCTOR_PROBE\"")
+        nats.log().contains("User \"runner-a\", Subject \"$JS.API.STREAM.CREATE.RIPOSTE_DOCTOR_PROBE\"")
     })
     .await;
 }

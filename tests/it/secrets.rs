@@ -245,7 +245,7 @@ async fn settings_are_sealed_at_rest_and_a_runner_without_the_key_refuses_only_t
     let kv = js.get_key_value(REGISTRY_BUCKET).await.unwrap();
     let raw = kv.get("functions.sealed").await.unwrap().unwrap();
     let raw = String::from_utf8_lossy(&raw);
-    assert!(raw.contains("\"TOKEN\":\"sealed:v2:") && !raw.contains(secret), "{raw}");
+    assert!(raw.contains("\"TOKEN\":\"sealed:v3:") && !raw.contains(secret), "{raw}");
     let on_disk = || {
         let mut files = Vec::new();
         files_under(nats.dir.path(), &mut files);
@@ -254,7 +254,7 @@ async fn settings_are_sealed_at_rest_and_a_runner_without_the_key_refuses_only_t
             .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
             .collect::<Vec<_>>()
     };
-    support::wait_for("the sealed entry on disk", LONG, || on_disk().iter().any(|t| t.contains("sealed:v2:"))).await;
+    support::wait_for("the sealed entry on disk", LONG, || on_disk().iter().any(|t| t.contains("sealed:v3:"))).await;
     assert!(!on_disk().iter().any(|t| t.contains(secret)), "JetStream's files hold the value in clear");
 
     // With the key it opens; without one, listing works and deploying is refused with what to do.

@@ -50,6 +50,15 @@ pub fn riposte_bin(state: &std::path::Path) -> std::process::Command {
     c
 }
 
+/// A finished command as (success, stdout, stderr), its output as text.
+pub fn outcome(out: std::process::Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A sample alert from `specs/alerts`.
 pub fn alert_json(name: &str) -> String {
     std::fs::read_to_string(root().join("specs/alerts").join(format!("{name}.json"))).unwrap()

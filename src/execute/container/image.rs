@@ -92,6 +92,20 @@ pub fn context_files(
     Ok(files)
 }
 
+/// Checks, with no engine needed, everything a build of the playbook in `dir` would refuse: the playbook folder
+/// (regular files only, each bounded) and every file `[container] context` names (inside `dir` or under a path
+/// of `allow`). A deploy calls it whether or not an engine answers on the deploying machine, so a manifest a
+/// build would refuse never reaches the registry (and a runner's engine never builds from it).
+pub fn check_build_inputs(manifest: &Manifest, dir: &Path, allow: &ContextAllow) -> Result<(), ContainerError> {
+    let section = match (&manifest.kind, &manifest.container) {
+        (Kind::Container, Some(section)) => section,
+        _ => return Err(ContainerError::NotContainer(manifest.name.clone())),
+    };
+    folder::list(dir, |_| false)?;
+    context_files(&manifest.name, dir, &section.context, allow)?;
+    Ok(())
+}
+
 /// The path an open file really has.
 fn real_path(file: &std::fs::File) -> std::io::Result<PathBuf> {
     use std::os::fd::AsRawFd;

@@ -26,7 +26,7 @@ async fn connect(urls: &[String]) -> async_nats::Client {
 /// The registry at R3, once the cluster has elected its JetStream meta leader (creating streams fails until then).
 async fn registry_r3(client: &async_nats::Client) -> Registry {
     let js = jetstream::new(client.clone());
-    let settings = StreamSettings { replicas: Some(3), update: false };
+    let settings = StreamSettings { replicas: Some(3), ..Default::default() };
     let deadline = Instant::now() + LONG;
     loop {
         let attempt = async {
