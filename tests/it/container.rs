@@ -50,6 +50,7 @@ async fn deployed(f: &Function, topic: Option<&str>) -> (support::nats::TestNats
             function: f.name.clone(),
             topic: topic.into(),
             when: None,
+            on_condition_error: Default::default(),
         };
         riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
         registry.put_trigger(&trigger).await.unwrap();
@@ -330,6 +331,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
         function: f.name.clone(),
         topic: "falco.notice.*".into(),
         when: None,
+        on_condition_error: Default::default(),
     };
     riposte::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&trigger).await.unwrap();
