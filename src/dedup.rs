@@ -112,3 +112,21 @@ pub async fn release(js: &jetstream::Context, function: &str, subject: &str) -> 
     let stream = js.get_stream_no_info(stream_name(function)).await.doing("releasing a dedup key")?;
     stream.purge().filter(subject).await.map(|_| ()).doing("releasing a dedup key")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_runs_keys_never_share_a_subject_with_the_armed_deployments() {
+        let armed = key_subject("f", "rule\noutput", Memory::Armed);
+        let dry = key_subject("f", "rule\noutput", Memory::DryRun);
+        assert_ne!(armed, dry);
+        assert_eq!(
+            armed,
+            format!("{DEDUP_PREFIX}.f.{}", &crate::digest::digest(b"rule\noutput")[..32]),
+            "armed keys as before"
+        );
+        assert!(dry.starts_with("riposte.dedup.f.") && dry.len() == armed.len(), "the same stream holds both");
+    }
+}

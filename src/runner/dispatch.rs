@@ -1,6 +1,8 @@
-//! The dispatcher of one trigger: pulls alerts from the trigger's durable consumer, admits them (per trigger
-//! up to the function's concurrency, per runner up to `--max-in-flight`), runs the function on each
-//! concurrently, and settles each alert with JetStream only after its reaction finished:
+//! The dispatcher of one trigger: pulls alerts from the trigger's durable consumer, admits them (per function,
+//! across all its triggers, up to its concurrency; per runner up to `--max-in-flight`), runs the function on
+//! each concurrently, and settles each alert with JetStream only after its reaction finished, as
+//! [`settlement`] decides (`settle.rs`, a pure function tested row by row against this table) and
+//! `Dispatcher::finish` carries out:
 //!
 //! | outcome | result published | JetStream |
 //! | --- | --- | --- |
@@ -8,6 +10,9 @@
 //! | failed / timeout, attempts left | `retry` | Nak with backoff (`limits.retry_backoff_ms`, doubling) |
 //! | failed / timeout, last attempt (`limits.max_deliver`) | `dead-lettered` | dead letter stored, then Term |
 //! | malformed alert, or a failure that cannot succeed later | `terminated` | Term |
+//! | a dry run, whatever its status | `dry-run` | Ack |
+//! | a duplicate (status `deduplicated`) | `deduplicated` | Ack |
+//! | a condition that could not be evaluated, `--on-condition-error skip` (status `condition-error`) | `skipped` | Ack |
 //!
 //! Records always fit (see `results`). Storing one is tried `RECORD_PUBLISH_ATTEMPTS` times; if it still fails
 //! (NATS unreachable, stream full), the failure is logged and counted and the alert is settled as the table says
@@ -24,9 +29,11 @@
 //! are OR'ed across the function's triggers that match the subject, so a function runs once per alert when any
 //! of them accepts it: the first-named matching trigger whose condition accepts runs it, the others ack it
 //! without a result ([`Admit::Covered`]), and an alert none accepts is acked without a result and counted once
-//! (a malformed alert is recorded by the first-named matching trigger). A duplicate is acked with a
-//! `deduplicated` result, and a dry run's result is acked as `dry-run` whatever its status. A failure after a server's 429 is retried after
-//! the `Retry-After` it asked for.
+//! (a malformed alert is recorded by the first-named matching trigger); one whose condition could not be
+//! evaluated gets a `condition-error` result unless its trigger says `--on-condition-error run`. A duplicate is
+//! acked with a `deduplicated` result, and a dry run's result is acked as `dry-run` whatever its status. A
+//! failure after a server's 429 is retried after the `Retry-After` it asked for. Each outcome is counted once,
+//! in the runner's ledger (`ledger.rs`).
 
 use super::ledger::{Event, TriggerLedger};
 use super::policy::{Admit, Claimed, Decision, Policy};

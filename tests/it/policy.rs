@@ -75,6 +75,11 @@ async fn a_condition_acks_the_alerts_it_rejects_without_running_them_and_records
                 skipped by condition 2, condition errors 1, deduplicated 0, dry-run 0, already handled 0, unstored 0";
     assert!(table.contains(line), "{table}");
     assert!(warned.contains("trigger cond-t: its condition could not be evaluated on 1 alert(s)"), "{warned}");
+    let out = riposte_bin(&nats).args(["doctor", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "conditions").unwrap().clone();
+    assert_eq!(check["level"], "warning", "{check}");
+    assert!(check["detail"].as_str().unwrap().contains("cond-t (1)"), "{check}");
     let records = results(&reg, "cond").await;
     let mut ran: Vec<&str> = records.iter().filter(|r| r.status == Status::Ok).map(|r| r.alert_uuid.as_str()).collect();
     ran.sort();
