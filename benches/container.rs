@@ -10,15 +10,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use riposte::alert::Alert;
-use riposte::builder::Builder;
-use riposte::capability::Backends;
-use riposte::container::ContainerEngine;
-use riposte::execution::{Handler, Status};
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::runtime::{Runtime, RuntimeConfig};
-use riposte::state_dir::StateDir;
+use riposte::execute::capability::Backends;
+use riposte::execute::container::ContainerEngine;
+use riposte::execute::runtime::{Runtime, RuntimeConfig};
+use riposte::model::alert::Alert;
+use riposte::model::execution::{Handler, Status};
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Builder;
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ async fn main() {
     let dir = support::root().join("playbooks/webhook-action");
     let manifest = Manifest::load(&dir).unwrap();
     // The example takes the host's busybox, which lies outside its folder: allowed as its README says.
-    let busybox = riposte::container::image::ContextAllow::new(["/bin/busybox".into()]);
+    let busybox = riposte::execute::container::image::ContextAllow::new(["/bin/busybox".into()]);
     engine.ensure_image(&manifest, &dir, &busybox).await.unwrap();
     let image = manifest.container.as_ref().unwrap().image.clone();
     let url = format!("http://host.containers.internal:{port}/hook");
@@ -129,10 +129,13 @@ async fn main() {
     let component = tokio::task::block_in_place(|| runtime.load(&bytes, "slack")).unwrap();
     let backends = || Backends {
         http: std::sync::Arc::new(
-            riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap(),
+            riposte::execute::capability::http::HttpClient::new(
+                &riposte::execute::capability::http::HttpConfig::default(),
+            )
+            .unwrap(),
         ),
-        kubernetes: std::sync::Arc::new(riposte::capability::kubernetes::NoCluster),
-        object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
+        kubernetes: std::sync::Arc::new(riposte::execute::capability::kubernetes::NoCluster),
+        object_store: std::sync::Arc::new(riposte::execute::capability::object_store::DirStore::new(state.objects())),
     };
     let wasm_url = format!("http://127.0.0.1:{port}/hook");
     for (label, reuse) in [("WASM playbook (slack), fresh instance", 1), ("WASM playbook (slack), warm instance", 1000)]

@@ -19,13 +19,13 @@
 mod support;
 
 use futures::StreamExt;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::Registry;
-use riposte::results::ResultRecord;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::state_dir::StateDir;
+use riposte::model::trigger::Trigger;
+use riposte::nats::registry::Registry;
+use riposte::nats::results::ResultRecord;
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::state_dir::StateDir;
-use riposte::trigger::Trigger;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 use support::nats::TestNats;
@@ -57,7 +57,7 @@ async fn deploy_with_policy(
     bytes: &[u8],
     topic: &str,
     when: Option<&str>,
-    policy: riposte::function::ResponsePolicy,
+    policy: riposte::model::function::ResponsePolicy,
 ) {
     let artifact = reg.put_artifact(bytes).await.unwrap();
     let f = Function { name: name.into(), manifest, artifact, settings, runs_on: None, policy };
@@ -69,7 +69,7 @@ async fn deploy_with_policy(
         when: when.map(Into::into),
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
 }
 
@@ -110,7 +110,7 @@ async fn run(
         let msg =
             tokio::time::timeout(Duration::from_secs(60), results.next()).await.expect("results stalled").unwrap();
         let r: ResultRecord = serde_json::from_slice(&msg.payload).unwrap();
-        assert_eq!(r.status, riposte::execution::Status::Ok, "{r:?}");
+        assert_eq!(r.status, riposte::model::execution::Status::Ok, "{r:?}");
         latencies.push(r.latency_us);
         durations.push(r.duration_us);
     }
@@ -136,12 +136,14 @@ async fn main() {
     let nats = TestNats::start();
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()));
     let state = StateDir::new(Some(support::shared_state()));
-    let recorder = std::sync::Arc::new(riposte::capability::recording::Recorder::new());
-    let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig::default()).unwrap();
-    let backends = riposte::capability::Backends {
+    let recorder = std::sync::Arc::new(riposte::execute::capability::recording::Recorder::new());
+    let http =
+        riposte::execute::capability::http::HttpClient::new(&riposte::execute::capability::http::HttpConfig::default())
+            .unwrap();
+    let backends = riposte::execute::capability::Backends {
         http: std::sync::Arc::new(http),
         kubernetes: recorder.clone(),
         object_store: recorder,
@@ -182,7 +184,7 @@ async fn main() {
         .mount(&receiver)
         .await;
     let webhook = format!("{}/services/T0/B0/X", receiver.uri());
-    let builder = riposte::builder::Builder::new(support::root().join("playbooks"), &state);
+    let builder = riposte::ops::builder::Builder::new(support::root().join("playbooks"), &state);
     let built = builder.build("slack").expect("slack builds (componentize-py in .venv)");
     let (_, manifest) = builder.manifest("slack").unwrap();
     let mut manifest = manifest;
@@ -230,11 +232,11 @@ async fn policy_rows(reg: &Registry, client: &async_nats::Client, runner: &Runne
         .unwrap()
     };
     let ok = support::guests::ok();
-    let none = riposte::function::ResponsePolicy::default();
+    let none = riposte::model::function::ResponsePolicy::default();
     let matching = "priority >= Error && alert.output_fields[?\"fd.name\"].orValue(\"\") != \"/etc/shadow\"";
-    let dedup = riposte::function::ResponsePolicy {
+    let dedup = riposte::model::function::ResponsePolicy {
         dry_run: false,
-        dedup: Some(riposte::function::Dedup { window_ms: 60_000, key: Some("alert.uuid".into()) }),
+        dedup: Some(riposte::model::function::Dedup { window_ms: 60_000, key: Some("alert.uuid".into()) }),
     };
     deploy_with_policy(reg, "plain", manifest("plain"), Settings::default(), &ok, "falco.plain.*", None, none.clone())
         .await;
@@ -310,7 +312,7 @@ async fn policy_rows(reg: &Registry, client: &async_nats::Client, runner: &Runne
 async fn bare_consumer(client: &async_nats::Client, n: usize) -> f64 {
     use async_nats::jetstream::consumer;
     let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream(riposte::streams::ALERT_STREAM).await.unwrap();
+    let stream = js.get_stream(riposte::nats::streams::ALERT_STREAM).await.unwrap();
     let config = consumer::pull::Config {
         durable_name: Some("bench-bare".into()),
         filter_subject: "falco.bare.>".into(),
@@ -378,23 +380,23 @@ async fn metrics_rows(
     nats: &TestNats,
     client: &async_nats::Client,
     config: &RunnerConfig,
-    backends: &riposte::capability::Backends,
+    backends: &riposte::execute::capability::Backends,
     n: usize,
     sn: usize,
 ) {
     let mut rows: Vec<(&str, bool, f64)> = Vec::new();
     for round in 0..2 {
         for on in [false, true] {
-            let metrics = on.then(riposte::metrics::Metrics::new);
+            let metrics = on.then(riposte::runner::metrics::Metrics::new);
             let config = RunnerConfig { metrics: metrics.clone(), ..config.clone() };
             let runner = Runner::start(nats.client().await, config, backends.clone()).await.unwrap();
-            let (stopper, shutdown) = riposte::shutdown::Stopper::new();
+            let (stopper, shutdown) = riposte::runner::shutdown::Stopper::new();
             let mut scraper = None;
             if let Some(m) = &metrics {
-                let slot: riposte::health::ProbeSlot = Default::default();
+                let slot: riposte::runner::health::ProbeSlot = Default::default();
                 let _ = slot.set(runner.probe());
                 let endpoint =
-                    riposte::health::Endpoint::start("127.0.0.1:0", m.clone(), slot, shutdown).await.unwrap();
+                    riposte::runner::health::Endpoint::start("127.0.0.1:0", m.clone(), slot, shutdown).await.unwrap();
                 let url = format!("http://{}/metrics", endpoint.addr());
                 let task = tokio::spawn(async move {
                     loop {

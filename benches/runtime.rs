@@ -9,15 +9,15 @@
 #[path = "../tests/support/guests.rs"]
 mod guests;
 
-use riposte::alert::Alert;
-use riposte::builder::Builder;
-use riposte::capability::recording::Recorder;
-use riposte::capability::Backends;
-use riposte::execution::Handler;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::runtime::{Runtime, RuntimeConfig, WasmFunction};
-use riposte::state_dir::StateDir;
+use riposte::execute::capability::recording::Recorder;
+use riposte::execute::capability::Backends;
+use riposte::execute::runtime::{Runtime, RuntimeConfig, WasmFunction};
+use riposte::model::alert::Alert;
+use riposte::model::execution::Handler;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Builder;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,7 +143,7 @@ fn main() {
             println!("slack fresh, one at a time, instantiate+call ms: {}", parts.join(" "));
         }
         println!("{n} alerts per row, {TASKS} concurrent tasks on 2 worker threads:");
-        let mk = |c: &Arc<riposte::runtime::LoadedComponent>, m: &Manifest, reuse: u32, s: Settings| {
+        let mk = |c: &Arc<riposte::execute::runtime::LoadedComponent>, m: &Manifest, reuse: u32, s: Settings| {
             Arc::new(runtime.function(c.clone(), &function(m, reuse, s), backends()))
         };
         report("trivial, fresh instance per alert", measure(mk(&trivial, &trivial_manifest, 1, Settings::default()), alert.clone(), n).await);

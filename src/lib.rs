@@ -1,73 +1,42 @@
 //! riposte: react to Falco alerts with sandboxed playbooks.
 //!
-//! The modules are layers, each using only those below it, and read as the data flow
+//! The folders are layers, each using only those below it, and read as the data flow
 //! (alert → trigger → dispatch → runtime/container → capability → result):
 //!
 //! ```text
-//! runner                       registry watch → one dispatcher per trigger → settle with JetStream
-//! deploy, spec, builder,       library operations the CLI calls: write functions and triggers, run specs,
-//!   handlers, scaffold         build playbooks, turn a deployed function into a handler, create playbooks
-//! runtime | container          run one function on one alert (WASM component | container action)
-//! capability                   what a playbook may do: traits, real and recording backends, grants
-//! registry, results, streams,  NATS: definitions and artifacts, execution records, streams and consumers,
-//!   dedup, nats, embedded      dedup keys shared by runners, connections, the local nats-server
-//! bottom                       alert, condition, manifest, function, trigger, execution, limits, wit, digest,
-//!                              name, state_dir, shutdown, truncate, assets (the WIT and helper library riposte
-//!                              carries), redact (secret values out of text), seal (setting values at rest)
+//! runner/    registry watch → one dispatcher per trigger → settle with JetStream; heartbeats, metrics, the
+//!            health endpoint, stopping
+//! ops/       what the CLI calls: deploy and apply functions and triggers, build, spec and scaffold playbooks,
+//!            doctor; the assets riposte carries for authors
+//! execute/   run one function on one alert: handlers (above) turn a deployed function into a WASM runtime or
+//!            a container action (middle), both using capability (below: what a playbook may do)
+//! nats/      connections and the local nats-server, streams and consumers, the registry, execution records,
+//!            the fleet's heartbeats, the dedup memory
+//! model/     alerts, functions, triggers, manifests, execution records, limits, timings, names, the WIT;
+//! policy/    conditions, dedup keys, topic checks, Falco rules files;
+//! secrets/   sealing, redaction, cutting untrusted text (these three are the bottom layer: no I/O)
 //! ```
 //!
-//! Nothing below the runner knows how alerts are delivered; nothing below `runtime` imports it.
+//! Nothing below the runner knows how alerts are delivered; nothing below `execute::runtime` imports it.
+//! `tests/it/layers.rs` checks the layers, folder by folder.
 //!
-//! The library's surface, used by the `riposte` binary (and by anyone embedding a runner): [`runner`],
-//! [`deploy`], [`spec`], [`builder`], [`registry`], [`results`], [`nats`], [`embedded`] and the bottom types.
-//! [`runtime`], [`container`], [`capability`] and [`handlers`] are public so the tests and benches can drive a
-//! single layer on its own; their items that nothing outside needs are `pub(crate)`.
+//! The library's surface, used by the `riposte` binary (and by anyone embedding a runner): [`runner`], [`ops`],
+//! [`nats`] and the bottom types. [`execute`] is public so the tests and benches can drive a single layer on its
+//! own; its items that nothing outside needs are `pub(crate)`.
 
-// Bottom: data types and limits, no I/O of their own.
-pub mod alert;
-pub mod assets;
-pub mod condition;
-pub mod digest;
-pub mod execution;
-pub mod function;
-pub mod limits;
-pub mod manifest;
-pub mod metrics;
-pub mod name;
-pub mod redact;
-pub mod rules;
-pub mod seal;
-pub mod shutdown;
-pub mod state_dir;
-pub mod timings;
-pub mod topic_check;
-pub mod trigger;
-pub mod truncate;
-pub mod wit;
+// Bottom: data types, decisions and text, no I/O of their own.
+pub mod model;
+pub mod policy;
+pub mod secrets;
 
 // NATS: where definitions, alerts and records live.
-pub mod dedup;
-pub mod embedded;
-pub mod fleet;
 pub mod nats;
-pub mod registry;
-pub mod results;
-pub mod streams;
 
 // What a playbook may do, and the two ways a function runs.
-pub mod capability;
-pub mod container;
-pub mod runtime;
+pub mod execute;
 
 // Library operations.
-pub mod apply;
-pub mod builder;
-pub mod deploy;
-pub mod doctor;
-pub mod handlers;
-pub mod scaffold;
-pub mod spec;
+pub mod ops;
 
 // The trigger runner, and its metrics and probes endpoint.
-pub mod health;
 pub mod runner;

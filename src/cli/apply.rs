@@ -1,10 +1,11 @@
-//! `riposte apply -f FILE` and `riposte export`: the declarative configuration of [`riposte::apply`], parsed
+//! `riposte apply -f FILE` and `riposte export`: the declarative configuration of [`riposte::ops::apply`], parsed
 //! and printed here.
 
 use anyhow::Result;
-use riposte::apply::{self, Action};
-use riposte::state_dir::StateDir;
-use std::path::{Path, PathBuf};
+use riposte::model::state_dir::StateDir;
+use riposte::ops::apply::{self, Action};
+use riposte::ops::builder::Catalog;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `riposte apply`.
@@ -34,7 +35,7 @@ pub struct ExportArgs {
     nats: super::args::NatsArgs,
 }
 
-pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn apply(args: ApplyArgs, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     let (text, declared) = apply::read(&args.file)?;
     let registry = args.nats.keyed_registry(state, &args.key).await?;
     let allow = args.build.allow();
@@ -44,7 +45,7 @@ pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Resul
         &args.file,
         &registry,
         args.prune,
-        riposte::deploy::Workshop { playbooks, state, allow: &allow, sealing: registry.keys().is_some() },
+        riposte::ops::deploy::Workshop { playbooks, state, allow: &allow, sealing: registry.keys().is_some() },
     )
     .await?;
     let mut counts = [0usize; 4];
@@ -74,7 +75,7 @@ pub async fn apply(args: ApplyArgs, playbooks: &Path, state: &StateDir) -> Resul
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn export(args: ExportArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn export(args: ExportArgs, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     let registry = args.nats.registry(state).await?;
     print!("{}", apply::export(&registry, playbooks, state).await?);
     Ok(ExitCode::SUCCESS)

@@ -2,12 +2,12 @@
 //! backends, the container engine, and what an image build may take from the host.
 
 use anyhow::Result;
-use riposte::capability::Backends;
-use riposte::nats::NatsConfig;
-use riposte::registry::Registry;
-use riposte::seal::SettingsKeys;
-use riposte::state_dir::StateDir;
-use riposte::streams::StreamSettings;
+use riposte::execute::capability::Backends;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::connect::{Auth, NatsConfig, NatsError};
+use riposte::nats::registry::Registry;
+use riposte::nats::streams::StreamSettings;
+use riposte::secrets::seal::SettingsKeys;
 use std::path::PathBuf;
 
 /// How to reach NATS.
@@ -51,21 +51,25 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    /// The library's connection settings.
-    pub fn config(&self, name: &str) -> NatsConfig {
-        NatsConfig {
+    /// The library's connection settings; two credentials, or a user without its password file, are refused
+    /// here, before anything connects.
+    pub fn config(&self, name: &str) -> Result<NatsConfig, NatsError> {
+        let auth = Auth::from_flags(
+            self.user.clone(),
+            self.password_file.clone(),
+            self.token_file.clone(),
+            self.nkey.clone(),
+            self.creds.clone(),
+        )?;
+        Ok(NatsConfig {
             url: self.url.clone(),
-            user: self.user.clone(),
-            password_file: self.password_file.clone(),
-            token_file: self.token_file.clone(),
-            creds: self.creds.clone(),
-            nkey: self.nkey.clone(),
+            auth,
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
             name: name.to_owned(),
             server_errors: None,
-        }
+        })
     }
 
     /// How the streams and buckets are replicated (`--replicas`, `--update-streams`).
@@ -75,11 +79,11 @@ impl NatsArgs {
 
     /// Connects and opens the registry (creating the streams and buckets when this is a fresh server).
     pub async fn registry(&self, state: &StateDir) -> Result<Registry> {
-        let config = self.config("riposte-cli");
+        let config = self.config("riposte-cli")?;
         let (url, local) = config.resolve_url(state)?;
         let client = config.connect(&url, local.then_some(state)).await?;
         let js = async_nats::jetstream::new(client);
-        riposte::streams::ensure_with(&js, None, &self.streams()).await?;
+        riposte::nats::streams::ensure_with(&js, None, &self.streams()).await?;
         Ok(Registry::open_with(&js, &self.streams()).await?)
     }
 
@@ -92,13 +96,13 @@ impl NatsArgs {
     /// The settings keys this NATS takes (see [`SettingsKeyArgs::keys`]), read without connecting: deploy
     /// commands read them before a (slow) build, so a wrong key file costs nothing.
     pub fn settings_keys(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Option<SettingsKeys>> {
-        let (_, local) = self.config("riposte-cli").resolve_url(state)?;
+        let (_, local) = self.config("riposte-cli")?.resolve_url(state)?;
         key.keys(state, local, false)
     }
 }
 
 /// The settings key, for the commands that write or read secret setting values (deploy, apply, run, call,
-/// doctor): the registry stores those values sealed with it ([`riposte::seal`]).
+/// doctor): the registry stores those values sealed with it ([`riposte::secrets::seal`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SettingsKeyArgs {
     /// The settings key file: secret setting values are stored in the registry encrypted with it, so every
@@ -135,8 +139,8 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     /// The host paths allowed.
-    pub fn allow(&self) -> riposte::container::image::ContextAllow {
-        riposte::container::image::ContextAllow::new(self.context_allow.iter().cloned())
+    pub fn allow(&self) -> riposte::execute::container::image::ContextAllow {
+        riposte::execute::container::image::ContextAllow::new(self.context_allow.iter().cloned())
     }
 }
 
@@ -151,14 +155,14 @@ pub struct ContainerArgs {
 
 impl ContainerArgs {
     /// Connects to the engine; containers with network get the runner's proxy settings and `ca_bundle`.
-    pub async fn engine(&self, ca_bundle: Option<PathBuf>) -> Result<riposte::container::ContainerEngine> {
-        let network = riposte::container::engine::NetworkEnv::from_env(ca_bundle);
-        Ok(riposte::container::ContainerEngine::connect_with(self.container_host.as_deref(), network).await?)
+    pub async fn engine(&self, ca_bundle: Option<PathBuf>) -> Result<riposte::execute::container::ContainerEngine> {
+        let network = riposte::execute::container::engine::NetworkEnv::from_env(ca_bundle);
+        Ok(riposte::execute::container::ContainerEngine::connect_with(self.container_host.as_deref(), network).await?)
     }
 
     /// Where a runner (or `function call`) runs container functions.
-    pub fn setup(&self, backends: &BackendArgs) -> riposte::handlers::ContainerSetup {
-        riposte::handlers::ContainerSetup {
+    pub fn setup(&self, backends: &BackendArgs) -> riposte::execute::handlers::ContainerSetup {
+        riposte::execute::handlers::ContainerSetup {
             host: self.container_host.clone(),
             ca_bundle: backends.ca_bundle.clone(),
             runner: None,
@@ -184,15 +188,18 @@ pub struct BackendArgs {
 impl BackendArgs {
     /// The real backends: one pooled HTTP client, the Kubernetes cluster, the object store in the state dir.
     pub fn backends(&self, state: &StateDir) -> Result<Backends> {
-        let http = riposte::capability::http::HttpClient::new(&riposte::capability::http::HttpConfig {
-            ca_bundle: self.ca_bundle.clone(),
-            timeout: None,
-            proxy: self.proxy.clone(),
-        })?;
+        let http =
+            riposte::execute::capability::http::HttpClient::new(&riposte::execute::capability::http::HttpConfig {
+                ca_bundle: self.ca_bundle.clone(),
+                timeout: None,
+                proxy: self.proxy.clone(),
+            })?;
         Ok(Backends {
             http: std::sync::Arc::new(http),
-            kubernetes: riposte::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
-            object_store: std::sync::Arc::new(riposte::capability::object_store::DirStore::new(state.objects())),
+            kubernetes: riposte::execute::capability::kubernetes::Cluster::detect(self.kubeconfig.as_deref())?,
+            object_store: std::sync::Arc::new(riposte::execute::capability::object_store::DirStore::new(
+                state.objects(),
+            )),
         })
     }
 }
@@ -206,7 +213,7 @@ pub struct PolicyArgs {
     pub dry_run: bool,
     /// Run once per dedup key within this window, across all runners (e.g. 60s, 5m); other alerts with the
     /// key are acked as `deduplicated`.
-    #[arg(long, value_name = "DURATION", value_parser = super::function::parse_window)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
     pub dedup_window: Option<std::time::Duration>,
     /// The dedup key, a CEL expression over `alert` (default: the rule and the output without its time).
     #[arg(long, value_name = "EXPR", requires = "dedup_window")]
@@ -215,12 +222,50 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// The function's policy.
-    pub fn policy(&self) -> riposte::function::ResponsePolicy {
-        riposte::function::ResponsePolicy {
+    pub fn policy(&self) -> riposte::model::function::ResponsePolicy {
+        riposte::model::function::ResponsePolicy {
             dry_run: self.dry_run,
-            dedup: self
-                .dedup_window
-                .map(|w| riposte::function::Dedup { window_ms: w.as_millis() as u64, key: self.dedup_key.clone() }),
+            dedup: self.dedup_window.map(|w| riposte::model::function::Dedup {
+                window_ms: w.as_millis() as u64,
+                key: self.dedup_key.clone(),
+            }),
+        }
+    }
+}
+
+/// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
+pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
+    let t = text.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+    use std::time::Duration;
+
+    #[test]
+    fn windows_are_a_number_and_a_unit() {
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_window("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "h", "1", "1w", "-1h", "0m", "1.5h", "one hour"] {
+            let e = parse_window(bad).unwrap_err();
+            assert!(e.contains("e.g. 90s, 30m, 1h, 7d"), "{bad}: {e}");
         }
     }
 }

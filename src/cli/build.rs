@@ -1,11 +1,11 @@
 //! `riposte build [PLAYBOOK...]`.
 
 use anyhow::Result;
-use riposte::builder::Builder;
-use riposte::manifest::Kind;
-use riposte::state_dir::StateDir;
+use riposte::model::manifest::Kind;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Builder;
+use riposte::ops::builder::Catalog;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -14,7 +14,7 @@ pub struct Args {
     names: Vec<String>,
 }
 
-pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(args: Args, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     let builder = builder(playbooks, state);
     let names = if args.names.is_empty() {
         builder
@@ -27,8 +27,8 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
     };
     if names.is_empty() {
         anyhow::bail!(
-            "no playbooks in {}; run riposte from the repository root or pass --playbooks DIR",
-            playbooks.display()
+            "no playbooks in {}: pass --playbooks DIR, or create one with `riposte new NAME`",
+            playbooks.searched()
         );
     }
     let built = build_all(&builder, &names).await?;
@@ -40,8 +40,8 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
 
 /// A builder that says "building P…" on stderr when stderr is a terminal (a first build is silent for ~20 s
 /// otherwise); scripts and logs get nothing extra.
-pub fn builder(playbooks: &Path, state: &StateDir) -> Builder {
-    let builder = Builder::new(playbooks.to_owned(), state);
+pub fn builder(playbooks: &Catalog, state: &StateDir) -> Builder {
+    let builder = Builder::new(playbooks.clone(), state);
     if std::io::stderr().is_terminal() {
         builder.on_build(|name| eprintln!("building {name}…"))
     } else {
@@ -50,7 +50,7 @@ pub fn builder(playbooks: &Path, state: &StateDir) -> Builder {
 }
 
 /// Builds several playbooks, as many at once as there are cores.
-pub async fn build_all(builder: &Builder, names: &[String]) -> Result<Vec<riposte::builder::Built>> {
+pub async fn build_all(builder: &Builder, names: &[String]) -> Result<Vec<riposte::ops::builder::Built>> {
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut out = Vec::new();
     for chunk in names.chunks(parallel) {

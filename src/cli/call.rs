@@ -2,14 +2,15 @@
 //! `--dry-run`, recording backends: the calls it would make are printed, none is made).
 
 use anyhow::{Context, Result};
-use riposte::alert::Alert;
-use riposte::container::image::ImageStatus;
-use riposte::execution::Handler;
-use riposte::function::{parse_setting, Function, Settings};
-use riposte::manifest::Kind;
-use riposte::runtime::{Runtime, RuntimeConfig};
-use riposte::state_dir::StateDir;
-use std::path::{Path, PathBuf};
+use riposte::execute::container::image::ImageStatus;
+use riposte::execute::runtime::{Runtime, RuntimeConfig};
+use riposte::model::alert::Alert;
+use riposte::model::execution::Handler;
+use riposte::model::function::{parse_setting, Function, Settings};
+use riposte::model::manifest::Kind;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Catalog;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -38,7 +39,7 @@ pub struct Args {
     dry_run: bool,
 }
 
-pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(args: Args, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     let builder = super::build::builder(playbooks, state);
     let (dir, manifest) = builder.manifest(&args.playbook)?;
     let given = args.settings.iter().map(|s| parse_setting(s)).collect::<Result<Vec<_>, _>>()?;
@@ -68,7 +69,7 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
         engine.function(&function).handle(&alert).await
     } else {
         let backends = match args.dry_run {
-            true => riposte::capability::recording::Scoped::backends(),
+            true => riposte::execute::capability::recording::Scoped::backends(),
             false => args.backends.backends(state)?,
         };
         let runtime = Runtime::new(&RuntimeConfig { cache_dir: state.compiled(), pooling: false })?;
@@ -84,7 +85,7 @@ pub async fn run(args: Args, playbooks: &Path, state: &StateDir) -> Result<ExitC
         let handler: std::sync::Arc<dyn Handler> =
             std::sync::Arc::new(runtime.function(component, &function, backends));
         match args.dry_run {
-            true => riposte::handlers::DryRun::new(handler, &function).handle(&alert).await,
+            true => riposte::execute::handlers::DryRun::new(handler, &function).handle(&alert).await,
             false => handler.handle(&alert).await,
         }
     };

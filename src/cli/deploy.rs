@@ -1,11 +1,12 @@
 //! `riposte deploy-playbook` (what `./deploy_playbook` runs): build a catalog playbook and deploy it as
 //! `falco-<playbook>` with triggers `falco-<playbook>-trigger-<index>`. The rules are the library's
-//! ([`riposte::deploy`]); this file parses and prints.
+//! ([`riposte::ops::deploy`]); this file parses and prints.
 
 use anyhow::Result;
-use riposte::deploy::{self, ImageNote, PreparedFunction, Source};
-use riposte::digest::short;
-use riposte::state_dir::StateDir;
+use riposte::model::digest::short;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Catalog;
+use riposte::ops::deploy::{self, ImageNote, PreparedFunction, Source};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,7 +41,7 @@ pub struct PlaybookArgs {
     /// condition-error, the function not run) or run (as if the condition had accepted it). Either way the
     /// error is counted (`runner list`, /metrics) and warned about.
     #[arg(long, value_name = "skip|run", default_value = "skip")]
-    on_condition_error: riposte::trigger::OnConditionError,
+    on_condition_error: riposte::model::trigger::OnConditionError,
     #[command(flatten)]
     policy: super::args::PolicyArgs,
     #[command(flatten)]
@@ -51,7 +52,7 @@ pub struct PlaybookArgs {
     key: super::args::SettingsKeyArgs,
 }
 
-pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     if args.topics.is_empty() {
         return Err(deploy::DeployError::NoTopics.into());
     }
@@ -85,7 +86,7 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Path, state: &State
             Some(when) => println!("trigger {} -> {} on {} when {}", t.name, name, t.topic, when),
             None => println!("trigger {} -> {} on {}", t.name, name, t.topic),
         }
-        if let (Some(rules), Ok(pattern)) = (&rules, riposte::trigger::Pattern::parse(&t.topic)) {
+        if let (Some(rules), Ok(pattern)) = (&rules, riposte::model::trigger::Pattern::parse(&t.topic)) {
             super::trigger::print_matches(rules, &pattern);
         }
     }
@@ -102,7 +103,7 @@ pub fn print_deployed(prepared: &PreparedFunction) {
 }
 
 /// ", dry run" / ", dedup 60s": what a listing and a deploy say about a function's policy.
-pub fn policy_note(f: &riposte::function::Function) -> String {
+pub fn policy_note(f: &riposte::model::function::Function) -> String {
     let mut note = String::new();
     if f.policy.dry_run {
         note.push_str(", dry run: nothing reaches the world");

@@ -1,9 +1,9 @@
-//! `riposte doctor`: runs the library's checks ([`riposte::doctor`]) with the options a runner on this
+//! `riposte doctor`: runs the library's checks ([`riposte::ops::doctor`]) with the options a runner on this
 //! machine would get, prints one line per check (and the fix), exits 1 when any check failed.
 
 use anyhow::Result;
-use riposte::doctor::{self, DoctorConfig, Level, Role};
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::doctor::{self, DoctorConfig, Level, Role};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -33,7 +33,7 @@ enum RoleArg {
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
-    let nats = args.nats.config("riposte-doctor");
+    let nats = args.nats.config("riposte-doctor")?;
     let local = nats.resolve_url(state).is_ok_and(|(_, local)| local);
     let config = DoctorConfig {
         settings_keys: args.key.keys(state, local, false)?,

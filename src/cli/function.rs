@@ -2,14 +2,17 @@
 
 use super::print::cell;
 use anyhow::{bail, Context, Result};
-use riposte::alert::Alert;
-use riposte::deploy::{self, Source};
-use riposte::digest::short;
-use riposte::execution::Status;
-use riposte::results::{read_function_results_since, read_results, read_results_since, Disposition, ResultRecord};
-use riposte::state_dir::StateDir;
+use riposte::model::alert::Alert;
+use riposte::model::digest::short;
+use riposte::model::execution::Status;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::results::{
+    read_function_results_since, read_results, read_results_since, Disposition, ResultRecord,
+};
+use riposte::ops::builder::Catalog;
+use riposte::ops::deploy::{self, Source};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -79,7 +82,7 @@ pub enum Command {
     /// execution (failures included), OK P50/P99 over successful ones only.
     Top {
         /// Only executions of this recent a window: 90s, 30m, 1h, 7d (default: all the stream keeps, 7 days).
-        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        #[arg(long, value_name = "DURATION", value_parser = super::args::parse_window)]
         since: Option<std::time::Duration>,
         #[command(flatten)]
         nats: super::args::NatsArgs,
@@ -104,7 +107,7 @@ pub enum Command {
     },
 }
 
-pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     match cmd {
         Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats, key } => {
             let source = match (playbook, wasm) {
@@ -113,7 +116,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
                 _ => bail!("give one of --playbook DIR|NAME or --wasm FILE"),
             };
             if let Some(w) = &when {
-                riposte::condition::Condition::compile(w)?;
+                riposte::policy::condition::Condition::compile(w)?;
             }
             let keys = nats.settings_keys(state, &key)?;
             let allow = build.allow();
@@ -241,32 +244,18 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             let raw = super::print::read_alert(&alert)?;
             let alert = Alert::parse(&raw).with_context(|| format!("alert {}", alert.display()))?;
             let setup = container.setup(&backends);
-            let handlers =
-                riposte::handlers::HandlerCache::new(state, false, registry, backends.backends(state)?, setup)?;
+            let handlers = riposte::execute::handlers::HandlerCache::new(
+                state,
+                false,
+                registry,
+                backends.backends(state)?,
+                setup,
+            )?;
             let handler = handlers.get(&function).await?;
             let exec = handler.handle(&alert).await;
             super::print::execution(&exec, json)
         }
     }
-}
-
-/// A time window: a whole number and a unit, `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `7d`).
-pub(crate) fn parse_window(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{text:?} is not a window: write a whole number and a unit, e.g. 90s, 30m, 1h, 7d");
-    let t = text.trim();
-    let unit = t.chars().last().ok_or_else(bad)?;
-    let seconds = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(bad()),
-    };
-    let n: u64 = t[..t.len() - 1].parse().map_err(|_| bad())?;
-    if n == 0 {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
 }
 
 /// Per function: executions (dry runs included), failures (any status but ok, dry runs apart), retries, dead
@@ -354,22 +343,4 @@ pub fn top_table(records: &[ResultRecord]) -> String {
     }
     out.push_str("P50/P99: every execution, failures included; OK P50/P99: successful executions only\n");
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_window;
-    use std::time::Duration;
-
-    #[test]
-    fn windows_are_a_number_and_a_unit() {
-        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_window("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_window("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_window("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        for bad in ["", "h", "1", "1w", "-1h", "0m", "1.5h", "one hour"] {
-            let e = parse_window(bad).unwrap_err();
-            assert!(e.contains("e.g. 90s, 30m, 1h, 7d"), "{bad}: {e}");
-        }
-    }
 }

@@ -17,7 +17,7 @@ mod spec;
 mod trigger;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,9 +28,11 @@ pub struct Cli {
     /// Where built components, the compile cache and local data live.
     #[arg(long, global = true, env = "RIPOSTE_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// The playbook catalog.
-    #[arg(long, global = true, env = "RIPOSTE_PLAYBOOKS", default_value = "playbooks")]
-    playbooks: PathBuf,
+    /// The playbook catalog, for every command: this folder alone when given; else ./playbooks when it exists,
+    /// then the catalog installed with riposte (<prefix>/share/riposte/playbooks), a playbook taken from the
+    /// first that has it. `riposte new` writes into ./playbooks unless this names another folder.
+    #[arg(long, global = true, env = "RIPOSTE_PLAYBOOKS")]
+    playbooks: Option<PathBuf>,
     /// Log format on stderr (RUST_LOG sets the level, default info).
     #[arg(long, global = true, env = "RIPOSTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -92,9 +94,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     // RIPOSTE_TIMINGS (tests only) shortens the periods a runner waits on; a value that cannot be read stops here.
-    match riposte::timings::Timings::from_env() {
+    match riposte::model::timings::Timings::from_env() {
         Ok(t) => {
-            riposte::timings::install(t);
+            riposte::model::timings::install(t);
         }
         Err(e) => {
             eprintln!("riposte: {e}");
@@ -102,27 +104,28 @@ pub fn main() -> ExitCode {
         }
     }
     let state = StateDir::new(cli.state_dir.clone());
+    let playbooks = riposte::ops::builder::Catalog::resolve(cli.playbooks.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start tokio");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::New(args) => new::run(args, &cli.playbooks),
-            Command::Build(args) => build::run(args, &cli.playbooks, &state).await,
-            Command::Spec(args) => spec::run(args, &cli.playbooks, &state).await,
-            Command::Call(args) => call::run(args, &cli.playbooks, &state).await,
-            Command::Playbook(cmd) => playbook::run(cmd, &cli.playbooks, &state).await,
+            Command::New(args) => new::run(args, &playbooks),
+            Command::Build(args) => build::run(args, &playbooks, &state).await,
+            Command::Spec(args) => spec::run(args, &playbooks, &state).await,
+            Command::Call(args) => call::run(args, &playbooks, &state).await,
+            Command::Playbook(cmd) => playbook::run(cmd, &playbooks, &state).await,
             Command::Run(args) => run::run(args, &state).await,
-            Command::Function(cmd) => function::run(cmd, &cli.playbooks, &state).await,
+            Command::Function(cmd) => function::run(cmd, &playbooks, &state).await,
             Command::Trigger(cmd) => trigger::run(cmd, &state).await,
             Command::Runner(cmd) => runner::run(cmd, &state).await,
             Command::Doctor(args) => doctor::run(args, &state).await,
-            Command::DeployPlaybook(args) => deploy::deploy_playbook(args, &cli.playbooks, &state).await,
-            Command::Apply(args) => apply::apply(args, &cli.playbooks, &state).await,
-            Command::Export(args) => apply::export(args, &cli.playbooks, &state).await,
+            Command::DeployPlaybook(args) => deploy::deploy_playbook(args, &playbooks, &state).await,
+            Command::Apply(args) => apply::apply(args, &playbooks, &state).await,
+            Command::Export(args) => apply::export(args, &playbooks, &state).await,
             Command::SettingsKey(cmd) => settings_key::run(cmd),
         }
     });
     // A task still blocked (a lookup, a file read, a client waiting on an unreachable NATS) does not hold the exit.
-    runtime.shutdown_timeout(riposte::limits::STOP_STEP_TIMEOUT);
+    runtime.shutdown_timeout(riposte::model::limits::STOP_STEP_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! `riposte new NAME [--from PLAYBOOK]`.
 
 use anyhow::Result;
-use std::path::{Path, PathBuf};
+use riposte::ops::builder::Catalog;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -16,9 +17,10 @@ pub struct Args {
     specs: Option<PathBuf>,
 }
 
-pub fn run(args: Args, playbooks: &Path) -> Result<ExitCode> {
+pub fn run(args: Args, catalog: &Catalog) -> Result<ExitCode> {
+    let playbooks = &catalog.for_new();
     let specs = args.specs.unwrap_or_else(|| super::spec::default_specs_dir(playbooks));
-    let written = riposte::scaffold::create(playbooks, &specs, &args.name, args.from.as_deref())?;
+    let written = riposte::ops::scaffold::create(playbooks, &specs, &args.name, args.from.as_deref())?;
     for path in &written {
         println!("created {}", path.display());
     }
@@ -28,7 +30,7 @@ pub fn run(args: Args, playbooks: &Path) -> Result<ExitCode> {
         println!(
             "  riposte call {name} --alert {}/alerts/{}.json -e WEBHOOK_URL=https://...",
             specs.display(),
-            riposte::assets::SAMPLE_ALERT_NAME
+            riposte::ops::assets::SAMPLE_ALERT_NAME
         );
         println!("  riposte function deploy {name} --playbook {name} -e WEBHOOK_URL=https://...");
     }

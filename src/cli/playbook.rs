@@ -2,9 +2,9 @@
 
 use super::print::cell;
 use anyhow::Result;
-use riposte::builder::Builder;
-use riposte::state_dir::StateDir;
-use std::path::Path;
+use riposte::model::state_dir::StateDir;
+use riposte::ops::builder::Builder;
+use riposte::ops::builder::Catalog;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -20,15 +20,15 @@ pub enum Command {
     Helpers,
 }
 
-pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<ExitCode> {
+pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     match cmd {
         Command::List { strict } => {
-            let builder = Builder::new(playbooks.to_owned(), state);
+            let builder = Builder::new(playbooks.clone(), state);
             let names = builder.names();
             if names.is_empty() {
                 anyhow::bail!(
                     "no playbooks in {}: pass --playbooks DIR, or create one with `riposte new NAME`",
-                    playbooks.display()
+                    playbooks.searched()
                 );
             }
             println!("{:<10} {:<9} {:<32} SETTINGS", "NAME", "KIND", "CAPABILITIES");
@@ -74,7 +74,7 @@ pub async fn run(cmd: Command, playbooks: &Path, state: &StateDir) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         Command::Helpers => {
-            print!("{}", riposte::assets::helper_reference());
+            print!("{}", riposte::ops::assets::helper_reference());
             Ok(ExitCode::SUCCESS)
         }
     }

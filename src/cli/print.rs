@@ -1,7 +1,7 @@
 //! What several commands print or read the same way: an execution, an alert file, a table cell.
 
 use anyhow::{Context, Result};
-use riposte::execution::Execution;
+use riposte::model::execution::Execution;
 use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
@@ -27,10 +27,10 @@ pub fn execution(exec: &Execution, json: bool) -> Result<ExitCode> {
 }
 
 /// Text from an alert, a playbook or the registry, safe to print in a table: control characters and the
-/// bidirectional overrides written as escapes (`\u{1b}`, see [`riposte::truncate::printable`]), so no cell can
+/// bidirectional overrides written as escapes (`\u{1b}`, see [`riposte::secrets::truncate::printable`]), so no cell can
 /// move the cursor, recolour, retitle or rewrite the terminal. Every cell the CLI prints goes through here.
 pub fn cell(text: &str) -> Cow<'_, str> {
-    riposte::truncate::printable(text)
+    riposte::secrets::truncate::printable(text)
 }
 
 /// Reads an alert file, or stdin for `-`.

@@ -1,13 +1,13 @@
 //! `riposte run`: the runner. Connects to NATS (or starts a local nats-server), then dispatches alerts to
 //! the deployed functions until SIGINT/SIGTERM, finishing the reactions in flight before it exits. With
-//! `--metrics-addr` it also serves Prometheus metrics and health probes ([`riposte::health`]).
+//! `--metrics-addr` it also serves Prometheus metrics and health probes ([`riposte::runner::health`]).
 
 use anyhow::{Context, Result};
-use riposte::limits::STOP_STEP_TIMEOUT;
-use riposte::nats::LocalServer;
+use riposte::model::limits::STOP_STEP_TIMEOUT;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::connect::LocalServer;
+use riposte::runner::shutdown::{Shutdown, StopDeadline, Stopper};
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::shutdown::{Shutdown, StopDeadline, Stopper};
-use riposte::state_dir::StateDir;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -20,10 +20,10 @@ pub struct Args {
     #[arg(long, env = "RIPOSTE_RUNNER_NAME")]
     name: Option<String>,
     /// Subjects the alert stream captures (comma-separated); falcosidekick publishes on falco.<priority>.<rule>.
-    #[arg(long, env = "RIPOSTE_STREAM_SUBJECTS", value_delimiter = ',', default_value = riposte::streams::DEFAULT_ALERT_SUBJECTS)]
+    #[arg(long, env = "RIPOSTE_STREAM_SUBJECTS", value_delimiter = ',', default_value = riposte::nats::streams::DEFAULT_ALERT_SUBJECTS)]
     stream_subjects: Vec<String>,
     /// Alerts in flight at once on this runner, across all functions.
-    #[arg(long, env = "RIPOSTE_MAX_IN_FLIGHT", default_value_t = riposte::limits::RUNNER_MAX_IN_FLIGHT)]
+    #[arg(long, env = "RIPOSTE_MAX_IN_FLIGHT", default_value_t = riposte::model::limits::RUNNER_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     #[command(flatten)]
     backends: super::args::BackendArgs,
@@ -38,24 +38,24 @@ pub struct Args {
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     let mut shutdown = on_signal()?;
     let name = args.name.clone().unwrap_or_else(hostname);
-    if !riposte::name::valid_name(&name) {
+    if !riposte::model::name::valid_name(&name) {
         anyhow::bail!("runner name {name:?} is not valid: use lower-case letters, digits and '-' (--name)");
     }
     for s in &args.stream_subjects {
-        riposte::trigger::Pattern::parse(s).with_context(|| "--stream-subjects")?;
+        riposte::model::trigger::Pattern::parse(s).with_context(|| "--stream-subjects")?;
     }
     // The endpoint comes first: a bad address stops the runner at once, and /healthz answers while it connects.
-    let metrics = args.metrics_addr.as_ref().map(|_| riposte::metrics::Metrics::new());
-    let probe: riposte::health::ProbeSlot = Default::default();
+    let metrics = args.metrics_addr.as_ref().map(|_| riposte::runner::metrics::Metrics::new());
+    let probe: riposte::runner::health::ProbeSlot = Default::default();
     let endpoint = match (&args.metrics_addr, &metrics) {
         (Some(addr), Some(m)) => {
-            let e = riposte::health::Endpoint::start(addr, m.clone(), probe.clone(), shutdown.clone()).await?;
+            let e = riposte::runner::health::Endpoint::start(addr, m.clone(), probe.clone(), shutdown.clone()).await?;
             eprintln!("riposte: metrics and probes on http://{}/metrics (/healthz, /readyz)", e.addr());
             Some(e)
         }
         _ => None,
     };
-    let config = args.nats.config(&format!("riposte-run-{name}"));
+    let config = args.nats.config(&format!("riposte-run-{name}"))?;
     let connection = config.connect_runner(state).await?;
     let (client, url) = (connection.client, connection.url);
     match &connection.local {
@@ -67,7 +67,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             "riposte: no --nats given: started a local nats-server at {url} with JetStream (data in {}); it \
              accepts only the key in {} (other riposte commands run by this user with this state directory find both)",
             state.root().join("nats").display(),
-            riposte::embedded::local_seed(state).display()
+            riposte::nats::embedded::local_seed(state).display()
         ),
     }
     let local = !matches!(connection.local, LocalServer::None);
@@ -95,20 +95,21 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     let _ = probe.set(runner.probe());
     eprintln!(
         "riposte: runner {name} connected to {} (alerts on {}); watching the registry",
-        riposte::nats::redact_url(&url),
+        riposte::nats::connect::redact_url(&url),
         args.stream_subjects.join(",")
     );
     shutdown.wait().await;
     eprintln!("riposte: stopping: finishing the reactions in flight");
-    let deadline = StopDeadline::arm(riposte::limits::stop_timeout(), "finishing the reactions in flight", |what| {
-        // Past the bound the process ends here, on the deadline's own thread: whatever still waits is abandoned
-        // (unacked alerts are redelivered by JetStream).
-        eprintln!(
-            "riposte: stopped after {} s, abandoning {what} (NATS does not answer)",
-            riposte::limits::stop_timeout().as_secs()
-        );
-        std::process::exit(0);
-    });
+    let deadline =
+        StopDeadline::arm(riposte::model::limits::stop_timeout(), "finishing the reactions in flight", |what| {
+            // Past the bound the process ends here, on the deadline's own thread: whatever still waits is abandoned
+            // (unacked alerts are redelivered by JetStream).
+            eprintln!(
+                "riposte: stopped after {} s, abandoning {what} (NATS does not answer)",
+                riposte::model::limits::stop_timeout().as_secs()
+            );
+            std::process::exit(0);
+        });
     runner.stop_within(Some(&deadline)).await;
     if let Some(e) = endpoint {
         deadline.step("stopping the probes endpoint");

@@ -3,8 +3,8 @@
 
 use super::print::cell;
 use anyhow::Result;
-use riposte::fleet::{self, RunnerStatus, UnservedPin};
-use riposte::state_dir::StateDir;
+use riposte::model::state_dir::StateDir;
+use riposte::nats::fleet::{self, RunnerStatus, UnservedPin};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]

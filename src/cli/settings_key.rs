@@ -1,8 +1,8 @@
 //! `riposte settings-key new FILE`: makes the key file that seals secret setting values in the registry
-//! ([`riposte::seal`]).
+//! ([`riposte::secrets::seal`]).
 
 use anyhow::Result;
-use riposte::seal::SettingsKeys;
+use riposte::secrets::seal::SettingsKeys;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

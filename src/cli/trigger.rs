@@ -2,10 +2,10 @@
 
 use super::print::cell;
 use anyhow::{Context, Result};
-use riposte::deploy;
-use riposte::rules::RuleSet;
-use riposte::state_dir::StateDir;
-use riposte::trigger::{Pattern, Trigger};
+use riposte::model::state_dir::StateDir;
+use riposte::model::trigger::{Pattern, Trigger};
+use riposte::ops::deploy;
+use riposte::policy::rules::RuleSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,7 +35,7 @@ pub enum Command {
         /// condition-error, the function not run) or run (as if the condition had accepted it). Either way the
         /// error is counted (`runner list`, /metrics) and warned about.
         #[arg(long, value_name = "skip|run", default_value = "skip")]
-        on_condition_error: riposte::trigger::OnConditionError,
+        on_condition_error: riposte::model::trigger::OnConditionError,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },

@@ -39,14 +39,14 @@ use super::ledger::{Event, TriggerLedger};
 use super::policy::{Admit, Claimed, Decision, Policy};
 use super::settle::{settlement, Reply};
 use super::RunnerContext;
-use crate::alert::Alert;
-use crate::execution::{Execution, Handler, Status};
-use crate::function::Function;
-use crate::limits::RECORD_PUBLISH_ATTEMPTS;
-use crate::results::{self, DeadLetter, Delivery, ResultRecord};
-use crate::shutdown::Shutdown;
-use crate::streams::StreamError;
-use crate::trigger::{Pattern, Trigger};
+use crate::model::alert::Alert;
+use crate::model::execution::{Execution, Handler, Status};
+use crate::model::function::Function;
+use crate::model::limits::RECORD_PUBLISH_ATTEMPTS;
+use crate::model::trigger::{Pattern, Trigger};
+use crate::nats::results::{self, DeadLetter, Delivery, ResultRecord};
+use crate::nats::streams::StreamError;
+use crate::runner::shutdown::Shutdown;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use std::future::Future;
@@ -87,7 +87,7 @@ impl Dispatcher {
             let Some(messages) = this.open(&mut shutdown).await else { break };
             this.pull(messages, &handler, &admission, &mut tasks, &mut shutdown).await;
         }
-        let drained = tokio::time::timeout(crate::timings::get().drain_timeout, async {
+        let drained = tokio::time::timeout(crate::model::timings::get().drain_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
@@ -103,7 +103,7 @@ impl Dispatcher {
                 Ok(h) => return Some(h),
                 Err(e) => {
                     tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; its alerts wait in JetStream");
-                    if shutdown.sleep_unless_stopping(crate::timings::get().handler_retry).await {
+                    if shutdown.sleep_unless_stopping(crate::model::timings::get().handler_retry).await {
                         return None;
                     }
                 }
@@ -145,7 +145,7 @@ impl Dispatcher {
             let existing = self
                 .ctx
                 .js
-                .get_consumer_from_stream::<_, _, _>(self.trigger.consumer_name(), crate::streams::ALERT_STREAM)
+                .get_consumer_from_stream::<_, _, _>(self.trigger.consumer_name(), crate::nats::streams::ALERT_STREAM)
                 .await;
             if existing.is_err() && shutdown.sleep_unless_stopping(Duration::from_secs(1)).await {
                 return None;
@@ -153,15 +153,16 @@ impl Dispatcher {
             let consumer = match existing {
                 Ok(c) => Ok(c),
                 Err(_) => {
-                    crate::streams::ensure_consumer(&self.ctx.js, &self.trigger, &self.function.manifest.limits).await
+                    crate::nats::streams::ensure_consumer(&self.ctx.js, &self.trigger, &self.function.manifest.limits)
+                        .await
                 }
             };
             let opened = match consumer {
                 Ok(consumer) => consumer
                     .stream()
                     .max_messages_per_batch(self.function.manifest.limits.concurrency.max(1) as usize)
-                    .heartbeat(crate::timings::get().pull_heartbeat)
-                    .expires(crate::timings::get().pull_expires)
+                    .heartbeat(crate::model::timings::get().pull_heartbeat)
+                    .expires(crate::model::timings::get().pull_expires)
                     .messages()
                     .await
                     .map_err(|e| e.to_string()),
@@ -317,7 +318,7 @@ impl Dispatcher {
         sequence: u64,
     ) {
         let limits = &self.function.manifest.limits;
-        let backoff_max = crate::timings::get().retry_backoff_max;
+        let backoff_max = crate::model::timings::get().retry_backoff_max;
         let s = settlement(
             exec.status,
             exec.retry_after_ms,
@@ -343,13 +344,15 @@ impl Dispatcher {
         });
         let mut record = ResultRecord::new(delivery, &exec, s.disposition);
         record.retry_in_ms = s.retry_in().map(|d| d.as_millis() as u64);
-        record.dedup_key =
-            claim.map(|c| crate::truncate::truncate(&c.key, crate::limits::RECORD_FIELD_BYTES).into_owned());
-        self.store(msg, crate::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record))
-            .await;
+        record.dedup_key = claim
+            .map(|c| crate::secrets::truncate::truncate(&c.key, crate::model::limits::RECORD_FIELD_BYTES).into_owned());
+        self.store(msg, crate::nats::streams::RESULTS_STREAM, "result", || {
+            results::publish_result(&self.ctx.js, &record)
+        })
+        .await;
         if s.dead_letter {
             let letter = DeadLetter::new(delivery, &exec, &msg.payload, sequence, record.time.clone());
-            self.store(msg, crate::streams::DEADLETTER_STREAM, "dead letter", || {
+            self.store(msg, crate::nats::streams::DEADLETTER_STREAM, "dead letter", || {
                 results::publish_deadletter(&self.ctx.js, &letter)
             })
             .await;
@@ -374,7 +377,7 @@ impl Dispatcher {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), StreamError>>,
     {
-        let timings = crate::timings::get();
+        let timings = crate::model::timings::get();
         let first = timings.record_retry;
         let give_up_at = tokio::time::Instant::now() + timings.record_retry_for;
         let mut delay = first;
@@ -419,7 +422,7 @@ impl Dispatcher {
     async fn handled_before(&self, uuid: &str, published: time::OffsetDateTime) -> bool {
         // A result stored before the last ack wait would have been acked (or the reaction was still sending
         // Progress): only the window since then can hold the result of a reaction whose ack was lost.
-        let window = self.function.manifest.limits.ack_wait() + crate::timings::get().redelivery_slack;
+        let window = self.function.manifest.limits.ack_wait() + crate::model::timings::get().redelivery_slack;
         let since = published.max(time::OffsetDateTime::now_utc() - window);
         match results::already_handled(&self.ctx.js, &self.function.name, uuid, since).await {
             Ok(Some(earlier)) => {
@@ -474,10 +477,10 @@ fn alert_span(subject: &str, uuid: &str, function: &str, trigger: &str, attempt:
 }
 
 /// Text an alert (or a playbook quoting one) provides, for one field of a log line: cut to `RECORD_FIELD_BYTES`
-/// as in records, control characters escaped (`\u{1b}`, see [`crate::truncate::printable`]).
+/// as in records, control characters escaped (`\u{1b}`, see [`crate::secrets::truncate::printable`]).
 fn logged(text: &str) -> String {
-    let cut = crate::truncate::truncate(text, crate::limits::RECORD_FIELD_BYTES);
-    crate::truncate::printable(&cut).into_owned()
+    let cut = crate::secrets::truncate::truncate(text, crate::model::limits::RECORD_FIELD_BYTES);
+    crate::secrets::truncate::printable(&cut).into_owned()
 }
 
 #[cfg(test)]
@@ -514,6 +517,6 @@ mod tests {
         assert!(!text.trim_end().chars().any(char::is_control), "{text:?}");
         assert!(text.contains("uuid=x\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{a}INFO forged line\\u{d}"), "{text}");
         assert!(text.contains("falco.notice.x\\u{1b}[31m") && text.contains("failed:\\u{a}\\u{1b}[1Aforged"), "{text}");
-        assert!(logged(&"u".repeat(5000)).len() <= crate::limits::RECORD_FIELD_BYTES);
+        assert!(logged(&"u".repeat(5000)).len() <= crate::model::limits::RECORD_FIELD_BYTES);
     }
 }

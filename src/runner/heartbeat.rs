@@ -1,10 +1,10 @@
-//! A runner's heartbeat: puts what it is and what it serves in the runners bucket ([`crate::fleet`]) when it
+//! A runner's heartbeat: puts what it is and what it serves in the runners bucket ([`crate::nats::fleet`]) when it
 //! starts and every `Timings::heartbeat_every`, and deletes its entry when the runner stops gracefully (a runner that
 //! dies leaves its last heartbeat, which `riposte runner list` then shows as gone). The container engine is
 //! probed at start and about once a minute, not at every beat.
 
-use crate::fleet::{self, Access, Heartbeat, Served};
-use crate::shutdown::Shutdown;
+use crate::nats::fleet::{self, Access, Heartbeat, Served};
+use crate::runner::shutdown::Shutdown;
 use async_nats::jetstream::kv;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ pub(crate) async fn run(sources: Sources, mut shutdown: Shutdown) {
         if let Err(e) = sources.store.put(&key, value.into()).await {
             tracing::warn!(error = %e, "heartbeat not stored; `riposte runner list` may show this runner as gone");
         }
-        if shutdown.sleep_unless_stopping(crate::timings::get().heartbeat_every).await {
+        if shutdown.sleep_unless_stopping(crate::model::timings::get().heartbeat_every).await {
             break;
         }
         beats += 1;
@@ -71,7 +71,7 @@ fn heartbeat(s: &Sources, containers: &Access) -> Heartbeat {
 }
 
 async fn probe_containers(host: Option<&str>) -> Access {
-    match crate::container::ContainerEngine::connect(host).await {
+    match crate::execute::container::ContainerEngine::connect(host).await {
         Ok(engine) => Access { available: true, detail: engine.host().to_owned() },
         Err(e) => Access { available: false, detail: e.to_string() },
     }

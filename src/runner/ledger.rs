@@ -5,10 +5,10 @@
 //! count is named for what it counts ([`Counts`]): an alert received is not a delivery, a succeeded execution
 //! is not a handled one.
 
-use crate::execution::Status;
-use crate::fleet::Counts;
-use crate::metrics::{InFlight, Metrics, TriggerMetrics};
-use crate::results::Disposition;
+use crate::model::execution::Status;
+use crate::nats::fleet::Counts;
+use crate::nats::results::Disposition;
+use crate::runner::metrics::{InFlight, Metrics, TriggerMetrics};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,24 +5,27 @@
 //! counts its decisions, and [`Runner::probe`] samples the rest and says whether the runner is ready.
 
 mod dispatch;
+pub mod health;
 mod heartbeat;
 mod ledger;
+pub mod metrics;
 mod policy;
 mod settle;
+pub mod shutdown;
 
-pub use crate::fleet::Counts;
+pub use crate::nats::fleet::Counts;
 
-use crate::capability::Backends;
-use crate::function::Function;
-use crate::handlers::{ContainerSetup, HandlerCache, StartError};
-use crate::health::Probe;
-use crate::limits::STOP_STEP_TIMEOUT;
-use crate::metrics::{ConsumerSample, InstanceSample, Metrics, Sample};
-use crate::registry::{Change, Registry};
-use crate::shutdown::{Shutdown, StopDeadline, Stopper};
-use crate::state_dir::StateDir;
-use crate::streams::{StreamError, StreamSettings};
-use crate::trigger::{Pattern, Trigger};
+use crate::execute::capability::Backends;
+use crate::execute::handlers::{ContainerSetup, HandlerCache, StartError};
+use crate::model::function::Function;
+use crate::model::limits::STOP_STEP_TIMEOUT;
+use crate::model::state_dir::StateDir;
+use crate::model::trigger::{Pattern, Trigger};
+use crate::nats::registry::{Change, Registry};
+use crate::nats::streams::{StreamError, StreamSettings};
+use crate::runner::health::Probe;
+use crate::runner::metrics::{ConsumerSample, InstanceSample, Metrics, Sample};
+use crate::runner::shutdown::{Shutdown, StopDeadline, Stopper};
 use dispatch::Dispatcher;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -51,9 +54,9 @@ pub struct RunnerConfig {
     pub metrics: Option<Metrics>,
     /// Replicas of the streams and buckets it creates, and whether it may change existing ones.
     pub streams: StreamSettings,
-    /// The keys that open the functions' secret setting values ([`crate::seal`]); a function sealed with a key
+    /// The keys that open the functions' secret setting values ([`crate::secrets::seal`]); a function sealed with a key
     /// this runner lacks is refused (logged, and named in the heartbeat) while the others run.
-    pub settings_keys: Option<crate::seal::SettingsKeys>,
+    pub settings_keys: Option<crate::secrets::seal::SettingsKeys>,
 }
 
 /// Why a runner could not start.
@@ -82,7 +85,7 @@ pub(crate) struct RunnerContext {
 
 impl RunnerContext {
     /// The function's admission permits, shared by its triggers; new ones when its `concurrency` changed.
-    fn admission(&self, function: &crate::function::Function) -> Arc<Semaphore> {
+    fn admission(&self, function: &crate::model::function::Function) -> Arc<Semaphore> {
         let concurrency = function.manifest.limits.concurrency.max(1);
         let mut admissions = self.admissions.lock().unwrap();
         match admissions.get(&function.name) {
@@ -122,12 +125,12 @@ impl Runner {
         backends: Backends,
     ) -> Result<Runner, RunnerError> {
         let js = async_nats::jetstream::new(client.clone());
-        crate::streams::ensure_with(&js, Some(&config.alert_subjects), &config.streams).await?;
+        crate::nats::streams::ensure_with(&js, Some(&config.alert_subjects), &config.streams).await?;
         let registry = Registry::open_with(&js, &config.streams).await?.with_keys(config.settings_keys.clone());
         let kubernetes = if backends.kubernetes.available() {
-            crate::fleet::Access { available: true, detail: "cluster configured".into() }
+            crate::nats::fleet::Access { available: true, detail: "cluster configured".into() }
         } else {
-            crate::fleet::Access { available: false, detail: "no cluster configured".into() }
+            crate::nats::fleet::Access { available: false, detail: "no cluster configured".into() }
         };
         let containers = ContainerSetup { runner: Some(config.name.clone()), ..config.containers.clone() };
         let handlers = HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, containers)?;
@@ -135,7 +138,7 @@ impl Runner {
             let here = functions.values().filter(|f| f.runs_on.as_ref().is_none_or(|r| *r == config.name));
             handlers.connect_early(here).await;
         }
-        let runners = crate::fleet::open_with(&js, &config.streams).await?;
+        let runners = crate::nats::fleet::open_with(&js, &config.streams).await?;
         let started_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let ctx = Arc::new(RunnerContext {
@@ -207,7 +210,7 @@ impl Runner {
         };
         self.stopper.stop();
         step("finishing the reactions in flight");
-        if timeout(crate::timings::get().drain_timeout + STOP_STEP_TIMEOUT, &mut self.task).await.is_err() {
+        if timeout(crate::model::timings::get().drain_timeout + STOP_STEP_TIMEOUT, &mut self.task).await.is_err() {
             tracing::warn!(
                 "dispatchers still running after the drain; abandoning them (JetStream redelivers their alerts)"
             );
@@ -377,8 +380,12 @@ impl Probe for RunnerProbe {
         let mut consumers = Vec::new();
         if connected {
             let reads = triggers.iter().map(|t| async move {
-                let c: async_nats::jetstream::consumer::PullConsumer =
-                    self.ctx.js.get_consumer_from_stream(t.consumer_name(), crate::streams::ALERT_STREAM).await.ok()?;
+                let c: async_nats::jetstream::consumer::PullConsumer = self
+                    .ctx
+                    .js
+                    .get_consumer_from_stream(t.consumer_name(), crate::nats::streams::ALERT_STREAM)
+                    .await
+                    .ok()?;
                 let info = c.cached_info();
                 Some(ConsumerSample {
                     function: t.function.clone(),

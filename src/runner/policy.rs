@@ -7,7 +7,7 @@
 //!    default) does not accept, and an alert no trigger then accepts gets a result of status `condition-error`
 //!    (with the error) instead of vanishing; `run` accepts it. Either way it is counted and warned about;
 //! 2. **dedup** (the function's `--dedup-window`/`--dedup-key`): the first alert of a key within the window
-//!    claims it in NATS (shared by every runner, [`crate::dedup`]) and runs; the others are acked with a
+//!    claims it in NATS (shared by every runner, [`crate::nats::dedup`]) and runs; the others are acked with a
 //!    `deduplicated` result. A redelivered alert (attempt > 1) is the one that claimed, or ran before: it is
 //!    not checked again. When the reaction holding a key ends without success for good (terminated or
 //!    dead-lettered) the key is released, so the next duplicate runs: a failure never swallows the storm;
@@ -15,12 +15,12 @@
 //! 3. **dry-run** (the function's `--dry-run`): the function runs with recording backends (the handler
 //!    does that) and its result, whatever its status, is acked with disposition `dry-run`.
 
-use crate::alert::Alert;
-use crate::condition::Condition;
-use crate::dedup::{self, Claim};
-use crate::function::Function;
-use crate::streams::StreamError;
-use crate::trigger::{OnConditionError, Pattern, Trigger};
+use crate::model::alert::Alert;
+use crate::model::function::Function;
+use crate::model::trigger::{OnConditionError, Pattern, Trigger};
+use crate::nats::dedup::{self, Claim};
+use crate::nats::streams::StreamError;
+use crate::policy::condition::Condition;
 use std::time::Duration;
 
 /// Whether this trigger runs an alert, by the conditions of the function's triggers.
@@ -127,7 +127,7 @@ enum Outcome {
 impl Admission {
     /// Compiles the trigger's condition and those of its siblings (the function's other triggers). A sibling
     /// whose pattern or condition is refused does not run (its own dispatcher says why): here it matches nothing.
-    pub fn new(trigger: &Trigger, siblings: &[Trigger]) -> Result<Admission, crate::condition::ConditionError> {
+    pub fn new(trigger: &Trigger, siblings: &[Trigger]) -> Result<Admission, crate::policy::condition::ConditionError> {
         let own = trigger.when.as_deref().map(Condition::compile).transpose()?;
         let (mut earlier, mut later) = (Vec::new(), Vec::new());
         for t in siblings.iter().filter(|t| t.function == trigger.function && t.name != trigger.name) {
@@ -156,7 +156,7 @@ impl Admission {
             self.earlier.iter().filter(|(_, p, _, _)| p.matches(subject)).map(|(n, _, c, _)| (n.as_str(), c.as_ref()));
         for (name, condition) in std::iter::once(own).chain(earlier) {
             if let (Verdict::Error(why), Some(c)) = (verdict(condition, alert), condition) {
-                let why = crate::truncate::printable(&why).into_owned();
+                let why = crate::secrets::truncate::printable(&why).into_owned();
                 return format!(
                     "not run: the condition {:?} of trigger {name} could not be evaluated on the alert ({why}); \
                      fix the condition, or create the trigger with --on-condition-error run to run such alerts",
@@ -171,7 +171,7 @@ impl Admission {
         let own = verdict(self.own.as_ref(), alert);
         if let (Verdict::Error(why), Some(c)) = (&own, &self.own) {
             // The error may quote the alert's values: escaped like every alert-provided log field.
-            let why = crate::truncate::printable(&why.to_string()).into_owned();
+            let why = crate::secrets::truncate::printable(&why.to_string()).into_owned();
             tracing::warn!(condition = c.as_str(), error = %why, "the trigger's condition could not be evaluated; it does not accept the alert");
         }
         let mut earlier =
@@ -203,7 +203,7 @@ impl Admission {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error(transparent)]
-    Condition(#[from] crate::condition::ConditionError),
+    Condition(#[from] crate::policy::condition::ConditionError),
     #[error(transparent)]
     Nats(#[from] StreamError),
 }
@@ -272,7 +272,7 @@ impl Policy {
             Some(expr) => match expr.key(alert) {
                 Ok(k) => k,
                 Err(why) => {
-                    let why = crate::truncate::printable(&why.to_string()).into_owned();
+                    let why = crate::secrets::truncate::printable(&why.to_string()).into_owned();
                     tracing::warn!(key = expr.as_str(), error = %why, "the dedup key could not be evaluated; running the alert");
                     return Decision::Run { claim: None };
                 }

@@ -5,9 +5,9 @@
 //! answers JetStream. Alerts that end without running (a duplicate, a condition that could not be evaluated)
 //! are executions of their own status and settle through the same function.
 
-use crate::execution::Status;
-use crate::limits::Limits;
-use crate::results::Disposition;
+use crate::model::execution::Status;
+use crate::model::limits::Limits;
+use crate::nats::results::Disposition;
 use std::time::Duration;
 
 /// What JetStream is told.

@@ -5,7 +5,7 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::registry::Registry;
+use riposte::nats::registry::Registry;
 use std::path::Path;
 use std::process::{Command, Output};
 use support::nats::TestNats;
@@ -90,7 +90,7 @@ async fn a_triggers_on_condition_error_is_applied_stored_and_exported_back() {
     let env = [("TEST_SLACK_URL", SECRET)];
     ok(&riposte(&nats, &["apply", "-f", &file], &env));
     let reg = registry(&nats).await;
-    assert_eq!(reg.triggers().await.unwrap()["t0"].on_condition_error, riposte::trigger::OnConditionError::Run);
+    assert_eq!(reg.triggers().await.unwrap()["t0"].on_condition_error, riposte::model::trigger::OnConditionError::Run);
     let exported = ok(&riposte(&nats, &["export"], &[]));
     assert!(exported.contains("on_condition_error: run"), "{exported}");
     write(dir.path(), "response.yaml", &declare(""));

@@ -140,30 +140,31 @@ fn a_setting_the_manifest_does_not_declare_is_caught_at_build_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undeclared_setting_read_at_run_time_says_where_to_declare_it() {
-    use riposte::capability::{recording::Recorder, Backends};
+    use riposte::execute::capability::{recording::Recorder, Backends};
     let dir = tempfile::tempdir().unwrap();
-    let runtime = riposte::runtime::Runtime::new(&riposte::runtime::RuntimeConfig {
+    let runtime = riposte::execute::runtime::Runtime::new(&riposte::execute::runtime::RuntimeConfig {
         cache_dir: dir.path().into(),
         pooling: false,
     })
     .unwrap();
-    let manifest = riposte::manifest::Manifest::parse("name = \"teams\"\nkind = \"wasm\"\n[settings.URL]\n").unwrap();
-    let function = riposte::function::Function {
+    let manifest =
+        riposte::model::manifest::Manifest::parse("name = \"teams\"\nkind = \"wasm\"\n[settings.URL]\n").unwrap();
+    let function = riposte::model::function::Function {
         name: "teams".into(),
         manifest,
         artifact: String::new(),
-        settings: riposte::function::Settings::default(),
+        settings: riposte::model::function::Settings::default(),
         runs_on: None,
         policy: Default::default(),
     };
-    let alert = riposte::alert::Alert::parse(support::alert_json("terminal-shell-k8s").as_bytes()).unwrap();
+    let alert = riposte::model::alert::Alert::parse(support::alert_json("terminal-shell-k8s").as_bytes()).unwrap();
     let r = std::sync::Arc::new(Recorder::new());
     let backends = || Backends { http: r.clone(), kubernetes: r.clone(), object_store: r.clone() };
 
     let undeclared = runtime.load(&support::guests::requires_setting("TOKEN"), "guest").unwrap();
-    use riposte::execution::Handler;
+    use riposte::model::execution::Handler;
     let exec = runtime.function(undeclared, &function, backends()).handle(&alert).await;
-    assert_eq!(exec.status, riposte::execution::Status::MissingSetting, "{exec:?}");
+    assert_eq!(exec.status, riposte::model::execution::Status::MissingSetting, "{exec:?}");
     assert!(
         exec.message.contains("setting TOKEN is not declared in playbooks/teams/playbook.toml: add [settings.TOKEN]"),
         "{}",
@@ -344,5 +345,72 @@ fn playbook_helpers_documents_the_helper_library() {
     assert!(
         readme.contains(&stdout.trim()[..200]),
         "playbooks/README carries the reference (regenerate it with `riposte playbook helpers`)"
+    );
+}
+
+#[test]
+fn every_command_finds_playbooks_by_one_rule_and_a_missing_one_names_both_places_searched() {
+    // Outside the repository, with no ./playbooks: the catalog installed with this riposte (a checkout's
+    // playbooks/ for a binary in its target/) is what every command sees.
+    let dir = tempfile::tempdir().unwrap();
+    let installed = support::root().join("playbooks");
+    let out = riposte_in(dir.path(), &["playbook", "list"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("slack") && stdout.contains("delete"), "the installed catalog: {stdout}");
+    let out = riposte_in(dir.path(), &["build", "pagerduty"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let want = format!("no playbook \"pagerduty\" in playbooks (not there) and {}; available: ", installed.display());
+    assert!(stderr.contains(&want), "{stderr}");
+
+    // With a ./playbooks of the user's own: its playbooks and the installed ones, the user's first.
+    let out = riposte_in(dir.path(), &["new", "pagerduty"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = riposte_in(dir.path(), &["playbook", "list"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("pagerduty") && stdout.contains("slack"), "both folders: {stdout}");
+    // spec, build and deploy_playbook take the user's playbook from ./playbooks, the catalog's from its own
+    // folder (with the specs beside it).
+    let out = riposte_in(dir.path(), &["spec", "pagerduty", "slack"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("ok    pagerduty:") && stdout.contains("ok    slack:"), "{stdout}");
+    let out = Command::new(support::root().join("deploy_playbook"))
+        .current_dir(dir.path())
+        .env("RIPOSTE_STATE_DIR", support::shared_state())
+        .env_remove("RIPOSTE_PLAYBOOKS")
+        .args(["-p", "nosuch", "-t", "falco.error.*", "--nats", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let want = format!("no playbook \"nosuch\" in playbooks and {}; available: ", installed.display());
+    assert!(stderr.contains(&want) && stderr.contains("pagerduty"), "{stderr}");
+}
+
+#[test]
+fn componentize_py_is_found_from_any_folder_and_a_wrong_path_is_named() {
+    // No .venv on PATH and no ./.venv: the checkout's .venv beside this riposte's target/ is found.
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("lookup{}", std::process::id());
+    let out = riposte_in(dir.path(), &["new", &name]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = command_in(dir.path()).env("PATH", "/usr/bin:/bin").args(["build", &name]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+
+    // RIPOSTE_COMPONENTIZE_PY naming nothing is said as such (a changed playbook, so a build is needed).
+    write(&dir.path().join(format!("playbooks/{name}/extra.py")), "X = 1\n");
+    let out = command_in(dir.path())
+        .env("RIPOSTE_COMPONENTIZE_PY", "/nonexistent/componentize-py")
+        .args(["build", &name])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("componentize-py not found (looked for RIPOSTE_COMPONENTIZE_PY=/nonexistent/componentize-py, which is not a file)"),
+        "{stderr}"
     );
 }

@@ -7,9 +7,9 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::execution::{Execution, Status};
-use riposte::limits::{RESULT_LOGS_BYTES, RESULT_MESSAGE_BYTES};
-use riposte::results::{deadletter_alert, read_deadletters, Delivery, Disposition, ResultRecord};
+use riposte::model::execution::{Execution, Status};
+use riposte::model::limits::{RESULT_LOGS_BYTES, RESULT_MESSAGE_BYTES};
+use riposte::nats::results::{deadletter_alert, read_deadletters, Delivery, Disposition, ResultRecord};
 use std::process::Command;
 use std::time::Duration;
 use support::nats::TestNats;
@@ -19,7 +19,7 @@ use support::runner::{
 use support::{guests, wait_until};
 
 /// The registry (streams ensured) of this server.
-async fn registry(nats: &TestNats) -> riposte::registry::Registry {
+async fn registry(nats: &TestNats) -> riposte::nats::registry::Registry {
     support::runner::registry(nats.client().await, &Default::default()).await
 }
 
@@ -117,7 +117,10 @@ async fn an_alert_of_880_kb_of_quotes_ends_dead_lettered_with_the_alert_in_the_o
 async fn a_smaller_max_payload_is_read_from_the_server_and_results_shrink_to_it() {
     let nats = TestNats::start_with_config("max_payload: 65536\n");
     let reg = registry(&nats).await;
-    assert_eq!(riposte::results::max_record_bytes(reg.jetstream()), 65536 - riposte::limits::PUBLISH_HEADROOM_BYTES);
+    assert_eq!(
+        riposte::nats::results::max_record_bytes(reg.jetstream()),
+        65536 - riposte::model::limits::PUBLISH_HEADROOM_BYTES
+    );
     let limits = "timeout_ms = 5000\nmax_deliver = 2\nretry_backoff_ms = 10";
     deploy(&reg, "small", &guests::logs_then_fails(300, 8000), limits, "falco.error.*").await;
     let t = trigger(&reg, "small-t").await;
@@ -152,7 +155,7 @@ fn a_result_shrinks_logs_then_detail_then_message_to_fit() {
     let exec = Execution {
         detail: Some(serde_json::json!({"text": "d".repeat(30_000)})),
         logs: (0..50)
-            .map(|_| riposte::execution::LogLine { level: "info".into(), message: "l".repeat(1000) })
+            .map(|_| riposte::model::execution::LogLine { level: "info".into(), message: "l".repeat(1000) })
             .collect(),
         ..Execution::refused(Status::Failed, "\"".repeat(3000))
     };
@@ -185,11 +188,11 @@ fn a_result_shrinks_logs_then_detail_then_message_to_fit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_consumer_made_without_max_deliver_gets_the_backstop_and_keeps_its_alerts() {
-    use riposte::limits::MAX_DELIVER_BACKSTOP;
+    use riposte::model::limits::MAX_DELIVER_BACKSTOP;
     let nats = TestNats::start();
     let reg = registry(&nats).await;
     let f = deploy_function(&reg, "old", &guests::ok(), "timeout_ms = 1000\nmax_deliver = 4").await;
-    let t = riposte::trigger::Trigger {
+    let t = riposte::model::trigger::Trigger {
         name: "old-t".into(),
         function: "old".into(),
         topic: "falco.error.*".into(),
@@ -197,7 +200,7 @@ async fn a_trigger_consumer_made_without_max_deliver_gets_the_backstop_and_keeps
         on_condition_error: Default::default(),
     };
     // As riposte made consumers before: no max_deliver.
-    let stream = reg.jetstream().get_stream(riposte::streams::ALERT_STREAM).await.unwrap();
+    let stream = reg.jetstream().get_stream(riposte::nats::streams::ALERT_STREAM).await.unwrap();
     stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some(t.consumer_name()),
@@ -211,7 +214,7 @@ async fn a_trigger_consumer_made_without_max_deliver_gets_the_backstop_and_keeps
         .unwrap();
     reg.put_trigger(&t).await.unwrap();
     publish_body(&nats.client().await, "falco.error.x", alert_with("old-0", "x")).await;
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     let info = consumer_info(&reg, &t).await;
     assert_eq!(info.config.max_deliver, 4 + MAX_DELIVER_BACKSTOP);
     assert_eq!(info.num_pending, 1, "the alert waiting for the trigger is still there");
@@ -226,8 +229,10 @@ async fn control_characters_from_alerts_never_reach_the_terminal_through_the_cli
     let reg = registry(&nats).await;
     let esc = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}31m";
     let f = deploy_function(&reg, "esc", &guests::ok(), "").await;
-    reg.put_function(&riposte::function::Function { runs_on: Some(format!("r{esc}")), ..f.clone() }).await.unwrap();
-    let t = riposte::trigger::Trigger {
+    reg.put_function(&riposte::model::function::Function { runs_on: Some(format!("r{esc}")), ..f.clone() })
+        .await
+        .unwrap();
+    let t = riposte::model::trigger::Trigger {
         name: "esc-t".into(),
         function: "esc".into(),
         topic: format!("falco.{esc}"),
@@ -245,7 +250,7 @@ async fn control_characters_from_alerts_never_reach_the_terminal_through_the_cli
         published_ns: 0,
     };
     let record = ResultRecord::new(&ctx, &Execution::refused(Status::Failed, format!("bad {esc}")), Disposition::Retry);
-    riposte::results::publish_result(reg.jetstream(), &record).await.unwrap();
+    riposte::nats::results::publish_result(reg.jetstream(), &record).await.unwrap();
     // A heartbeat whose runner named itself with escapes (anyone who may write the bucket can).
     let beat = serde_json::json!({
         "name": format!("n{esc}"), "host": format!("h{esc}"), "version": format!("v{esc}"),
@@ -254,8 +259,8 @@ async fn control_characters_from_alerts_never_reach_the_terminal_through_the_cli
         "container_engine": {"available": false, "detail": esc}, "kubernetes": {"available": false, "detail": esc},
         "policy": {format!("t{esc}"): {"matched": 1, "rejected": 0, "errors": 0, "deduplicated": 0}}
     });
-    let store = riposte::fleet::open(reg.jetstream()).await.unwrap();
-    store.put(riposte::fleet::key("esc"), beat.to_string().into()).await.unwrap();
+    let store = riposte::nats::fleet::open(reg.jetstream()).await.unwrap();
+    store.put(riposte::nats::fleet::key("esc"), beat.to_string().into()).await.unwrap();
     let commands =
         [&["function", "logs", "esc"][..], &["function", "top"], &["function", "list"], &["trigger", "list"]];
     for args in commands.into_iter().chain([&["runner", "list"][..]]) {
@@ -285,10 +290,10 @@ async fn a_result_that_cannot_be_stored_is_counted_and_its_alert_settled_after_o
     let reg = registry(&nats).await;
     deploy(&reg, "lost", &guests::ok(), "timeout_ms = 5000\nretry_backoff_ms = 10", "falco.error.*").await;
     let t = trigger(&reg, "lost-t").await;
-    let metrics = riposte::metrics::Metrics::new();
+    let metrics = riposte::runner::metrics::Metrics::new();
     let runner = runner(nats.client().await, "lost", Some(metrics.clone())).await;
     // No results stream: every publish of a result fails (the runner made it at start; nothing makes it again).
-    reg.jetstream().delete_stream(riposte::streams::RESULTS_STREAM).await.unwrap();
+    reg.jetstream().delete_stream(riposte::nats::streams::RESULTS_STREAM).await.unwrap();
     publish_body(&nats.client().await, "falco.error.x", alert_with("lost-0", "x")).await;
     wait_settled(&reg, &t).await;
     let info = consumer_info(&reg, &t).await;
@@ -298,9 +303,9 @@ async fn a_result_that_cannot_be_stored_is_counted_and_its_alert_settled_after_o
     assert_eq!(e.get(r#"riposte_records_unstored_total{function="lost",trigger="lost-t"}"#), 1.0, "{:?}", e.0);
     assert_eq!(e.sum("riposte_alerts_settled_total", &[r#"disposition="acked""#]), 1.0, "{:?}", e.0);
     // The heartbeat carries the count, and `riposte runner list` shows it.
-    let store = riposte::fleet::open(reg.jetstream()).await.unwrap();
+    let store = riposte::nats::fleet::open(reg.jetstream()).await.unwrap();
     wait_until("the heartbeat counts the unstored result", LONG, || async {
-        let runners = riposte::fleet::runners(&store).await.unwrap();
+        let runners = riposte::nats::fleet::runners(&store).await.unwrap();
         runners.iter().any(|r| r.heartbeat.name == "lost" && r.heartbeat.counts.unstored == 1)
     })
     .await;

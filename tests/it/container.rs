@@ -5,11 +5,11 @@
 
 use crate::support;
 
-use riposte::alert::Alert;
-use riposte::container::{ContainerEngine, FUNCTION_LABEL};
-use riposte::execution::{Handler, Status};
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
+use riposte::execute::container::{ContainerEngine, FUNCTION_LABEL};
+use riposte::model::alert::Alert;
+use riposte::model::execution::{Handler, Status};
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
 use std::time::{Duration, Instant};
 use support::podman::{test_image, Podman};
 
@@ -38,21 +38,22 @@ fn container_fn(name: &str, script: &str, limits: &str, settings: &[(&str, &str)
 
 /// A NATS server with riposte's streams, `f` deployed in its registry and, with `topic`, its trigger
 /// `<name>-t` and consumer.
-async fn deployed(f: &Function, topic: Option<&str>) -> (support::nats::TestNats, riposte::registry::Registry) {
+async fn deployed(f: &Function, topic: Option<&str>) -> (support::nats::TestNats, riposte::nats::registry::Registry) {
     let nats = support::nats::TestNats::start();
     let js = async_nats::jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
-    let registry = riposte::registry::Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()));
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
+    let registry =
+        riposte::nats::registry::Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()));
     registry.put_function(f).await.unwrap();
     if let Some(topic) = topic {
-        let trigger = riposte::trigger::Trigger {
+        let trigger = riposte::model::trigger::Trigger {
             name: format!("{}-t", f.name),
             function: f.name.clone(),
             topic: topic.into(),
             when: None,
             on_condition_error: Default::default(),
         };
-        riposte::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
+        riposte::nats::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
         registry.put_trigger(&trigger).await.unwrap();
     }
     (nats, registry)
@@ -71,7 +72,7 @@ async fn example_webhook_action_posts_the_alert_and_its_output_is_recorded() {
     let dir = support::root().join("playbooks/webhook-action");
     let manifest = Manifest::load(&dir).unwrap();
     // The example takes the host's busybox, outside its folder: allowed as README says.
-    let busybox = riposte::container::image::ContextAllow::new(["/bin/busybox".into()]);
+    let busybox = riposte::execute::container::image::ContextAllow::new(["/bin/busybox".into()]);
     engine.ensure_image(&manifest, &dir, &busybox).await.unwrap();
 
     // The container reaches the host through podman's bridge as host.containers.internal.
@@ -228,7 +229,7 @@ async fn riposte_call_runs_a_container_playbook() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
-    use riposte::results::read_results;
+    use riposte::nats::results::read_results;
     let podman = Podman::start();
     let f = container_fn("engine-action", "cat >/dev/null; echo '{\"message\": \"reacted in a container\"}'", "", &[]);
     let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
@@ -254,21 +255,21 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
 /// kernel's uptime (the host's: not namespaced) when it starts and ends, a second apart; no two runs overlap.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_function_with_two_triggers_runs_at_most_its_concurrency_at_once() {
-    use riposte::results::read_results;
+    use riposte::nats::results::read_results;
     let podman = Podman::start();
     let script = "cat >/dev/null; s=$(cut -d' ' -f1 /proc/uptime); sleep 1; e=$(cut -d' ' -f1 /proc/uptime); \
                   echo \"{\\\"start\\\": $s, \\\"end\\\": $e}\"";
     let f = container_fn("bounded", script, "concurrency = 1", &[]);
     let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
     let js = registry.jetstream().clone();
-    let second = riposte::trigger::Trigger {
+    let second = riposte::model::trigger::Trigger {
         name: "bounded-u".into(),
         function: "bounded".into(),
         topic: "falco.error.*".into(),
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(&js, &second, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(&js, &second, &f.manifest.limits).await.unwrap();
     registry.put_trigger(&second).await.unwrap();
 
     let runner = container_runner(&nats, podman, "bounded-runner").await;
@@ -307,7 +308,7 @@ async fn a_container_function_with_two_triggers_runs_at_most_its_concurrency_at_
 /// result and dead letter, and is nowhere in the results and dead-letter streams.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_the_streams() {
-    use riposte::results::{read_deadletters, read_results};
+    use riposte::nats::results::{read_deadletters, read_results};
     const CANARY: &str = "Canary-Tok3n-7Qz";
     let podman = Podman::start();
     let script = r#"
@@ -359,7 +360,7 @@ async fn a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_t
     assert!(serde_json::to_string(&failed).unwrap().contains("***"), "the failure carried the canary: {failed:?}");
     let letter = serde_json::to_string(&read_deadletters(&js, "leaky").await.unwrap()).unwrap();
     assert!(letter.contains("***"), "{letter}");
-    for stream in [riposte::streams::RESULTS_STREAM, riposte::streams::DEADLETTER_STREAM] {
+    for stream in [riposte::nats::streams::RESULTS_STREAM, riposte::nats::streams::DEADLETTER_STREAM] {
         let raw = support::runner::raw_stream(&js, stream).await;
         assert!(!raw.is_empty(), "{stream} holds the records");
         assert!(!raw.to_ascii_lowercase().contains(&CANARY.to_ascii_lowercase()), "{stream} shows the canary:\n{raw}");
@@ -369,7 +370,7 @@ async fn a_secret_a_container_prints_is_redacted_in_its_result_dead_letter_and_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut() {
-    use riposte::limits::{RESULT_DETAIL_BYTES, RESULT_LOGS_BYTES};
+    use riposte::model::limits::{RESULT_DETAIL_BYTES, RESULT_LOGS_BYTES};
     use support::runner::{consumer_info, publish_body, registry, results, wait_settled};
     let podman = Podman::start();
     let nats = support::nats::TestNats::start();
@@ -378,14 +379,14 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
     let script = "cat >/dev/null; yes 0123456789abcdef | head -c 1500000; yes eeeeeeeeeeeeeeee | head -c 1500000 >&2";
     let f = container_fn("loud-action", script, "max_deliver = 3\nretry_backoff_ms = 10", &[]);
     reg.put_function(&f).await.unwrap();
-    let trigger = riposte::trigger::Trigger {
+    let trigger = riposte::model::trigger::Trigger {
         name: "loud-action-t".into(),
         function: f.name.clone(),
         topic: "falco.notice.*".into(),
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&trigger).await.unwrap();
     let runner = container_runner(&nats, podman, "loud-runner").await;
     publish_body(&nats.client().await, "falco.notice.x", support::alert_json("terminal-shell-k8s")).await;
@@ -432,7 +433,7 @@ async fn doctor_starts_a_sandboxed_container_of_a_deployed_image_and_leaves_none
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_runs_as_nobody_unless_root_is_asked_and_a_big_alert_arrives_whole() {
-    use riposte::limits::CONTAINER_ENV_ALERT_BYTES;
+    use riposte::model::limits::CONTAINER_ENV_ALERT_BYTES;
     let podman = Podman::start();
     let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
     // An alert well over Linux's 128 KiB limit on one environment string (it used to fail with "argument
@@ -478,7 +479,7 @@ mod serial {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn containers_of_a_killed_runner_are_removed_when_it_restarts_and_overdue_ones_by_any_runner() {
-        use riposte::container::{DEADLINE_LABEL, RUNNER_LABEL};
+        use riposte::execute::container::{DEADLINE_LABEL, RUNNER_LABEL};
 
         let podman = Podman::start();
         let f = container_fn("test-killed", "cat >/dev/null; exec sleep 600", "timeout_ms = 60000", &[]);
@@ -631,7 +632,7 @@ fn podman_image_exists(image: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and_none_is_left() {
-    use riposte::container::RUNNER_LABEL;
+    use riposte::execute::container::RUNNER_LABEL;
     let podman = Podman::start();
     let engine = ContainerEngine::connect(Some(&podman.host())).await.unwrap();
     assert!(engine.enforces_deadlines(), "Podman is detected");
@@ -676,7 +677,7 @@ async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and
     assert_eq!((host["Privileged"].as_bool(), host["ReadonlyRootfs"].as_bool()), (Some(false), Some(true)));
     assert_eq!(host["NetworkMode"], "none");
     assert_eq!((host["Memory"].as_i64(), host["MemorySwap"].as_i64()), (Some(48 << 20), Some(48 << 20)));
-    assert_eq!(host["PidsLimit"], riposte::limits::CONTAINER_PIDS);
+    assert_eq!(host["PidsLimit"], riposte::model::limits::CONTAINER_PIDS);
     assert_eq!(host["Tmpfs"]["/tmp"].as_str().map(|t| t.contains("size=64m")), Some(true), "{}", host["Tmpfs"]);
     let binds = host["Binds"].as_array().unwrap();
     assert!(binds.iter().any(|b| b.as_str().is_some_and(|b| b.contains(":/run/riposte/alert.json:ro"))), "{binds:?}");
@@ -696,7 +697,7 @@ async fn podman_kills_a_container_at_its_deadline_when_its_runner_was_killed_and
 async fn container_runner(nats: &support::nats::TestNats, podman: &Podman, name: &str) -> riposte::runner::Runner {
     let config = riposte::runner::RunnerConfig {
         max_in_flight: 16,
-        containers: riposte::handlers::ContainerSetup { host: Some(podman.host()), ..Default::default() },
+        containers: riposte::execute::handlers::ContainerSetup { host: Some(podman.host()), ..Default::default() },
         ..support::runner::test_config(name)
     };
     riposte::runner::Runner::start(nats.client().await, config, support::runner::recorded()).await.unwrap()

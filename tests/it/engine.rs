@@ -7,13 +7,13 @@ use crate::support;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use riposte::execution::Status;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::Registry;
-use riposte::results::{read_deadletters, read_results, Disposition, ResultRecord};
+use riposte::model::execution::Status;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::trigger::Trigger;
+use riposte::nats::registry::Registry;
+use riposte::nats::results::{read_deadletters, read_results, Disposition, ResultRecord};
 use riposte::runner::Runner;
-use riposte::trigger::Trigger;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,7 +24,7 @@ const LONG: Duration = Duration::from_secs(60);
 
 async fn registry(nats: &TestNats) -> Registry {
     let js = jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()))
 }
 
@@ -51,7 +51,7 @@ async fn add_trigger(reg: &Registry, name: &str, f: &Function, topic: &str) -> T
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     t
 }
@@ -101,7 +101,7 @@ async fn wait_handled(reg: &Registry, function: &str, uuids: &[String]) {
 }
 
 async fn alerts_stored(reg: &Registry) -> u64 {
-    let mut s = reg.jetstream().get_stream(riposte::streams::ALERT_STREAM).await.unwrap();
+    let mut s = reg.jetstream().get_stream(riposte::nats::streams::ALERT_STREAM).await.unwrap();
     s.info().await.unwrap().state.messages
 }
 
@@ -277,11 +277,11 @@ async fn deploys_and_deletes_apply_live_without_restart() {
 
     // A redeploy with another concurrency carries it over to the trigger's consumer.
     let f = deploy(&reg, "live", &guests::ok(), "timeout_ms = 1000\nconcurrency = 3", None).await;
-    let mut c = riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    let mut c = riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     assert_eq!(c.info().await.unwrap().config.max_ack_pending, 12);
     wait_until("the redeployed function to run", LONG, || async { runner.active_triggers().contains("live-t") }).await;
 
-    riposte::streams::delete_consumer(reg.jetstream(), &t).await.unwrap();
+    riposte::nats::streams::delete_consumer(reg.jetstream(), &t).await.unwrap();
     reg.delete_trigger("live-t").await.unwrap();
     wait_until("the trigger to stop", LONG, || async { !runner.active_triggers().contains("live-t") }).await;
     publish(&client, "falco.error.x", "live-b", 3).await;
@@ -438,8 +438,11 @@ async fn a_malformed_alert_is_terminated_and_recorded_never_retried() {
     assert!(bad.iter().any(|r| r.message.contains("rule")), "the error names the field: {bad:?}");
     // Terminated means gone: nothing is pending or waiting for an ack on the consumer.
     let t = reg.trigger("strict-t").await.unwrap().unwrap();
-    let mut c: jetstream::consumer::PullConsumer =
-        reg.jetstream().get_consumer_from_stream(t.consumer_name(), riposte::streams::ALERT_STREAM).await.unwrap();
+    let mut c: jetstream::consumer::PullConsumer = reg
+        .jetstream()
+        .get_consumer_from_stream(t.consumer_name(), riposte::nats::streams::ALERT_STREAM)
+        .await
+        .unwrap();
     let info = c.info().await.unwrap();
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
     runner.stop().await;
@@ -500,8 +503,8 @@ async fn riposte_run_without_nats_starts_a_local_server_that_other_commands_find
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() {
-    use riposte::execution::Execution;
-    use riposte::results::{publish_result, Delivery};
+    use riposte::model::execution::Execution;
+    use riposte::nats::results::{publish_result, Delivery};
     let nats = TestNats::start();
     let reg = registry(&nats).await;
     // timeout 1 s: JetStream's ack wait is 2 s.
@@ -510,7 +513,7 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
     let client = nats.client().await;
     let uuids = publish(&client, "falco.error.x", "once", 2).await;
     // A runner takes both alerts, reacts to the first and stores its result, then dies before acking either.
-    let consumer = riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    let consumer = riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     let taken: Vec<_> = consumer.fetch().max_messages(2).messages().await.unwrap().collect::<Vec<_>>().await;
     assert_eq!(taken.len(), 2);
     let delivery = Delivery {
@@ -533,7 +536,7 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
         let (js, name) = (js.clone(), consumer_name.clone());
         async move {
             let mut c: jetstream::consumer::PullConsumer =
-                js.get_consumer_from_stream(name, riposte::streams::ALERT_STREAM).await.unwrap();
+                js.get_consumer_from_stream(name, riposte::nats::streams::ALERT_STREAM).await.unwrap();
             let info = c.info().await.unwrap();
             info.num_ack_pending == 0 && info.num_pending == 0
         }
@@ -550,8 +553,8 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_redelivery_check_finds_an_earlier_ok_result_and_gives_up_on_a_crowded_window() {
-    use riposte::execution::Execution;
-    use riposte::results::{already_handled, publish_result, Delivery};
+    use riposte::model::execution::Execution;
+    use riposte::nats::results::{already_handled, publish_result, Delivery};
     let nats = TestNats::start();
     let reg = registry(&nats).await;
     let js = reg.jetstream();

@@ -6,9 +6,9 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::Registry;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::nats::registry::Registry;
 use serde_json::Value;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -19,8 +19,8 @@ const LONG: Duration = Duration::from_secs(60);
 
 async fn registry(nats: &TestNats) -> Registry {
     let js = jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
-    riposte::fleet::open(&js).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::fleet::open(&js).await.unwrap();
     Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()))
 }
 
@@ -79,7 +79,7 @@ async fn runners_are_listed_a_killed_one_is_marked_gone_and_pins_to_missing_runn
     deploy(&reg, "on-b", "kind = \"wasm\"", Some(&guests::ok()), Some("site-b")).await;
     deploy(&reg, "on-nobody", "kind = \"wasm\"", Some(&guests::ok()), Some("nobody")).await;
     for (trigger, function) in [("anywhere-t", "anywhere"), ("on-b-t", "on-b")] {
-        let t = riposte::trigger::Trigger {
+        let t = riposte::model::trigger::Trigger {
             name: trigger.into(),
             function: function.into(),
             topic: "falco.error.*".into(),
@@ -87,7 +87,7 @@ async fn runners_are_listed_a_killed_one_is_marked_gone_and_pins_to_missing_runn
             on_condition_error: Default::default(),
         };
         let f = reg.function(function).await.unwrap().unwrap();
-        riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+        riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
         reg.put_trigger(&t).await.unwrap();
     }
     let mut a = spawn_runner(&nats, "site-a");
@@ -129,7 +129,7 @@ async fn runners_are_listed_a_killed_one_is_marked_gone_and_pins_to_missing_runn
     // SIGKILL: no goodbye; the heartbeat stops and the runner is marked gone within GONE_AFTER (+ one beat).
     b.kill().unwrap();
     b.wait().unwrap();
-    wait_until("site-b to be marked gone", riposte::timings::get().gone_after + LONG, || async {
+    wait_until("site-b to be marked gone", riposte::model::timings::get().gone_after + LONG, || async {
         runner(&runner_list(&nats), "site-b").is_some_and(|r| r["gone"] == true)
     })
     .await;

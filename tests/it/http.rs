@@ -1,9 +1,9 @@
 //! The real `http` backend: requests go through the configured proxy (on-premises networks), replies of any
 //! status come back as replies, and an unreachable server is a retryable failure.
 
-use riposte::capability::http::{HttpClient, HttpConfig};
-use riposte::capability::{Http, HttpRequest};
-use riposte::wit::CallError;
+use riposte::execute::capability::http::{HttpClient, HttpConfig};
+use riposte::execute::capability::{Http, HttpRequest};
+use riposte::model::wit::CallError;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -4,17 +4,17 @@
 
 use crate::support;
 
-use riposte::alert::Alert;
-use riposte::builder::Builder;
-use riposte::capability::http::{HttpClient, HttpConfig};
-use riposte::capability::kubernetes::objects::{ISOLATION_LABEL, ISOLATION_POLICY};
-use riposte::capability::recording::Recorder;
-use riposte::capability::{Backends, CaptureJob, Kubernetes, Taint};
-use riposte::execution::{Execution, Handler, Status};
-use riposte::function::{Function, Settings};
-use riposte::runtime::{Runtime, RuntimeConfig};
-use riposte::state_dir::StateDir;
-use riposte::wit::CallError;
+use riposte::execute::capability::http::{HttpClient, HttpConfig};
+use riposte::execute::capability::kubernetes::objects::{ISOLATION_LABEL, ISOLATION_POLICY};
+use riposte::execute::capability::recording::Recorder;
+use riposte::execute::capability::{Backends, CaptureJob, Kubernetes, Taint};
+use riposte::execute::runtime::{Runtime, RuntimeConfig};
+use riposte::model::alert::Alert;
+use riposte::model::execution::{Execution, Handler, Status};
+use riposte::model::function::{Function, Settings};
+use riposte::model::state_dir::StateDir;
+use riposte::model::wit::CallError;
+use riposte::ops::builder::Builder;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use support::kube::KubeEmulator;
@@ -229,7 +229,7 @@ async fn a_broken_cluster_is_a_retryable_failure_and_no_cluster_is_denied() {
         Err(CallError::Failed(m)) => assert!(m.contains("Kubernetes API"), "{m}"),
         other => panic!("expected failed, got {other:?}"),
     }
-    let none = riposte::capability::kubernetes::NoCluster;
+    let none = riposte::execute::capability::kubernetes::NoCluster;
     assert!(matches!(none.isolate_pod("a", "b").await, Err(CallError::Denied(_))));
 }
 

@@ -4,10 +4,10 @@
 
 use crate::support;
 
-use riposte::execution::Status;
-use riposte::health::{Endpoint, ProbeSlot};
-use riposte::metrics::Metrics;
-use riposte::streams::StreamSettings;
+use riposte::model::execution::Status;
+use riposte::nats::streams::StreamSettings;
+use riposte::runner::health::{Endpoint, ProbeSlot};
+use riposte::runner::metrics::Metrics;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -29,7 +29,7 @@ async fn a_scrape_after_alerts_counts_each_one_per_status_and_disposition() {
     let metrics = Metrics::new();
     let runner = runner(nats.client().await, "metrics", Some(metrics.clone())).await;
     let slot: ProbeSlot = Default::default();
-    let (stopper, shutdown) = riposte::shutdown::Stopper::new();
+    let (stopper, shutdown) = riposte::runner::shutdown::Stopper::new();
     let endpoint = Endpoint::start("127.0.0.1:0", metrics, slot.clone(), shutdown).await.unwrap();
     let _ = slot.set(runner.probe());
     let addr = endpoint.addr().to_string();

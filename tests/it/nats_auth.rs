@@ -9,14 +9,14 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::execution::Status;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::nats::NatsConfig;
-use riposte::registry::Registry;
-use riposte::results::{read_results, Disposition};
+use riposte::model::execution::Status;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::trigger::Trigger;
+use riposte::nats::connect::{Auth, NatsConfig};
+use riposte::nats::registry::Registry;
+use riposte::nats::results::{read_results, Disposition};
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::trigger::Trigger;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -85,7 +85,7 @@ async fn runs_an_alert(config: &NatsConfig) {
     let url = config.url.clone().unwrap();
     let client = config.connect(&url, None).await.unwrap_or_else(|e| panic!("{e}"));
     let js = jetstream::new(client.clone());
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
     let artifact = reg.put_artifact(&guests::ok()).await.unwrap();
     let manifest = Manifest::parse("name = \"secured\"\nkind = \"wasm\"\n").unwrap();
@@ -105,7 +105,7 @@ async fn runs_an_alert(config: &NatsConfig) {
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     let runner = start_runner(config, "secured-runner").await;
     let uuid = uuid::Uuid::new_v4().to_string();
@@ -183,8 +183,7 @@ async fn user_and_password_in_the_url_or_from_flags_and_env() {
     );
 
     let mut c = config(&url);
-    c.user = Some("runner".into());
-    c.password_file = Some(password.into());
+    c.auth = Auth::User { user: "runner".into(), password_file: password.into() };
     runs_an_alert(&c).await;
 }
 
@@ -214,7 +213,7 @@ async fn a_token_in_the_url_or_from_a_file() {
     let mut c = config(&in_url);
     runs_an_alert(&c).await;
     c.url = Some(url);
-    c.token_file = Some(token.into());
+    c.auth = Auth::TokenFile(token.into());
     runs_an_alert(&c).await;
 }
 
@@ -246,7 +245,7 @@ async fn an_nkey_seed_file() {
     );
 
     let mut c = config(&url);
-    c.nkey = Some(seed.into());
+    c.auth = Auth::Nkey(seed.into());
     runs_an_alert(&c).await;
 }
 
@@ -274,7 +273,7 @@ async fn a_creds_file_of_an_operator_account_and_the_binary_runner_with_it() {
     refused(riposte(&["trigger", "list", "--nats", &url], &[]), &["refused a connection without credentials"], "SU");
 
     let mut c = config(&url);
-    c.creds = Some(creds.clone());
+    c.auth = Auth::Creds(creds.clone());
     runs_an_alert(&c).await;
 
     // `riposte run` itself, configured through the environment, runs an alert published after it started.
@@ -493,7 +492,7 @@ async fn deploy(reg: &Registry, name: &str, wasm: &[u8], limits: &str, topic: &s
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
 }
@@ -520,20 +519,20 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
 
     // The deployer creates the streams and deploys an ok function and one that fails and is dead-lettered.
     let js = jetstream::new(connect(&deployer).await);
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
     deploy(&reg, "lp-ok", &guests::ok(), "", "falco.error.>").await;
     deploy(&reg, "lp-fails", &guests::fails(), "max_deliver = 2\nretry_backoff_ms = 100", "falco.critical.>").await;
     // With dedup: the deployer makes its dedup stream, the runner claims a key per alert.
     let deduped = deploy(&reg, "lp-dedup", &guests::ok(), "", "falco.warning.>").await;
-    let dedup = riposte::function::Dedup { window_ms: 60_000, key: None };
-    let with_dedup = riposte::function::ResponsePolicy { dry_run: false, dedup: Some(dedup) };
-    let prepared = |policy: riposte::function::ResponsePolicy| riposte::deploy::PreparedFunction {
+    let dedup = riposte::model::function::Dedup { window_ms: 60_000, key: None };
+    let with_dedup = riposte::model::function::ResponsePolicy { dry_run: false, dedup: Some(dedup) };
+    let prepared = |policy: riposte::model::function::ResponsePolicy| riposte::ops::deploy::PreparedFunction {
         function: Function { policy, ..deduped.clone() },
         bytes: None,
         image: None,
     };
-    riposte::deploy::write_function(&reg, &prepared(with_dedup)).await.unwrap();
+    riposte::ops::deploy::write_function(&reg, &prepared(with_dedup)).await.unwrap();
     let deployer_url = deployer.url.clone().unwrap();
     works(riposte(&["function", "list", "--nats", &deployer_url], &[]));
     works(riposte(&["trigger", "list", "--nats", &deployer_url], &[]));
@@ -550,7 +549,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     falcosidekick.flush().await.unwrap();
     wait_until("the ok result and the dead letter", LONG, || async {
         let results = read_results(&js, None, None).await.unwrap();
-        let letters = riposte::results::read_deadletters(&js, "lp-fails").await.unwrap();
+        let letters = riposte::nats::results::read_deadletters(&js, "lp-fails").await.unwrap();
         results.iter().any(|r| r.alert_uuid == ok && r.status == Status::Ok)
             && results.iter().filter(|r| r.alert_uuid == failing).count() == 2
             && letters.iter().any(|d| d.alert_uuid == failing)
@@ -568,8 +567,8 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     .await;
     running.stop().await;
     // Deployed again without dedup: the deployer deletes the dedup stream.
-    riposte::deploy::write_function(&reg, &prepared(Default::default())).await.unwrap();
-    assert!(js.get_stream(riposte::dedup::stream_name("lp-dedup")).await.is_err());
+    riposte::ops::deploy::write_function(&reg, &prepared(Default::default())).await.unwrap();
+    assert!(js.get_stream(riposte::nats::dedup::stream_name("lp-dedup")).await.is_err());
     // Nothing was denied on the way: the permissions are all the flow needs.
     let denied: Vec<String> = nats.log().lines().filter(|l| l.contains("Violation")).map(String::from).collect();
     assert!(denied.is_empty(), "{denied:#?}");
@@ -587,7 +586,7 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
         when: None,
         on_condition_error: Default::default(),
     };
-    assert!(riposte::streams::ensure_consumer(as_runner.jetstream(), &t, &evil.manifest.limits).await.is_err());
+    assert!(riposte::nats::streams::ensure_consumer(as_runner.jetstream(), &t, &evil.manifest.limits).await.is_err());
     assert!(reg.function("evil").await.unwrap().is_none());
 
     // The publisher cannot read the registry.
@@ -638,7 +637,7 @@ async fn doctor_probes_each_roles_permissions_and_changes_nothing() {
     let url = |user: &str, password: &str| format!("nats://{user}:{password}@127.0.0.1:{port}");
     let (deployer, runner) = (url("deployer", "change-me-deployer"), url("runner", "change-me-runner"));
     let js = jetstream::new(config(&deployer).connect(&deployer, None).await.unwrap());
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let reg = Registry::open(&js).await.unwrap();
     deploy(&reg, "dr-ok", &guests::ok(), "", "falco.error.>").await;
     let before = stored(&js).await;

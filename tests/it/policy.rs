@@ -4,12 +4,12 @@
 
 use crate::support;
 
-use riposte::capability::http::{HttpClient, HttpConfig};
-use riposte::capability::recording::Recorder;
-use riposte::capability::Backends;
-use riposte::execution::Status;
-use riposte::function::{Dedup, ResponsePolicy, Settings};
-use riposte::results::Disposition;
+use riposte::execute::capability::http::{HttpClient, HttpConfig};
+use riposte::execute::capability::recording::Recorder;
+use riposte::execute::capability::Backends;
+use riposte::model::execution::Status;
+use riposte::model::function::{Dedup, ResponsePolicy, Settings};
+use riposte::nats::results::Disposition;
 use serde_json::json;
 use std::process::Command;
 use std::sync::Arc;
@@ -104,7 +104,7 @@ async fn a_condition_acks_the_alerts_it_rejects_without_running_them_and_records
     let top = String::from_utf8_lossy(&out.stdout);
     let row: Vec<&str> = top.lines().find(|l| l.starts_with("cond ")).unwrap().split_whitespace().collect();
     assert_eq!((row[1], row[7]), ("2", "1"), "two executions, one condition error: {top}");
-    let consumer = riposte::trigger::Trigger {
+    let consumer = riposte::model::trigger::Trigger {
         name: "cond-t".into(),
         function: "cond".into(),
         topic: "falco.>".into(),
@@ -113,8 +113,11 @@ async fn a_condition_acks_the_alerts_it_rejects_without_running_them_and_records
     }
     .consumer_name();
     wait_until("every alert acked", LONG, || async {
-        let mut c: async_nats::jetstream::consumer::PullConsumer =
-            reg.jetstream().get_consumer_from_stream(consumer.as_str(), riposte::streams::ALERT_STREAM).await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer = reg
+            .jetstream()
+            .get_consumer_from_stream(consumer.as_str(), riposte::nats::streams::ALERT_STREAM)
+            .await
+            .unwrap();
         c.info().await.map(|i| i.num_ack_pending == 0 && i.num_pending == 0).unwrap_or(false)
     })
     .await;
@@ -224,7 +227,7 @@ async fn a_trigger_with_on_condition_error_run_runs_the_alerts_its_condition_can
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(on condition error: run)"));
     let stored = &reg.triggers().await.unwrap()["lenient-t"];
-    assert_eq!(stored.on_condition_error, riposte::trigger::OnConditionError::Run, "kept in the registry");
+    assert_eq!(stored.on_condition_error, riposte::model::trigger::OnConditionError::Run, "kept in the registry");
     let runner = fleet::runner(&nats, "r1", None).await;
     wait_until("the trigger to start", LONG, || async { runner.active_triggers().contains("lenient-t") }).await;
     let batch = [
@@ -307,7 +310,7 @@ async fn two_runners_react_once_to_a_storm_of_one_alert_per_window_and_once_per_
             .map(|i| ("falco.error.x".to_owned(), alert(&format!("{prefix}-{i}"), "Error", "X", output, json!({}))))
             .collect()
     };
-    let count = |records: &[riposte::results::ResultRecord], d: Disposition| {
+    let count = |records: &[riposte::nats::results::ResultRecord], d: Disposition| {
         records.iter().filter(|r| r.disposition == d).count()
     };
     publish(&nats.client().await, &copies("a", 200, "shell in pod web")).await;
@@ -320,7 +323,7 @@ async fn two_runners_react_once_to_a_storm_of_one_alert_per_window_and_once_per_
 
     // After the window, the key is free again: the same alert runs once more.
     wait_until("the key to expire", LONG, || async {
-        let mut s = reg.jetstream().get_stream(riposte::dedup::stream_name("storm")).await.unwrap();
+        let mut s = reg.jetstream().get_stream(riposte::nats::dedup::stream_name("storm")).await.unwrap();
         s.info().await.map(|i| i.state.messages == 0).unwrap_or(false)
     })
     .await;
@@ -367,7 +370,7 @@ async fn a_dry_run_delete_records_the_call_and_never_reaches_the_cluster() {
     k.add_pod("default", "nginx", "node-1", Some(("ReplicaSet", "nginx-6799"))).await;
     let nats = TestNats::start();
     let reg = fleet::registry(&nats).await;
-    let manifest = riposte::manifest::Manifest::parse(
+    let manifest = riposte::model::manifest::Manifest::parse(
         "name = \"dry-delete\"\nkind = \"wasm\"\ncapabilities = [\"kubernetes.delete-pod\"]\n",
     )
     .unwrap();
@@ -393,14 +396,14 @@ async fn a_dry_run_delete_records_the_call_and_never_reaches_the_cluster() {
 
 /// Builds the slack playbook (cached) and compiles it into the runners' compile cache, as `deploy` does (so a
 /// runner's first alert waits for no cold compile), and returns its manifest and component bytes.
-fn slack() -> (riposte::manifest::Manifest, Vec<u8>) {
-    let state = riposte::state_dir::StateDir::new(Some(support::shared_state()));
-    let builder = riposte::builder::Builder::new(support::root().join("playbooks"), &state);
+fn slack() -> (riposte::model::manifest::Manifest, Vec<u8>) {
+    let state = riposte::model::state_dir::StateDir::new(Some(support::shared_state()));
+    let builder = riposte::ops::builder::Builder::new(support::root().join("playbooks"), &state);
     tokio::task::block_in_place(|| {
         let built = builder.build("slack").expect("slack builds (componentize-py in .venv)");
         let bytes = std::fs::read(&built.path).unwrap();
-        let config = riposte::runtime::RuntimeConfig { cache_dir: state.compiled(), pooling: false };
-        riposte::runtime::Runtime::new(&config).unwrap().load(&bytes, "slack").unwrap();
+        let config = riposte::execute::runtime::RuntimeConfig { cache_dir: state.compiled(), pooling: false };
+        riposte::execute::runtime::Runtime::new(&config).unwrap().load(&bytes, "slack").unwrap();
         (builder.manifest("slack").unwrap().1, bytes)
     })
 }

@@ -3,13 +3,13 @@
 
 use crate::support;
 
-use riposte::alert::Alert;
-use riposte::capability::recording::Recorder;
-use riposte::capability::Backends;
-use riposte::execution::{Handler, Status};
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::runtime::{Runtime, RuntimeConfig};
+use riposte::execute::capability::recording::Recorder;
+use riposte::execute::capability::Backends;
+use riposte::execute::runtime::{Runtime, RuntimeConfig};
+use riposte::model::alert::Alert;
+use riposte::model::execution::{Handler, Status};
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::guests;
@@ -158,7 +158,7 @@ fn a_component_for_another_world_is_refused_with_a_clear_error() {
 }
 
 /// The `output` log lines of an execution.
-fn printed(exec: &riposte::execution::Execution) -> Vec<&str> {
+fn printed(exec: &riposte::model::execution::Execution) -> Vec<&str> {
     exec.logs.iter().filter(|l| l.level == "output").map(|l| l.message.as_str()).collect()
 }
 
@@ -180,7 +180,7 @@ async fn a_warm_instance_prints_10_kb_for_each_of_100_alerts_without_trapping() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_printing_past_the_bound_keeps_the_end_and_says_how_much_was_dropped() {
-    use riposte::limits::GUEST_OUTPUT_BYTES;
+    use riposte::model::limits::GUEST_OUTPUT_BYTES;
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let printer = rt.load(&guests::prints(100), "printer").unwrap();
@@ -194,7 +194,7 @@ async fn an_alert_printing_past_the_bound_keeps_the_end_and_says_how_much_was_dr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_function_stores_objects_in_its_own_namespace_and_gets_back_only_the_key() {
-    use riposte::capability::object_store::DirStore;
+    use riposte::execute::capability::object_store::DirStore;
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let objects = tempfile::tempdir().unwrap();

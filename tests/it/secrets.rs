@@ -12,13 +12,13 @@ use crate::support;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use riposte::execution::Status;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::{Change, Registry, REGISTRY_BUCKET};
-use riposte::results::{read_deadletters, read_results};
-use riposte::seal::SettingsKeys;
-use riposte::trigger::Trigger;
+use riposte::model::execution::Status;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::trigger::Trigger;
+use riposte::nats::registry::{Change, Registry, REGISTRY_BUCKET};
+use riposte::nats::results::{read_deadletters, read_results};
+use riposte::secrets::seal::SettingsKeys;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -179,10 +179,13 @@ async fn a_canary_setting_never_leaves_in_clear_on_any_path() {
     assert!(by("print").logs.iter().any(|l| l.message.contains("print ***")), "{:?}", by("print").logs);
     assert!(by("http").message.contains("***.invalid"), "the hostname, lower-cased: {}", by("http").message);
 
-    assert_no_canary("the results stream", &support::runner::raw_stream(&js, riposte::streams::RESULTS_STREAM).await);
+    assert_no_canary(
+        "the results stream",
+        &support::runner::raw_stream(&js, riposte::nats::streams::RESULTS_STREAM).await,
+    );
     assert_no_canary(
         "the dead-letter stream",
-        &support::runner::raw_stream(&js, riposte::streams::DEADLETTER_STREAM).await,
+        &support::runner::raw_stream(&js, riposte::nats::streams::DEADLETTER_STREAM).await,
     );
     for args in [
         &["function", "logs", "canary", "-n", "100"][..],
@@ -217,7 +220,7 @@ async fn deploy(reg: &Registry, name: &str, settings: &[(&str, &str)]) -> Functi
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
 }
@@ -237,7 +240,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 async fn settings_are_sealed_at_rest_and_a_runner_without_the_key_refuses_only_that_function() {
     let nats = TestNats::start();
     let js = jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     let keys = support::settings_keys();
     let reg = Registry::open(&js).await.unwrap().with_keys(Some(keys.clone()));
     let secret = "s3aled-Value-at-rest";
@@ -297,11 +300,11 @@ async fn settings_are_sealed_at_rest_and_a_runner_without_the_key_refuses_only_t
     })
     .await;
     assert!(wrong.active_triggers().contains("open-t") && !wrong.active_triggers().contains("sealed-t"));
-    let store = riposte::fleet::open(&js).await.unwrap();
+    let store = riposte::nats::fleet::open(&js).await.unwrap();
     wait_until("the refusal in the heartbeat", LONG, || {
         let store = store.clone();
         async move {
-            let runners = riposte::fleet::runners(&store).await.unwrap_or_default();
+            let runners = riposte::nats::fleet::runners(&store).await.unwrap_or_default();
             runners.iter().any(|r| r.heartbeat.refused.get("sealed").is_some_and(|why| why.contains("settings key")))
         }
     })

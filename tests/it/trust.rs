@@ -3,8 +3,8 @@
 
 use crate::support;
 
-use riposte::function::ResponsePolicy;
-use riposte::trigger::Trigger;
+use riposte::model::function::ResponsePolicy;
+use riposte::model::trigger::Trigger;
 use serde_json::json;
 use std::time::Duration;
 use support::fleet::{self, alert, publish, results};
@@ -14,11 +14,11 @@ use support::{guests, wait_until};
 const LONG: Duration = Duration::from_secs(60);
 
 /// Waits until every alert the trigger's consumer was given is settled.
-async fn settled(reg: &riposte::registry::Registry, trigger: &Trigger) {
+async fn settled(reg: &riposte::nats::registry::Registry, trigger: &Trigger) {
     let consumer = trigger.consumer_name();
     wait_until(&format!("every alert of {} settled", trigger.name), LONG, || async {
         let c: Result<async_nats::jetstream::consumer::PullConsumer, _> =
-            reg.jetstream().get_consumer_from_stream(consumer.as_str(), riposte::streams::ALERT_STREAM).await;
+            reg.jetstream().get_consumer_from_stream(consumer.as_str(), riposte::nats::streams::ALERT_STREAM).await;
         match c {
             Ok(mut c) => c.info().await.map(|i| i.num_ack_pending == 0 && i.num_pending == 0).unwrap_or(false),
             Err(_) => false,

@@ -4,15 +4,15 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::Registry;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::nats::registry::Registry;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::nats::TestNats;
 use support::{guests, riposte_bin, wait_until};
 
-/// Above the product's bound (`riposte::limits::stop_timeout()`), so a slow machine does not fail the test.
+/// Above the product's bound (`riposte::model::limits::stop_timeout()`), so a slow machine does not fail the test.
 const EXIT_DEADLINE: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread")]
@@ -21,8 +21,8 @@ async fn a_runner_stopped_while_its_nats_is_gone_exits_within_its_bound() {
     let url = nats.url();
     // A function with a trigger: its dispatcher pulls when NATS goes away.
     let js = jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
-    riposte::fleet::open(&js).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::fleet::open(&js).await.unwrap();
     let reg = Registry::open(&js).await.unwrap().with_keys(Some(support::settings_keys()));
     let f = Function {
         name: "stop-f".into(),
@@ -33,14 +33,14 @@ async fn a_runner_stopped_while_its_nats_is_gone_exits_within_its_bound() {
         policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
-    let t = riposte::trigger::Trigger {
+    let t = riposte::model::trigger::Trigger {
         name: "stop-t".into(),
         function: "stop-f".into(),
         topic: "falco.error.*".into(),
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(&js, &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(&js, &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     let mut runner = riposte_bin(&support::shared_state())
         .args(["run", "--nats", &url, "--name", "stop-unreachable"])
@@ -82,5 +82,9 @@ async fn a_runner_stopped_while_its_nats_is_gone_exits_within_its_bound() {
     };
     nats.stop();
     assert!(status.success(), "a stop, even one that abandons steps, exits 0: {status}");
-    assert!(sent.elapsed() < riposte::limits::stop_timeout() + Duration::from_secs(10), "took {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < riposte::model::limits::stop_timeout() + Duration::from_secs(10),
+        "took {:?}",
+        sent.elapsed()
+    );
 }

@@ -2,18 +2,18 @@
 //! test components, triggers (with conditions), in-process runners, core-NATS publishing, reading results.
 
 use super::nats::TestNats;
-use riposte::capability::Backends;
-use riposte::function::{Function, ResponsePolicy, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::Registry;
-use riposte::results::{read_results, ResultRecord};
+use riposte::execute::capability::Backends;
+use riposte::model::function::{Function, ResponsePolicy, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::trigger::Trigger;
+use riposte::nats::registry::Registry;
+use riposte::nats::results::{read_results, ResultRecord};
 use riposte::runner::Runner;
-use riposte::trigger::Trigger;
 
 /// The registry on `nats`, streams ensured.
 pub async fn registry(nats: &TestNats) -> Registry {
     let js = async_nats::jetstream::new(nats.client().await);
-    riposte::streams::ensure(&js, None).await.unwrap();
+    riposte::nats::streams::ensure(&js, None).await.unwrap();
     Registry::open(&js).await.unwrap().with_keys(Some(super::settings_keys()))
 }
 
@@ -32,11 +32,11 @@ pub async fn deploy_with(
     settings: Settings,
     policy: ResponsePolicy,
 ) -> Function {
-    let artifact = riposte::digest::digest(bytes);
+    let artifact = riposte::model::digest::digest(bytes);
     let function = Function { name: name.into(), manifest, artifact, settings, runs_on: None, policy };
     let prepared =
-        riposte::deploy::PreparedFunction { function: function.clone(), bytes: Some(bytes.to_vec()), image: None };
-    riposte::deploy::write_function(reg, &prepared).await.unwrap();
+        riposte::ops::deploy::PreparedFunction { function: function.clone(), bytes: Some(bytes.to_vec()), image: None };
+    riposte::ops::deploy::write_function(reg, &prepared).await.unwrap();
     function
 }
 
@@ -49,7 +49,7 @@ pub async fn trigger(reg: &Registry, name: &str, f: &Function, topic: &str, when
         when: when.map(Into::into),
         on_condition_error: Default::default(),
     };
-    riposte::deploy::create_trigger(reg, &t, false).await.unwrap();
+    riposte::ops::deploy::create_trigger(reg, &t, false).await.unwrap();
     t
 }
 

@@ -26,14 +26,17 @@ pub fn shared_state() -> PathBuf {
 }
 
 /// The timings every test runs with, in this process and in every `riposte` it spawns: a killed runner is gone
-/// after 3 s (15 s in production), a container sweep every second (5 s); see `riposte::timings::Timings::fast`.
-pub fn timings() -> riposte::timings::Timings {
-    riposte::timings::Timings { gone_after: std::time::Duration::from_secs(3), ..riposte::timings::Timings::fast() }
+/// after 3 s (15 s in production), a container sweep every second (5 s); see `riposte::model::timings::Timings::fast`.
+pub fn timings() -> riposte::model::timings::Timings {
+    riposte::model::timings::Timings {
+        gone_after: std::time::Duration::from_secs(3),
+        ..riposte::model::timings::Timings::fast()
+    }
 }
 
 /// Installs [`timings`] in this process (the fixtures call it before anything reads them).
 pub fn init() {
-    riposte::timings::install(timings());
+    riposte::model::timings::install(timings());
 }
 
 /// The `riposte` binary of this build, with a state directory, the catalog, the test settings key and the test
@@ -41,7 +44,7 @@ pub fn init() {
 pub fn riposte_bin(state: &std::path::Path) -> std::process::Command {
     init();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"));
-    c.env(riposte::timings::ENV, timings().to_env());
+    c.env(riposte::model::timings::ENV, timings().to_env());
     c.env("RIPOSTE_STATE_DIR", state).env("RIPOSTE_PLAYBOOKS", root().join("playbooks")).env("RUST_LOG", "warn");
     c.env("RIPOSTE_SETTINGS_KEY_FILE", settings_key());
     c
@@ -91,12 +94,12 @@ pub fn settings_key() -> PathBuf {
     let path = shared_state().join("test-settings.key");
     if !path.exists() {
         std::fs::create_dir_all(shared_state()).unwrap();
-        riposte::seal::SettingsKeys::load_or_generate(&path).expect("the test settings key");
+        riposte::secrets::seal::SettingsKeys::load_or_generate(&path).expect("the test settings key");
     }
     path
 }
 
 /// The keys in [`settings_key`].
-pub fn settings_keys() -> riposte::seal::SettingsKeys {
-    riposte::seal::SettingsKeys::load(&settings_key()).unwrap()
+pub fn settings_keys() -> riposte::secrets::seal::SettingsKeys {
+    riposte::secrets::seal::SettingsKeys::load(&settings_key()).unwrap()
 }

@@ -1,7 +1,7 @@
 //! A real nats-server (JetStream on, temp store dir, random port on 127.0.0.1) for integration tests, killed
 //! on drop; restartable on the same port and store to test that nothing is lost.
 
-use riposte::embedded::NatsServer;
+use riposte::nats::embedded::NatsServer;
 
 /// A nats-server owned by one test.
 pub struct TestNats {

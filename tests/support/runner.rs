@@ -3,24 +3,24 @@
 //! everything, scrape a metrics endpoint.
 
 use async_nats::jetstream;
-use riposte::capability::recording::Recorder;
-use riposte::capability::Backends;
-use riposte::execution::Status;
-use riposte::function::{Function, Settings};
-use riposte::manifest::Manifest;
-use riposte::registry::Registry;
-use riposte::results::{read_results, ResultRecord};
+use riposte::execute::capability::recording::Recorder;
+use riposte::execute::capability::Backends;
+use riposte::model::execution::Status;
+use riposte::model::function::{Function, Settings};
+use riposte::model::manifest::Manifest;
+use riposte::model::state_dir::StateDir;
+use riposte::model::trigger::Trigger;
+use riposte::nats::registry::Registry;
+use riposte::nats::results::{read_results, ResultRecord};
+use riposte::nats::streams::StreamSettings;
 use riposte::runner::{Runner, RunnerConfig};
-use riposte::state_dir::StateDir;
-use riposte::streams::StreamSettings;
-use riposte::trigger::Trigger;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// The streams and the registry on `client`'s server, created with `streams`.
 pub async fn registry(client: async_nats::Client, streams: &StreamSettings) -> Registry {
     let js = jetstream::new(client);
-    riposte::streams::ensure_with(&js, None, streams).await.unwrap();
+    riposte::nats::streams::ensure_with(&js, None, streams).await.unwrap();
     Registry::open_with(&js, streams).await.unwrap().with_keys(Some(super::settings_keys()))
 }
 
@@ -34,7 +34,7 @@ pub async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, topi
         when: None,
         on_condition_error: Default::default(),
     };
-    riposte::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
+    riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
 }
@@ -83,7 +83,11 @@ pub fn recorded() -> Backends {
 }
 
 /// A runner named `name` on `client`, with recorded capabilities and `metrics` when given.
-pub async fn runner(client: async_nats::Client, name: &str, metrics: Option<riposte::metrics::Metrics>) -> Runner {
+pub async fn runner(
+    client: async_nats::Client,
+    name: &str,
+    metrics: Option<riposte::runner::metrics::Metrics>,
+) -> Runner {
     Runner::start(client, RunnerConfig { metrics, ..test_config(name) }, recorded()).await.unwrap()
 }
 
@@ -192,7 +196,7 @@ pub async fn scrape(addr: &str) -> Exposition {
 pub async fn consumer_info(reg: &Registry, trigger: &Trigger) -> jetstream::consumer::Info {
     let mut c: jetstream::consumer::PullConsumer = reg
         .jetstream()
-        .get_consumer_from_stream(trigger.consumer_name(), riposte::streams::ALERT_STREAM)
+        .get_consumer_from_stream(trigger.consumer_name(), riposte::nats::streams::ALERT_STREAM)
         .await
         .unwrap();
     c.info().await.unwrap().clone()

@@ -6,10 +6,10 @@
 use crate::support;
 
 use async_nats::jetstream;
-use riposte::execution::Status;
-use riposte::registry::Registry;
-use riposte::results::{read_results, ResultRecord};
-use riposte::streams::StreamSettings;
+use riposte::model::execution::Status;
+use riposte::nats::registry::Registry;
+use riposte::nats::results::{read_results, ResultRecord};
+use riposte::nats::streams::StreamSettings;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use support::cluster::TestCluster;
@@ -30,7 +30,7 @@ async fn registry_r3(client: &async_nats::Client) -> Registry {
     let deadline = Instant::now() + LONG;
     loop {
         let attempt = async {
-            riposte::streams::ensure_with(&js, None, &settings).await?;
+            riposte::nats::streams::ensure_with(&js, None, &settings).await?;
             Registry::open_with(&js, &settings).await
         };
         match attempt.await {
@@ -166,7 +166,7 @@ async fn at_r3_killing_the_alert_stream_leader_loses_no_acknowledged_alert() {
     assert_eq!(a.unstored_records() + b.unstored_records(), 0, "records given up during the failover");
     // At least once: an alert runs twice only when its ack was lost with the node (at most what was
     // delivered and unacked at once) or when its publish was retried after the server had stored it.
-    let bound = 2 * concurrency * riposte::limits::FLEET_ACK_PENDING_FACTOR as usize + retries;
+    let bound = 2 * concurrency * riposte::model::limits::FLEET_ACK_PENDING_FACTOR as usize + retries;
     eprintln!("{n} alerts acknowledged, {retries} publish retries, {duplicates} handled twice (bound {bound})");
     assert!(duplicates <= bound, "{duplicates} duplicates, more than at-least-once allows ({bound})");
 

@@ -595,6 +595,6 @@ fn the_response_configmap_deploys_catalog_playbooks_with_secrets_only_by_referen
     let names: Vec<&Value> = functions.iter().map(|f| &f["name"]).collect();
     for t in response["triggers"].as_array().expect("triggers") {
         assert!(names.contains(&&t["function"]), "trigger {} names a declared function", t["name"]);
-        riposte::trigger::Pattern::parse(t["topic"].as_str().unwrap()).unwrap();
+        riposte::model::trigger::Pattern::parse(t["topic"].as_str().unwrap()).unwrap();
     }
 }

@@ -1,0 +1,466 @@
+//! The WASM runtime: one wasmtime engine per runner, components compiled once and cached on disk, an
+//! `InstancePre` per component, and per function a pool of warm instances behind an admission semaphore.
+//!
+//! Per alert the work is: admit, take a warm instance (or instantiate one from the `InstancePre`), call
+//! `handle` under a wall-clock deadline, and either return the instance to the pool or retire it (after a
+//! trap, a timeout, an error, or `limits.reuse` alerts).
+
+pub mod cache;
+pub(crate) mod host;
+pub(crate) mod output;
+
+use crate::execute::capability::{Backends, Grants};
+use crate::model::alert::Alert;
+use crate::model::execution::{Execution, Status};
+use crate::model::function::Function;
+use crate::model::limits::{
+    self, Limits, EPOCH_TICK, LOG_LINE_BYTES, MAX_LOG_LINES, MAX_MEMORY_MB, POOL_INSTANCES, TIMEOUT_SLACK,
+};
+use crate::model::wit::{Outcome, Playbook, PlaybookPre, WitAlert};
+use crate::secrets::truncate::truncate;
+use host::{CallState, FunctionContext, HostState, MemoryExceeded, MemoryLimiter};
+use output::GuestOutput;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+
+/// How to build the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Use the pooling allocator (falls back to on-demand when the address space is too small).
+    pub pooling: bool,
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("{what} is not a usable playbook component: {why}")]
+    Component { what: String, why: String },
+}
+
+/// The engine, linker and compile cache of one runner.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: cache::CompileCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+    pooling: bool,
+    _ticker: EpochTicker,
+}
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    /// Its sha256.
+    pub digest: String,
+    /// Whether loading it compiled it (false: it came from the cache).
+    pub compiled: bool,
+    pre: PlaybookPre<HostState>,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator when asked and possible) and starts the epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let (engine, pooling) = match config.pooling {
+            true => match Engine::new(&engine_config(true)) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pooling allocator unavailable (address space too small?); instantiating on demand");
+                    (Engine::new(&engine_config(false)).map_err(|e| RuntimeError::Engine(e.to_string()))?, false)
+                }
+            },
+            false => (Engine::new(&engine_config(false)).map_err(|e| RuntimeError::Engine(e.to_string()))?, false),
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Playbook::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let cache = cache::CompileCache::new(config.cache_dir.clone(), &engine);
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime { engine, linker, cache, loaded: Mutex::new(HashMap::new()), pooling, _ticker: ticker })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The compile cache (its `compiles()` counter shows whether a load compiled).
+    pub fn cache(&self) -> &cache::CompileCache {
+        &self.cache
+    }
+
+    /// Loads a component from its bytes: from memory if this runtime has it, else from the compile cache,
+    /// else by compiling (blocking: call it off the alert path, e.g. in `spawn_blocking`).
+    pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, RuntimeError> {
+        let digest = crate::model::digest::digest(bytes);
+        if let Some(hit) = self.loaded.lock().unwrap().get(&digest) {
+            return Ok(hit.clone());
+        }
+        let bad = |why: String| RuntimeError::Component { what: what.to_owned(), why };
+        let (component, compiled): (Component, bool) =
+            self.cache.load(&self.engine, bytes, &digest).map_err(|e| bad(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| bad(format!("{e:#}")))?;
+        let pre = PlaybookPre::new(pre).map_err(|e| {
+            bad(format!("{e:#}; it must export `handle` from wit/playbook.wit (riposte:playbook@0.1.0)"))
+        })?;
+        let loaded = Arc::new(LoadedComponent { digest: digest.clone(), compiled, pre });
+        self.loaded.lock().unwrap().insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// A function of this runtime: the component with the function's settings, grants and limits.
+    pub fn function(&self, component: Arc<LoadedComponent>, function: &Function, backends: Backends) -> WasmFunction {
+        let ctx = FunctionContext {
+            name: function.name.clone(),
+            grants: Grants::for_function(function),
+            allow_daemonset: function
+                .settings
+                .get("ALLOW_DAEMONSET_PODS")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            secrets: function.settings.secrets(&function.manifest),
+            settings: function.settings.clone(),
+            backends,
+            playbook: function.manifest.name.clone(),
+            declared: function.manifest.settings.keys().cloned().collect(),
+        };
+        let limits = function.manifest.limits.clone();
+        WasmFunction {
+            engine: self.engine.clone(),
+            component,
+            admission: Arc::new(tokio::sync::Semaphore::new(limits.concurrency as usize)),
+            limits,
+            ctx: Arc::new(ctx),
+            idle: Mutex::new(Vec::new()),
+            stats: InstanceStats::default(),
+        }
+    }
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // A Python component's initial heap is a sparse snapshot; without this its memory would be copied at
+    // every instantiation instead of mapped copy-on-write.
+    config.memory_guaranteed_dense_image_size(limits::DENSE_IMAGE_BYTES);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES);
+        pool.total_core_instances(POOL_INSTANCES * 32);
+        pool.total_memories(POOL_INSTANCES * 4);
+        pool.total_tables(POOL_INSTANCES * 16);
+        pool.total_stacks(POOL_INSTANCES);
+        pool.max_core_instances_per_component(64);
+        pool.max_memories_per_component(8);
+        pool.max_tables_per_component(32);
+        pool.max_component_instance_size(1 << 20);
+        pool.max_core_instance_size(1 << 20);
+        pool.table_elements(100_000);
+        pool.max_memory_size(usize::try_from(MAX_MEMORY_MB << 20).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Counters of one function's instances.
+#[derive(Debug, Default)]
+pub struct InstanceStats {
+    /// Instances created.
+    pub created: AtomicU64,
+    /// Alerts served by an already-warm instance.
+    pub reused: AtomicU64,
+    /// Instances retired after a trap, a timeout or an error.
+    pub retired: AtomicU64,
+}
+
+struct Warm {
+    store: Store<HostState>,
+    playbook: Playbook,
+    uses: u32,
+}
+
+/// A function ready to handle alerts.
+pub struct WasmFunction {
+    engine: Engine,
+    component: Arc<LoadedComponent>,
+    limits: Limits,
+    ctx: Arc<FunctionContext>,
+    admission: Arc<tokio::sync::Semaphore>,
+    idle: Mutex<Vec<Warm>>,
+    /// Instance counters.
+    pub stats: InstanceStats,
+}
+
+/// Raised from the epoch callback when the deadline passed while the guest was computing.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+impl WasmFunction {
+    /// The component this function runs.
+    pub fn component(&self) -> &Arc<LoadedComponent> {
+        &self.component
+    }
+
+    /// Runs the playbook on one alert, within the function's limits. Never panics on guest behaviour:
+    /// every failure is an `Execution` with a status.
+    async fn execute(&self, alert: &Alert) -> Execution {
+        let _permit = self.admission.acquire().await.expect("the admission semaphore is never closed");
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout();
+        let mut exec =
+            match tokio::time::timeout(self.limits.timeout() + TIMEOUT_SLACK, self.run(alert, deadline)).await {
+                Ok(exec) => exec,
+                Err(_) => {
+                    // The future was dropped mid-call, taking its instance with it: nothing to return to the pool.
+                    self.stats.retired.fetch_add(1, Ordering::Relaxed);
+                    Execution::refused(Status::Timeout, self.timeout_message())
+                }
+            };
+        exec.duration_us = started.elapsed().as_micros() as u64;
+        exec
+    }
+
+    fn timeout_message(&self) -> String {
+        format!("timed out after {} ms (limits.timeout_ms)", self.limits.timeout_ms)
+    }
+
+    async fn run(&self, alert: &Alert, deadline: Instant) -> Execution {
+        let warm = self.idle.lock().unwrap().pop();
+        let (mut warm, instantiate_us) = match warm {
+            Some(w) => {
+                self.stats.reused.fetch_add(1, Ordering::Relaxed);
+                (w, 0)
+            }
+            None => {
+                let t = Instant::now();
+                match self.instantiate().await {
+                    Ok(w) => (w, t.elapsed().as_micros() as u64),
+                    Err(e) => return self.classify(e),
+                }
+            }
+        };
+        warm.uses += 1;
+        warm.store.data_mut().call = CallState { deadline: Some(deadline), ..CallState::default() };
+        warm.store.set_epoch_deadline(1);
+        let result = warm.playbook.call_handle(&mut warm.store, &to_wit(alert)).await;
+        let call = std::mem::take(&mut warm.store.data_mut().call);
+        // This alert's output (and, on a fresh instance, its start code's): taken now, so the next alert starts empty.
+        let output = warm.store.data().output.take(&self.ctx.secrets);
+        let mut exec = match result {
+            Ok(Ok(outcome)) => match call.denied.clone() {
+                // The guest ignored a refusal: the function is misconfigured, say so rather than "ok".
+                Some(why) => Execution::refused(Status::Denied, why),
+                None => ok_execution(outcome),
+            },
+            Ok(Err(err)) => Execution::from_call_error(err),
+            Err(e) => self.classify_with_output(e, &output.text),
+        };
+        exec.instantiate_us = instantiate_us;
+        exec.retry_after_ms = call.retry_after.map(|d| d.as_millis() as u64);
+        exec.logs.splice(0..0, call.logs);
+        if call.dropped_logs > 0 {
+            exec.logs.push(crate::model::execution::LogLine {
+                level: "warn".into(),
+                message: format!("{} more log lines dropped", call.dropped_logs),
+            });
+        }
+        exec.logs.extend(self.output_lines(&output));
+        if exec.is_ok() && warm.uses < self.limits.reuse {
+            self.idle.lock().unwrap().push(warm);
+        } else if !exec.is_ok() {
+            self.stats.retired.fetch_add(1, Ordering::Relaxed);
+        }
+        exec
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<Warm> {
+        // Kept beyond its bound by the longest secret, so the cut made after redaction splits none.
+        let output = GuestOutput::new(self.ctx.secrets.longest());
+        let wasi = wasmtime_wasi::WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { cap: self.limits.memory_bytes(), total: 0 },
+            output,
+            func: self.ctx.clone(),
+            call: CallState::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| match ctx.data().call.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(wasmtime::Error::new(DeadlineExceeded)),
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
+        store.set_epoch_deadline(1);
+        // Instantiation runs the guest's start code: give it the function's deadline too.
+        store.data_mut().call.deadline = Some(Instant::now() + self.limits.timeout());
+        let playbook = self.component.pre.instantiate_async(&mut store).await?;
+        self.stats.created.fetch_add(1, Ordering::Relaxed);
+        Ok(Warm { store, playbook, uses: 0 })
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> Execution {
+        let (status, message) = if e.downcast_ref::<DeadlineExceeded>().is_some() {
+            (Status::Timeout, self.timeout_message())
+        } else if let Some(mem) = e.downcast_ref::<MemoryExceeded>() {
+            (Status::Memory, mem.to_string())
+        } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+            (Status::Trap, format!("the playbook crashed: {trap}"))
+        } else {
+            (Status::Trap, format!("the playbook failed: {e:#}"))
+        };
+        Execution::refused(status, message)
+    }
+
+    /// `classify`, saying what to do when the guest reached for sockets (see [`no_sockets_hint`]): a refusal of
+    /// the sandbox (`denied`, never retried), not a crash worth another try.
+    fn classify_with_output(&self, e: wasmtime::Error, output: &str) -> Execution {
+        let mut exec = self.classify(e);
+        let hinted = no_sockets_hint(exec.message, output);
+        if hinted.starts_with(NO_SOCKETS) {
+            exec.status = Status::Denied;
+        }
+        exec.message = hinted;
+        exec
+    }
+
+    /// What the guest printed during one alert (already redacted), as log lines of level `output` (the last
+    /// `MAX_LOG_LINES` non-empty ones, each cut at `LOG_LINE_BYTES`), after a line saying how much of it was
+    /// dropped, if any.
+    fn output_lines(&self, output: &output::Captured) -> Vec<crate::model::execution::LogLine> {
+        let line = |text: &str| crate::model::execution::LogLine {
+            level: "output".into(),
+            message: truncate(text, LOG_LINE_BYTES).into_owned(),
+        };
+        let mut lines: Vec<&str> = output.text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
+        lines.drain(..skipped);
+        let mut out = Vec::with_capacity(lines.len() + 1);
+        if output.dropped > 0 || skipped > 0 {
+            out.push(crate::model::execution::LogLine {
+                level: "warn".into(),
+                message: format!(
+                    "output: {} earlier bytes and {skipped} earlier lines dropped (the last {} bytes and {MAX_LOG_LINES} lines of an alert's output are kept)",
+                    output.dropped,
+                    limits::GUEST_OUTPUT_BYTES
+                ),
+            });
+        }
+        out.extend(lines.into_iter().map(line));
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::model::execution::Handler for WasmFunction {
+    async fn react(&self, alert: &Alert) -> Execution {
+        self.execute(alert).await
+    }
+
+    fn secrets(&self) -> &crate::secrets::redact::Secrets {
+        &self.ctx.secrets
+    }
+
+    fn instances(&self) -> Option<crate::model::execution::InstanceCounts> {
+        Some(crate::model::execution::InstanceCounts {
+            created: self.stats.created.load(Ordering::Relaxed),
+            reused: self.stats.reused.load(Ordering::Relaxed),
+            retired: self.stats.retired.load(Ordering::Relaxed),
+        })
+    }
+}
+
+fn ok_execution(outcome: Outcome) -> Execution {
+    let detail = outcome.detail.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+    Execution { detail, ..Execution::refused(Status::Ok, outcome.message) }
+}
+
+fn to_wit(alert: &Alert) -> WitAlert {
+    WitAlert {
+        uuid: alert.uuid.clone(),
+        output: alert.output.clone(),
+        priority: alert.priority.as_str().to_owned(),
+        rule: alert.rule.clone(),
+        time: alert.time.clone(),
+        subject: alert.subject(),
+        source: alert.source.clone(),
+        hostname: alert.hostname.clone(),
+        tags: alert.tags.clone(),
+        output_fields: alert.fields_as_text(),
+        raw: alert.raw.clone(),
+    }
+}
+
+/// What a playbook that opened a socket itself is told (the Python helper library says the same).
+const NO_SOCKETS: &str = "the sandbox has no sockets: send HTTP with post_json (the http capability) instead of \
+                          opening a connection yourself (urllib, http.client, requests)";
+
+/// A failure's message, led by what to do when the guest reached for sockets: Python's socket module reaches
+/// WASI sockets, which the host does not give, and the trap says "unknown handle index" or names getaddrinfo (or
+/// the guest printed "SSL module is not available"), which tells a playbook author nothing.
+fn no_sockets_hint(message: String, output: &str) -> String {
+    let needs_sockets = |t: &str| {
+        ["getaddrinfo", "unknown handle index", "wasi:sockets", "SSL module", "unknown encoding: idna"]
+            .iter()
+            .any(|w| t.contains(w))
+    };
+    if needs_sockets(&message) || needs_sockets(output) {
+        format!("{NO_SOCKETS} ({message})")
+    } else {
+        message
+    }
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("riposte-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("cannot start the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{no_sockets_hint, NO_SOCKETS};
+
+    #[test]
+    fn a_guest_that_reached_for_sockets_is_told_to_use_post_json() {
+        let trap = "the playbook failed: error while executing at wasm backtrace: getaddrinfo: unknown handle index 3";
+        assert!(no_sockets_hint(trap.into(), "").starts_with("the sandbox has no sockets: send HTTP with post_json"));
+        let printed = "ImportError: SSL module is not available";
+        let hinted = no_sockets_hint("the playbook crashed: wasm trap: unreachable".into(), printed);
+        assert_eq!(hinted, format!("{NO_SOCKETS} (the playbook crashed: wasm trap: unreachable)"));
+        let other = "the playbook crashed: wasm trap: integer divide by zero";
+        assert_eq!(no_sockets_hint(other.into(), "ZeroDivisionError"), other);
+    }
+}
