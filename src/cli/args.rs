@@ -97,7 +97,7 @@ impl NatsArgs {
     /// commands read them before a (slow) build, so a wrong key file costs nothing.
     pub fn settings_keys(&self, state: &StateDir, key: &SettingsKeyArgs) -> Result<Option<SettingsKeys>> {
         let (_, local) = self.config("riposte-cli")?.resolve_url(state)?;
-        key.keys(state, local, false)
+        key.keys(state, Server::local_if(local), MissingKey::None)
     }
 }
 
@@ -113,15 +113,41 @@ pub struct SettingsKeyArgs {
     pub settings_key_file: Option<PathBuf>,
 }
 
+/// Which nats-server a command talks to: the local one (whose key file the state directory holds) or one given
+/// with `--nats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Local,
+    Given,
+}
+
+impl Server {
+    /// `Local` when `local` (as [`NatsConfig::resolve_url`] says).
+    pub fn local_if(local: bool) -> Server {
+        if local {
+            Server::Local
+        } else {
+            Server::Given
+        }
+    }
+}
+
+/// What to do when the local server's key file is missing: create it (`riposte run`) or go without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKey {
+    Create,
+    None,
+}
+
 impl SettingsKeyArgs {
-    /// The keys: the file given; else, with the local nats-server (`local`), the state directory's key file
-    /// (created first when `create`, as `riposte run` does); else none.
-    pub fn keys(&self, state: &StateDir, local: bool, create: bool) -> Result<Option<SettingsKeys>> {
+    /// The keys: the file given; else, with the local nats-server, the state directory's key file (created
+    /// first when missing with [`MissingKey::Create`], as `riposte run` does); else none.
+    pub fn keys(&self, state: &StateDir, server: Server, missing: MissingKey) -> Result<Option<SettingsKeys>> {
         let default = state.settings_key();
-        Ok(match (&self.settings_key_file, local) {
+        Ok(match (&self.settings_key_file, server) {
             (Some(file), _) => Some(SettingsKeys::load(file)?),
-            (None, true) if create => Some(SettingsKeys::load_or_generate(&default)?),
-            (None, true) if default.exists() => Some(SettingsKeys::load(&default)?),
+            (None, Server::Local) if missing == MissingKey::Create => Some(SettingsKeys::load_or_generate(&default)?),
+            (None, Server::Local) if default.exists() => Some(SettingsKeys::load(&default)?),
             (None, _) => None,
         })
     }

@@ -1,6 +1,7 @@
 //! `riposte doctor`: runs the library's checks ([`riposte::ops::doctor`]) with the options a runner on this
 //! machine would get, prints one line per check (and the fix), exits 1 when any check failed.
 
+use super::args::{MissingKey, Server};
 use anyhow::Result;
 use riposte::model::state_dir::StateDir;
 use riposte::ops::doctor::{self, DoctorConfig, Level, Role};
@@ -36,7 +37,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     let nats = args.nats.config("riposte-doctor")?;
     let local = nats.resolve_url(state).is_ok_and(|(_, local)| local);
     let config = DoctorConfig {
-        settings_keys: args.key.keys(state, local, false)?,
+        settings_keys: args.key.keys(state, Server::local_if(local), MissingKey::None)?,
         nats,
         state: state.clone(),
         container_host: args.container.container_host.clone(),

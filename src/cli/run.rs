@@ -2,6 +2,7 @@
 //! the deployed functions until SIGINT/SIGTERM, finishing the reactions in flight before it exits. With
 //! `--metrics-addr` it also serves Prometheus metrics and health probes ([`riposte::runner::health`]).
 
+use super::args::{MissingKey, Server};
 use anyhow::{Context, Result};
 use riposte::model::limits::STOP_STEP_TIMEOUT;
 use riposte::model::state_dir::StateDir;
@@ -70,8 +71,8 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             riposte::nats::embedded::local_seed(state).display()
         ),
     }
-    let local = !matches!(connection.local, LocalServer::None);
-    let settings_keys = args.key.keys(state, local, true)?;
+    let server = if matches!(connection.local, LocalServer::None) { Server::Given } else { Server::Local };
+    let settings_keys = args.key.keys(state, server, MissingKey::Create)?;
     match &settings_keys {
         Some(keys) => eprintln!("riposte: secret setting values open with settings key {}", keys.sealing_key_id()),
         None => eprintln!(

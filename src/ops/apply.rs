@@ -164,11 +164,26 @@ pub enum Action {
     Delete,
 }
 
+/// What a step writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    Function,
+    Trigger,
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Object::Function => "function",
+            Object::Trigger => "trigger",
+        })
+    }
+}
+
 /// One line of the plan.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// `function` or `trigger`.
-    pub kind: &'static str,
+    pub kind: Object,
     pub name: String,
     pub action: Action,
     /// For functions: the playbook and the setting names (never values); for triggers: topic -> function.
@@ -317,7 +332,7 @@ pub async fn plan(
             Some(Ok(old)) => Action::Update(function_changes(&old, f)),
             Some(Err(_)) => Action::Update(vec!["settings sealed with another settings key: sealed again".into()]),
         };
-        steps.push(Step { kind: "function", name: name.clone(), action, detail });
+        steps.push(Step { kind: Object::Function, name: name.clone(), action, detail });
         functions.push(prepared);
     }
     let subjects = crate::nats::streams::alert_subjects(registry.jetstream()).await?;
@@ -377,7 +392,7 @@ pub async fn plan(
             }
         };
         steps.push(Step {
-            kind: "trigger",
+            kind: Object::Trigger,
             name: name.clone(),
             action,
             detail: format!("{} -> {}", t.topic, t.function),
@@ -388,7 +403,7 @@ pub async fn plan(
         for (name, t) in &current_triggers {
             if !declared.triggers.contains_key(name) {
                 steps.push(Step {
-                    kind: "trigger",
+                    kind: Object::Trigger,
                     name: name.clone(),
                     action: Action::Delete,
                     detail: format!("{} -> {}", t.topic, t.function),
@@ -398,7 +413,7 @@ pub async fn plan(
         for (name, f) in &current_functions {
             if !declared.functions.contains_key(name) {
                 steps.push(Step {
-                    kind: "function",
+                    kind: Object::Function,
                     name: name.clone(),
                     action: Action::Delete,
                     detail: describe_function(&f.manifest.name, f),
@@ -472,15 +487,16 @@ fn override_limits(limits: &Limits, overrides: &serde_json::Map<String, serde_js
 /// Writes the plan: functions first (each artifact, then definition), then triggers (consumer, then
 /// definition), then, with prune, triggers and functions no longer declared.
 pub async fn execute(registry: &Registry, plan: &Plan) -> Result<(), ApplyError> {
-    let action =
-        |kind: &str, name: &str| plan.steps.iter().find(|s| s.kind == kind && s.name == name).map(|s| s.action.clone());
+    let action = |kind: Object, name: &str| {
+        plan.steps.iter().find(|s| s.kind == kind && s.name == name).map(|s| s.action.clone())
+    };
     for p in &plan.functions {
-        if action("function", &p.function.name) != Some(Action::Unchanged) {
+        if action(Object::Function, &p.function.name) != Some(Action::Unchanged) {
             deploy::write_function(registry, p).await?;
         }
     }
     for t in &plan.triggers {
-        if action("trigger", &t.name) != Some(Action::Unchanged) {
+        if action(Object::Trigger, &t.name) != Some(Action::Unchanged) {
             let function = match plan.functions.iter().find(|p| p.function.name == t.function) {
                 Some(p) => p.function.clone(),
                 None => {
@@ -491,12 +507,12 @@ pub async fn execute(registry: &Registry, plan: &Plan) -> Result<(), ApplyError>
         }
     }
     let current_triggers = registry.triggers().await?;
-    for s in plan.steps.iter().filter(|s| s.action == Action::Delete && s.kind == "trigger") {
+    for s in plan.steps.iter().filter(|s| s.action == Action::Delete && s.kind == Object::Trigger) {
         if let Some(t) = current_triggers.get(&s.name) {
             deploy::delete_trigger(registry, t).await?;
         }
     }
-    for s in plan.steps.iter().filter(|s| s.action == Action::Delete && s.kind == "function") {
+    for s in plan.steps.iter().filter(|s| s.action == Action::Delete && s.kind == Object::Function) {
         deploy::delete_function(registry, &s.name).await?;
     }
     Ok(())
