@@ -62,8 +62,13 @@ async fn deploy_with_policy(
     let artifact = reg.put_artifact(bytes).await.unwrap();
     let f = Function { name: name.into(), manifest, artifact, settings, runs_on: None, policy };
     reg.put_function(&f).await.unwrap();
-    let t =
-        Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: when.map(Into::into) };
+    let t = Trigger {
+        name: format!("{name}-t"),
+        function: name.into(),
+        topic: topic.into(),
+        when: when.map(Into::into),
+        on_condition_error: Default::default(),
+    };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
 }
@@ -269,7 +274,8 @@ async fn policy_rows(reg: &Registry, client: &async_nats::Client, runner: &Runne
         rows.push((what, rate));
     }
     // Rejected alerts leave no result: count them on the runner.
-    let rejected = |runner: &Runner| runner.policy_counts().get("rejecting-t").map(|c| c.rejected).unwrap_or(0);
+    let rejected =
+        |runner: &Runner| runner.trigger_counts().get("rejecting-t").map(|c| c.skipped_by_condition).unwrap_or(0);
     for (subject, count) in [("falco.rejecting.warmup", 500), ("falco.rejecting.x", n)] {
         let before = rejected(runner);
         let started = Instant::now();

@@ -37,6 +37,11 @@ pub struct PlaybookArgs {
     /// A condition over the whole alert (CEL) on every trigger, e.g. 'priority >= Critical' (README: Conditions).
     #[arg(long, value_name = "EXPR")]
     when: Option<String>,
+    /// What an alert whose condition cannot be evaluated does: skip (the default: a result of status
+    /// condition-error, the function not run) or run (as if the condition had accepted it). Either way the
+    /// error is counted (`runner list`, /metrics) and warned about.
+    #[arg(long, value_name = "skip|run", default_value = "skip")]
+    on_condition_error: riposte::model::trigger::OnConditionError,
     #[command(flatten)]
     policy: super::args::PolicyArgs,
     #[command(flatten)]
@@ -52,7 +57,8 @@ pub async fn deploy_playbook(args: PlaybookArgs, playbooks: &Catalog, state: &St
         return Err(deploy::DeployError::NoTopics.into());
     }
     // Checked before the (slow) build: a refused topic or condition costs nothing.
-    let triggers = |name: &str| deploy::numbered_triggers(name, &args.topics, args.when.as_deref());
+    let triggers =
+        |name: &str| deploy::numbered_triggers(name, &args.topics, args.when.as_deref(), args.on_condition_error);
     for t in triggers("falco-x") {
         deploy::check_trigger(&t, args.force)?;
     }

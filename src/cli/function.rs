@@ -203,6 +203,12 @@ pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<
                 "TIME", "STATUS", "ATTEMPT", "DISPOSITION", "RUNNER", "MS", "SUBJECT"
             );
             for r in &records {
+                let first = r.message.lines().next().unwrap_or_default();
+                // A dry run says which dedup key it would have claimed (in the dry run's own memory).
+                let message = match (&r.dedup_key, r.disposition) {
+                    (Some(key), Disposition::DryRun) => format!("{first} (dedup key: {})", key.replace('\n', " ")),
+                    _ => first.to_owned(),
+                };
                 println!(
                     "{:<31} {:<15} {:<7} {:<14} {:<12} {:>9.1}  {:<40} {}",
                     cell(&r.time),
@@ -212,7 +218,7 @@ pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<
                     cell(&r.runner),
                     r.duration_us as f64 / 1000.0,
                     cell(&r.subject),
-                    cell(r.message.lines().next().unwrap_or_default())
+                    cell(&message)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -252,9 +258,11 @@ pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<
     }
 }
 
-/// Per function: executions, failures (any status but ok), retries, dead letters, alerts deduplicated (not
-/// executions), and duration percentiles twice: over every execution (failures included: a timeout counts with
-/// its full wait) and over the successful ones only. A function with no success shows `-` there.
+/// Per function: executions (dry runs included), failures (any status but ok, dry runs apart), retries, dead
+/// letters, dry runs, and alerts that did not run: deduplicated, and not run because their condition could
+/// not be evaluated (COND-ERR); then duration percentiles twice: over every execution (failures included: a
+/// timeout counts with its full wait) and over the successful ones only. A function with no success shows `-`
+/// there. The words are those of `runner list` and /metrics (README: Counts).
 pub fn top_table(records: &[ResultRecord]) -> String {
     #[derive(Default)]
     struct Row {
@@ -263,18 +271,29 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         retries: u64,
         dead: u64,
         dedup: u64,
+        cond_err: u64,
+        dry: u64,
         all: Vec<u64>,
         ok: Vec<u64>,
     }
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     for r in records {
         let row = rows.entry(&r.function).or_default();
-        if r.disposition == riposte::nats::results::Disposition::Deduplicated {
-            row.dedup += 1;
-            continue;
+        match r.disposition {
+            Disposition::Deduplicated => {
+                row.dedup += 1;
+                continue;
+            }
+            Disposition::Skipped => {
+                row.cond_err += 1;
+                continue;
+            }
+            _ => {}
         }
         row.runs += 1;
-        row.failures += u64::from(r.status != Status::Ok);
+        let dry = r.disposition == Disposition::DryRun;
+        row.dry += u64::from(dry);
+        row.failures += u64::from(r.status != Status::Ok && !dry);
         row.retries += u64::from(r.disposition == Disposition::Retry);
         row.dead += u64::from(r.disposition == Disposition::DeadLettered);
         row.all.push(r.duration_us);
@@ -289,20 +308,33 @@ pub fn top_table(records: &[ResultRecord]) -> String {
         format!("{:.2}", sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0)
     }
     let mut out = format!(
-        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
-        "FUNCTION", "EXECUTIONS", "FAILURES", "RETRIES", "DEAD", "DEDUP", "P50 MS", "P99 MS", "OK P50 MS", "OK P99 MS"
+        "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+        "FUNCTION",
+        "EXECUTIONS",
+        "FAILURES",
+        "RETRIES",
+        "DEAD",
+        "DRY-RUN",
+        "DEDUP",
+        "COND-ERR",
+        "P50 MS",
+        "P99 MS",
+        "OK P50 MS",
+        "OK P99 MS"
     );
     for (name, mut row) in rows {
         row.all.sort_unstable();
         row.ok.sort_unstable();
         out.push_str(&format!(
-            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:<24} {:>10} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
             cell(name),
             row.runs,
             row.failures,
             row.retries,
             row.dead,
+            row.dry,
             row.dedup,
+            row.cond_err,
             q(&row.all, 0.50),
             q(&row.all, 0.99),
             q(&row.ok, 0.50),

@@ -31,6 +31,11 @@ pub enum Command {
         /// 'priority >= Critical && alert.output_fields[?"k8s.ns.name"].orValue("") != "kube-system"'.
         #[arg(long, value_name = "EXPR")]
         when: Option<String>,
+        /// What an alert whose condition cannot be evaluated does: skip (the default: a result of status
+        /// condition-error, the function not run) or run (as if the condition had accepted it). Either way the
+        /// error is counted (`runner list`, /metrics) and warned about.
+        #[arg(long, value_name = "skip|run", default_value = "skip")]
+        on_condition_error: riposte::model::trigger::OnConditionError,
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
@@ -52,13 +57,23 @@ pub enum Command {
 
 pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Create { name, function, topic, when, force, rules, nats } => {
-            let trigger = Trigger { name: name.clone(), function: function.clone(), topic: topic.clone(), when };
+        Command::Create { name, function, topic, when, on_condition_error, force, rules, nats } => {
+            let trigger = Trigger {
+                name: name.clone(),
+                function: function.clone(),
+                topic: topic.clone(),
+                when,
+                on_condition_error,
+            };
             deploy::check_trigger(&trigger, force)?;
             let rules = load_rules(&rules)?;
             let registry = nats.registry(state).await?;
             let pattern = deploy::create_trigger(&registry, &trigger, force).await?;
             match &trigger.when {
+                Some(when) if !on_condition_error.is_skip() => println!(
+                    "trigger {name} -> {function} on {topic} when {when} (on condition error: {})",
+                    on_condition_error.as_str()
+                ),
                 Some(when) => println!("trigger {name} -> {function} on {topic} when {when}"),
                 None => println!("trigger {name} -> {function} on {topic}"),
             }

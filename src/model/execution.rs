@@ -34,6 +34,10 @@ pub enum Status {
     Memory,
     /// The playbook crashed (a trap, an uncaught exception): not retried.
     Trap,
+    /// Not run: the trigger's condition could not be evaluated on the alert (`--on-condition-error skip`).
+    ConditionError,
+    /// Not run: an alert with the same dedup key ran within the function's window.
+    Deduplicated,
 }
 
 impl Status {
@@ -54,6 +58,8 @@ impl Status {
             Status::Timeout => "timeout",
             Status::Memory => "memory",
             Status::Trap => "trap",
+            Status::ConditionError => "condition-error",
+            Status::Deduplicated => "deduplicated",
         }
     }
 }

@@ -21,6 +21,52 @@ pub struct Trigger {
     /// A condition over the whole alert (CEL, [`crate::policy::condition`]): alerts it rejects are acked unrun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// What an alert whose condition cannot be evaluated does (`--on-condition-error`); triggers stored before
+    /// the option existed load as `skip`.
+    #[serde(default, skip_serializing_if = "OnConditionError::is_skip")]
+    pub on_condition_error: OnConditionError,
+}
+
+/// What an alert does when the trigger's condition cannot be evaluated on it (a field of the wrong type, a
+/// missing key). Either way the error is counted and warned about; with `skip` the alert gets a result of
+/// status `condition-error` and is not run, so a destructive playbook never acts on an alert its condition
+/// could not judge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnConditionError {
+    /// Record `condition-error` and do not run the function (the default).
+    #[default]
+    Skip,
+    /// Run the function as if the condition had accepted the alert.
+    Run,
+}
+
+impl OnConditionError {
+    /// Whether it is the default, `skip`.
+    pub fn is_skip(&self) -> bool {
+        *self == OnConditionError::Skip
+    }
+
+    /// The word, as in `--on-condition-error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnConditionError::Skip => "skip",
+            OnConditionError::Run => "run",
+        }
+    }
+}
+
+impl std::str::FromStr for OnConditionError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(OnConditionError::Skip),
+            "run" => Ok(OnConditionError::Run),
+            other => Err(format!(
+                "{other:?} is not a choice: write skip (record condition-error, do not run) or run (run as if accepted)"
+            )),
+        }
+    }
 }
 
 impl Trigger {
@@ -164,6 +210,18 @@ pub fn nats_subset(filter: &str, within: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trigger_stored_before_on_condition_error_loads_as_skip_and_run_is_kept() {
+        let old: Trigger =
+            serde_json::from_str(r#"{"name":"t","function":"f","topic":"falco.>","when":"true"}"#).unwrap();
+        assert_eq!(old.on_condition_error, OnConditionError::Skip);
+        assert!(!serde_json::to_string(&old).unwrap().contains("on_condition_error"), "the default is not written");
+        let run = Trigger { on_condition_error: OnConditionError::Run, ..old };
+        let back: Trigger = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert_eq!(back.on_condition_error, OnConditionError::Run);
+        assert!("sometimes".parse::<OnConditionError>().unwrap_err().contains("write skip"));
+    }
 
     #[test]
     fn nats_patterns_keep_their_form() {

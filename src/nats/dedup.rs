@@ -22,9 +22,24 @@ pub fn stream_name(function: &str) -> String {
     format!("RIPOSTE_DEDUP_{function}")
 }
 
-/// The subject that holds one key of a function: the key's sha256, so any key text makes a valid token.
-pub fn key_subject(function: &str, key: &str) -> String {
-    format!("{DEDUP_PREFIX}.{function}.{}", &crate::model::digest::digest(key.as_bytes())[..32])
+/// Whose claims a key belongs to: a dry run's deployment and an armed one keep separate memories, so arming a
+/// function never inherits the keys its dry run claimed (the first real reaction after arming runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// The function acts (`--dry-run` off).
+    Armed,
+    /// The function records instead of acting.
+    DryRun,
+}
+
+/// The subject that holds one key of a function: the key's sha256 (for a dry run, of the key behind the word
+/// `dry-run`), so any key text makes a valid token and the two memories never share a subject.
+pub fn key_subject(function: &str, key: &str, memory: Memory) -> String {
+    let hashed = match memory {
+        Memory::Armed => crate::model::digest::digest(key.as_bytes()),
+        Memory::DryRun => crate::model::digest::digest(format!("dry-run\n{key}").as_bytes()),
+    };
+    format!("{DEDUP_PREFIX}.{function}.{}", &hashed[..32])
 }
 
 /// Creates the function's dedup stream, or sets its window when it changed.
@@ -96,4 +111,22 @@ pub async fn claim(js: &jetstream::Context, subject: &str, uuid: &str) -> Result
 pub async fn release(js: &jetstream::Context, function: &str, subject: &str) -> Result<(), StreamError> {
     let stream = js.get_stream_no_info(stream_name(function)).await.doing("releasing a dedup key")?;
     stream.purge().filter(subject).await.map(|_| ()).doing("releasing a dedup key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_runs_keys_never_share_a_subject_with_the_armed_deployments() {
+        let armed = key_subject("f", "rule\noutput", Memory::Armed);
+        let dry = key_subject("f", "rule\noutput", Memory::DryRun);
+        assert_ne!(armed, dry);
+        assert_eq!(
+            armed,
+            format!("{DEDUP_PREFIX}.f.{}", &crate::model::digest::digest(b"rule\noutput")[..32]),
+            "armed keys as before"
+        );
+        assert!(dry.starts_with("riposte.dedup.f.") && dry.len() == armed.len(), "the same stream holds both");
+    }
 }

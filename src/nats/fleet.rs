@@ -37,13 +37,9 @@ pub struct Heartbeat {
     pub functions: Vec<Served>,
     /// Alerts being handled at this moment.
     pub in_flight: u64,
-    /// Executions since start that succeeded.
-    pub handled: u64,
-    /// Executions since start that did not (each retry counts).
-    pub failed: u64,
-    /// Results and dead letters since start that could not be stored (their alerts were settled anyway).
-    #[serde(default)]
-    pub unstored: u64,
+    /// What its triggers counted since it started, all together (the same ledger as /metrics).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Functions it refuses to run, and why (their secret settings do not open with its settings key).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, String>,
@@ -51,22 +47,81 @@ pub struct Heartbeat {
     pub container_engine: Access,
     /// Whether it has a Kubernetes cluster configured.
     pub kubernetes: Access,
-    /// Per trigger whose condition or dedup decided something since the runner started: those decisions.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub policy: BTreeMap<String, PolicyCounts>,
+    /// Per trigger that counted anything since the runner started: its counts. (Older runners wrote
+    /// `policy` with `rejected`, `errors`, `deduplicated`: read as the same counts.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", alias = "policy")]
+    pub triggers: BTreeMap<String, Counts>,
 }
 
-/// What one trigger's response policy decided on a runner since it started.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a runner counted (one trigger's, or all of them together), each count named for exactly what it
+/// counts. An alert received runs (succeeded or failed, a dry run), or ends without running (skipped by
+/// condition, condition error, deduplicated, already handled). Zero counts are not written; every count reads
+/// as zero when absent, and older heartbeats' `handled` and `rejected`/`errors` read as `succeeded` and
+/// `skipped_by_condition`/`condition_errors`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyCounts {
-    /// Alerts the condition let through.
-    pub matched: u64,
-    /// Alerts the condition rejected (acked, nothing run, no result).
-    pub rejected: u64,
-    /// Alerts whose condition could not be evaluated (not run, with a warning).
-    pub errors: u64,
-    /// Alerts acked as duplicates.
+#[serde(default)]
+pub struct Counts {
+    /// Alerts taken on their first delivery.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub alerts_received: u64,
+    /// Deliveries taken: first deliveries and redeliveries.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deliveries: u64,
+    /// Deliveries after an alert's first (attempt > 1).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redeliveries: u64,
+    /// Executions (not dry runs) that succeeded.
+    #[serde(skip_serializing_if = "is_zero", alias = "handled")]
+    pub succeeded: u64,
+    /// Executions (not dry runs) that did not; each attempt counts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failed: u64,
+    /// Alerts given up on after their last attempt (a dead letter).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dead_lettered: u64,
+    /// Alerts no condition of the function's triggers let through (acked, nothing run, no result).
+    #[serde(skip_serializing_if = "is_zero", alias = "rejected")]
+    pub skipped_by_condition: u64,
+    /// Alerts a condition could not be evaluated on (a `condition-error` result, or run with
+    /// `--on-condition-error run`).
+    #[serde(skip_serializing_if = "is_zero", alias = "errors")]
+    pub condition_errors: u64,
+    /// Alerts acked as duplicates (a `deduplicated` result).
+    #[serde(skip_serializing_if = "is_zero")]
     pub deduplicated: u64,
+    /// Executions in a dry run, whatever their status.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dry_run: u64,
+    /// Redeliveries acked without running: the reaction had succeeded before (its result is stored).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub already_handled: u64,
+    /// Results and dead letters that could not be stored (their alerts were settled anyway).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unstored: u64,
+}
+
+impl Counts {
+    /// The sum of two counts.
+    pub fn plus(self, o: Counts) -> Counts {
+        Counts {
+            alerts_received: self.alerts_received + o.alerts_received,
+            deliveries: self.deliveries + o.deliveries,
+            redeliveries: self.redeliveries + o.redeliveries,
+            succeeded: self.succeeded + o.succeeded,
+            failed: self.failed + o.failed,
+            dead_lettered: self.dead_lettered + o.dead_lettered,
+            skipped_by_condition: self.skipped_by_condition + o.skipped_by_condition,
+            condition_errors: self.condition_errors + o.condition_errors,
+            deduplicated: self.deduplicated + o.deduplicated,
+            dry_run: self.dry_run + o.dry_run,
+            already_handled: self.already_handled + o.already_handled,
+            unstored: self.unstored + o.unstored,
+        }
+    }
 }
 
 /// A function a runner dispatches.
@@ -201,13 +256,11 @@ mod tests {
                 started_at: String::new(),
                 functions: vec![],
                 in_flight: 0,
-                handled: 0,
-                failed: 0,
-                unstored: 0,
+                counts: Counts::default(),
                 refused: BTreeMap::new(),
                 container_engine: access.clone(),
                 kubernetes: access,
-                policy: BTreeMap::new(),
+                triggers: BTreeMap::new(),
             },
             last_seen: String::new(),
             seconds_since: 0,

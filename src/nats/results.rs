@@ -43,6 +43,8 @@ pub enum Disposition {
     Deduplicated,
     /// Acked after a dry run (recording backends; nothing reached the world), whatever its status.
     DryRun,
+    /// Acked unrun: the trigger's condition could not be evaluated on it (status `condition-error`).
+    Skipped,
 }
 
 impl Disposition {
@@ -55,6 +57,7 @@ impl Disposition {
             Disposition::DeadLettered => "dead-lettered",
             Disposition::Deduplicated => "deduplicated",
             Disposition::DryRun => "dry-run",
+            Disposition::Skipped => "skipped",
         }
     }
 }
@@ -90,6 +93,10 @@ pub struct ResultRecord {
     /// For `retry`: the delay before the next delivery, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<u64>,
+    /// The dedup key the alert claimed (a dry run: in the dry run's own memory, so arming starts afresh), or
+    /// for a duplicate the key another alert holds; cut to `RECORD_FIELD_BYTES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
     /// When it finished, RFC 3339.
     pub time: String,
 }
@@ -115,6 +122,7 @@ impl ResultRecord {
             logs: bounded_logs(&exec.logs),
             host_calls: exec.host_calls.clone(),
             retry_in_ms: None,
+            dedup_key: None,
             time: now_rfc3339(),
         }
     }

@@ -78,6 +78,9 @@ pub struct TriggerSpec {
     /// A condition over the whole alert (CEL), as `trigger create --when`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// `skip` (default) or `run`, as `trigger create --on-condition-error`.
+    #[serde(default, skip_serializing_if = "crate::model::trigger::OnConditionError::is_skip")]
+    pub on_condition_error: crate::model::trigger::OnConditionError,
 }
 
 /// A setting's value: a literal (only for settings the playbook declares `secret = false`), or where to read
@@ -368,6 +371,7 @@ pub async fn plan(
             function: spec.function.clone(),
             topic: spec.topic.clone(),
             when: spec.when.clone(),
+            on_condition_error: spec.on_condition_error,
         };
         let action = match current_triggers.get(name) {
             None => Action::Create,
@@ -379,6 +383,12 @@ pub async fn plan(
                 }
                 if old.function != t.function {
                     what.push("function".to_owned());
+                }
+                if old.when != t.when {
+                    what.push("condition".to_owned());
+                }
+                if old.on_condition_error != t.on_condition_error {
+                    what.push("on_condition_error".to_owned());
                 }
                 Action::Update(what)
             }
@@ -546,7 +556,16 @@ pub async fn export(registry: &Registry, playbooks: &Catalog, state: &StateDir) 
     for (name, t) in registry.triggers().await? {
         // A trigger deployed with --force exports with `force: true`, so the file applies again.
         let force = crate::policy::topic_check::check_topic(&t.topic, None, false).is_err();
-        declared.triggers.insert(name, TriggerSpec { function: t.function, topic: t.topic, force, when: t.when });
+        declared.triggers.insert(
+            name,
+            TriggerSpec {
+                function: t.function,
+                topic: t.topic,
+                force,
+                when: t.when,
+                on_condition_error: t.on_condition_error,
+            },
+        );
     }
     let body = serde_norway::to_string(&declared).expect("a declaration serializes");
     Ok(format!(

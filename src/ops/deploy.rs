@@ -323,7 +323,12 @@ pub struct Deployed {
 
 /// The triggers `deploy_playbook` gives function `function`: `<function>-trigger-<index>`, one per topic, each
 /// with the condition `when`.
-pub fn numbered_triggers(function: &str, topics: &[String], when: Option<&str>) -> Vec<Trigger> {
+pub fn numbered_triggers(
+    function: &str,
+    topics: &[String],
+    when: Option<&str>,
+    on_condition_error: crate::model::trigger::OnConditionError,
+) -> Vec<Trigger> {
     topics
         .iter()
         .enumerate()
@@ -332,6 +337,7 @@ pub fn numbered_triggers(function: &str, topics: &[String], when: Option<&str>) 
             function: function.to_owned(),
             topic: topic.clone(),
             when: when.map(str::to_owned),
+            on_condition_error,
         })
         .collect()
 }

@@ -246,6 +246,7 @@ async fn nats_checks(config: &DoctorConfig, checks: &mut Vec<Check>) -> Option<B
         checks.push(stream(&js, name, cluster.is_some()).await);
     }
     checks.push(clock(&js, &config.runner_name).await);
+    checks.push(conditions(&js).await);
     for role in &config.roles {
         checks.push(permissions(&client, *role, &config.runner_name, &mut server_errors).await);
     }
@@ -466,6 +467,32 @@ async fn stream(js: &async_nats::jetstream::Context, name: &str, clustered: bool
             "give this user the JetStream API ($JS.API.>) in its permissions",
         ),
     }
+}
+
+/// Whether any runner's heartbeat counts alerts a trigger's condition could not be evaluated on: each of them
+/// got a `condition-error` result instead of its reaction (or ran with `--on-condition-error run`).
+async fn conditions(js: &async_nats::jetstream::Context) -> Check {
+    let runners = match js.get_key_value(crate::nats::fleet::RUNNERS_BUCKET).await {
+        Ok(store) => crate::nats::fleet::runners(&store).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut failing: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &runners {
+        for (trigger, c) in r.heartbeat.triggers.iter().filter(|(_, c)| c.condition_errors > 0) {
+            *failing.entry(trigger.clone()).or_default() += c.condition_errors;
+        }
+    }
+    if failing.is_empty() {
+        return Check::ok("conditions", "no runner counts an alert a condition could not be evaluated on");
+    }
+    let list: Vec<String> =
+        failing.iter().map(|(t, n)| format!("{} ({n})", crate::secrets::truncate::printable(t))).collect();
+    Check::warning(
+        "conditions",
+        format!("conditions could not be evaluated on alerts of trigger(s) {}", list.join(", ")),
+        "read their condition-error results (`riposte function logs FUNCTION`) and fix the condition with \
+         `riposte trigger create NAME … --when`, or choose --on-condition-error run",
+    )
 }
 
 /// The server's time stamp of a probe put in the runners bucket against this machine's clock.

@@ -345,7 +345,16 @@ fn compile(text: &str, what: &'static str, want: Want) -> Result<Condition, Cond
         return Err(refuse(line, column, why));
     }
     let patterns = Some(checker.patterns).filter(|p| !p.is_empty()).map(Arc::new);
-    Ok(Condition { text: text.to_owned(), program, patterns, reads: checker.reads })
+    let condition = Condition { text: text.to_owned(), program, patterns, reads: checker.reads };
+    if let Some(why) = probe(&condition, want) {
+        let why = first_line(&why);
+        return Err(refuse(
+            1,
+            1,
+            format!("it fails on every alert that has the fields it names ({why}): check the types and names it uses"),
+        ));
+    }
+    Ok(condition)
 }
 
 fn first_line(msg: &str) -> String {
@@ -401,6 +410,13 @@ impl Checker {
                 }
             }
             Expr::Select(s) => {
+                if let Some(path) = self.output_field_path(e) {
+                    // Output field names contain dots (`k8s.ns.name`): selecting fields on the map never
+                    // finds them. `has(alert.output_fields.x)` of one plain name stays allowed.
+                    if !(s.test && path.len() == 1) {
+                        return fault(dotted_field_hint(&path, s.test));
+                    }
+                }
                 if let Some(ty) = self.alert_field(&s.operand, &s.field, e.id)? {
                     return Ok(if s.test { Ty::Bool } else { ty });
                 }
@@ -496,6 +512,27 @@ impl Checker {
                 is
             }
             _ => false,
+        }
+    }
+
+    /// The fields selected on `alert.output_fields` when `e` is `alert.output_fields.a.b.c` (`["a", "b", "c"]`;
+    /// the outermost selection may be a `has()` test), else None.
+    fn output_field_path(&self, e: &IdedExpr) -> Option<Vec<String>> {
+        let mut path = Vec::new();
+        let mut current = e;
+        loop {
+            let Expr::Select(s) = &current.expr else { return None };
+            if s.test && !std::ptr::eq(current, e) {
+                return None;
+            }
+            let on_alert =
+                matches!(&s.operand.expr, Expr::Ident(n) if n == "alert" && !self.scope.iter().any(|v| v == n));
+            if s.field == "output_fields" && on_alert && !s.test {
+                path.reverse();
+                return Some(path).filter(|p| !p.is_empty());
+            }
+            path.push(s.field.clone());
+            current = &s.operand;
         }
     }
 
@@ -636,6 +673,51 @@ impl Checker {
     }
 }
 
+/// Why `alert.output_fields.a.b` cannot work, and the index that does.
+fn dotted_field_hint(path: &[String], test: bool) -> String {
+    let name = path.join(".");
+    let written = format!("alert.output_fields.{name}");
+    if test {
+        format!(
+            "`has({written})` tests for an output field named `{}`, and output field names contain dots: write \"{name}\" in alert.output_fields",
+            path[0]
+        )
+    } else {
+        format!(
+            "`{written}` selects an output field named `{}`, and output field names contain dots: write alert.output_fields[\"{name}\"] (or alert.output_fields[?\"{name}\"].orValue(\"\") for alerts that may lack it)",
+            path[0]
+        )
+    }
+}
+
+/// Whether the expression can evaluate on an alert that has every field it names: it is evaluated on stand-in
+/// alerts whose output fields it reads hold a string, then an int, then a bool (the types Falco gives them);
+/// the reason when every one of them fails. Not tried when the expression reads output fields it does not
+/// name (a computed key, the map iterated): a stand-in cannot have those.
+fn probe(condition: &Condition, want: Want) -> Option<String> {
+    let names = condition.reads.output_fields.as_ref()?;
+    let mut first = None;
+    for value in [Json::from("x"), Json::from(1), Json::from(true)] {
+        let fields: serde_json::Map<String, Json> = names.iter().map(|n| (n.clone(), value.clone())).collect();
+        let raw = serde_json::json!({
+            "uuid": "u", "output": "o", "priority": "Critical", "rule": "r", "time": "2024-05-17T15:31:56.746609046Z",
+            "output_fields": fields, "source": "syscall", "hostname": "h", "tags": vec!["t"; 64]
+        });
+        let alert = Alert::parse(raw.to_string().as_bytes()).expect("the stand-in alert parses");
+        let evaluated = match want {
+            Want::Bool => condition.matches(&alert).map(|_| ()),
+            Want::Any => condition.key(&alert).map(|_| ()),
+        };
+        match evaluated {
+            Ok(()) => return None,
+            Err(why) => {
+                first.get_or_insert(why);
+            }
+        }
+    }
+    first
+}
+
 fn priority_hint(a: Ty, b: Ty) -> &'static str {
     if (a == Ty::Int && b == Ty::String) || (a == Ty::String && b == Ty::Int) {
         " (alert.priority is the text, e.g. \"Critical\"; compare levels with priority >= Critical)"
@@ -702,6 +784,37 @@ mod tests {
         let c = Condition::compile("alert.output_fields['k8s.ns.name'] == 'prod'").unwrap();
         let err = c.matches(&alert("Critical", None)).unwrap_err();
         assert!(err.contains("k8s.ns.name"), "{err}");
+    }
+
+    #[test]
+    fn selecting_a_field_on_output_fields_is_refused_with_the_index_to_write() {
+        let e = Condition::compile("alert.output_fields.k8s.ns.name != \"kube-system\"").unwrap_err();
+        assert!(e.why.contains(r#"write alert.output_fields["k8s.ns.name"]"#), "{e}");
+        let e = Condition::compile("has(alert.output_fields.k8s.ns.name)").unwrap_err();
+        assert!(e.why.contains(r#"write "k8s.ns.name" in alert.output_fields"#), "{e}");
+        let e = Condition::compile_key("alert.output_fields.proc.name").unwrap_err();
+        assert!(e.what == "dedup key" && e.why.contains(r#"alert.output_fields["proc.name"]"#), "{e}");
+        // A comprehension variable named like the alert is not the alert.
+        assert!(Condition::compile("alert.tags.exists(alert, alert == 'x')").is_ok());
+    }
+
+    #[test]
+    fn an_expression_that_fails_on_every_alert_with_its_fields_is_refused() {
+        for expr in ["alert.tags['x'] == 'y'", "int(alert.rule) > 0", "size(alert.rule) / 0 > 1"] {
+            let e = Condition::compile(expr).unwrap_err();
+            assert!(e.why.contains("fails on every alert that has the fields it names"), "{expr}: {e}");
+        }
+        let e = Condition::compile_key("int(alert.hostname)").unwrap_err();
+        assert!(e.why.contains("fails on every alert"), "{e}");
+        // Whatever type a field holds, one of the stand-ins fits: these stay valid.
+        for expr in [
+            "alert.output_fields['evt.time'] > 5",
+            "alert.output_fields['proc.name'].startsWith('ba')",
+            "alert.output_fields['fd.is_open']",
+            "alert.output_fields.exists(k, alert.output_fields[k] == 1)",
+        ] {
+            Condition::compile(expr).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]
@@ -785,7 +898,8 @@ mod tests {
             &|n| format!("{}true", r("!", n)),
             &|n| format!("{}1 < 0", r("-", n)),
             &|n| format!("{}true{}", r("(", n), r(")", n)),
-            &|n| format!("has(alert.output_fields{})", r(".a", n)),
+            // Through dyn(): fields selected on `alert.output_fields` itself are refused (names have dots).
+            &|n| format!("has(dyn(alert.output_fields){})", r(".a", n)),
             &|n| format!("alert.tags{} == 'x'", r("[0]", n)),
             &|n| format!("size({}1{}) == 1", r("[", n), r("]", n)),
             &|n| format!("{}true", r("true ? true : ", n)),
@@ -812,12 +926,14 @@ mod tests {
     fn the_deepest_allowed_expression_compiles_and_evaluates_on_a_workers_stack() {
         for expr in deepest_allowed() {
             let checked = expr.clone();
-            // An evaluation error (`alert.tags[0][0]`) is fine: a stack overflow would abort the test.
+            // An evaluation error (`alert.tags[0][0]`) is fine: a stack overflow would abort the test. Such an
+            // expression is now refused because it fails on the stand-in alerts (evaluated here, on this stack).
             let compiled = on_a_small_stack(move || {
                 let a = alert("Critical", Some("prod"));
+                let fine = |e: &ConditionError| e.why.contains("fails on every alert that has the fields it names");
                 let c = Condition::compile(&checked).map(|c| c.matches(&a).map(|_| ()));
                 let k = Condition::compile_key(&checked).map(|k| k.key(&a).map(|_| ()));
-                c.is_ok() && k.is_ok()
+                c.as_ref().map_or_else(fine, |_| true) && k.as_ref().map_or_else(fine, |_| true)
             });
             assert!(compiled, "{expr}");
         }

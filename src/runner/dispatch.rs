@@ -1,6 +1,8 @@
-//! The dispatcher of one trigger: pulls alerts from the trigger's durable consumer, admits them (per trigger
-//! up to the function's concurrency, per runner up to `--max-in-flight`), runs the function on each
-//! concurrently, and settles each alert with JetStream only after its reaction finished:
+//! The dispatcher of one trigger: pulls alerts from the trigger's durable consumer, admits them (per function,
+//! across all its triggers, up to its concurrency; per runner up to `--max-in-flight`), runs the function on
+//! each concurrently, and settles each alert with JetStream only after its reaction finished, as
+//! [`settlement`] decides (`settle.rs`, a pure function tested row by row against this table) and
+//! `Dispatcher::finish` carries out:
 //!
 //! | outcome | result published | JetStream |
 //! | --- | --- | --- |
@@ -8,6 +10,9 @@
 //! | failed / timeout, attempts left | `retry` | Nak with backoff (`limits.retry_backoff_ms`, doubling) |
 //! | failed / timeout, last attempt (`limits.max_deliver`) | `dead-lettered` | dead letter stored, then Term |
 //! | malformed alert, or a failure that cannot succeed later | `terminated` | Term |
+//! | a dry run, whatever its status | `dry-run` | Ack |
+//! | a duplicate (status `deduplicated`) | `deduplicated` | Ack |
+//! | a condition that could not be evaluated, `--on-condition-error skip` (status `condition-error`) | `skipped` | Ack |
 //!
 //! Records always fit (see `results`). Storing one is tried `RECORD_PUBLISH_ATTEMPTS` times; if it still fails
 //! (NATS unreachable, stream full), the failure is logged and counted and the alert is settled as the table says
@@ -24,20 +29,23 @@
 //! are OR'ed across the function's triggers that match the subject, so a function runs once per alert when any
 //! of them accepts it: the first-named matching trigger whose condition accepts runs it, the others ack it
 //! without a result ([`Admit::Covered`]), and an alert none accepts is acked without a result and counted once
-//! (a malformed alert is recorded by the first-named matching trigger). A duplicate is acked with a
-//! `deduplicated` result, and a dry run's result is acked as `dry-run` whatever its status. A failure after a server's 429 is retried after
-//! the `Retry-After` it asked for.
+//! (a malformed alert is recorded by the first-named matching trigger); one whose condition could not be
+//! evaluated gets a `condition-error` result unless its trigger says `--on-condition-error run`. A duplicate is
+//! acked with a `deduplicated` result, and a dry run's result is acked as `dry-run` whatever its status. A
+//! failure after a server's 429 is retried after the `Retry-After` it asked for. Each outcome is counted once,
+//! in the runner's ledger (`ledger.rs`).
 
-use super::policy::{Admit, Decision, Policy};
+use super::ledger::{Event, TriggerLedger};
+use super::policy::{Admit, Claimed, Decision, Policy};
+use super::settle::{settlement, Reply};
 use super::RunnerContext;
 use crate::model::alert::Alert;
 use crate::model::execution::{Execution, Handler, Status};
 use crate::model::function::Function;
 use crate::model::limits::RECORD_PUBLISH_ATTEMPTS;
 use crate::model::trigger::{Pattern, Trigger};
-use crate::nats::results::{self, DeadLetter, Delivery, Disposition, ResultRecord};
+use crate::nats::results::{self, DeadLetter, Delivery, ResultRecord};
 use crate::nats::streams::StreamError;
-use crate::runner::metrics::TriggerMetrics;
 use crate::runner::shutdown::Shutdown;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -58,8 +66,10 @@ pub(crate) struct Dispatcher {
     pub siblings: Vec<Trigger>,
     pub function: Arc<Function>,
     pub ctx: Arc<RunnerContext>,
-    /// This trigger's series: each decision below is counted where it is taken.
-    pub metrics: TriggerMetrics,
+    /// This trigger's tally in the runner's ledger: each outcome below is counted there, once.
+    pub ledger: Arc<TriggerLedger>,
+    /// The function's admission permits (`concurrency`), shared with its other triggers' dispatchers.
+    pub admission: Arc<Semaphore>,
     /// The trigger's policy, compiled when the dispatcher starts.
     pub policy: Option<Policy>,
 }
@@ -71,7 +81,7 @@ impl Dispatcher {
         let Some(policy) = self.load_policy(&mut shutdown).await else { return };
         self.policy = Some(policy);
         let this = Arc::new(self);
-        let admission = Arc::new(Semaphore::new(this.function.manifest.limits.concurrency as usize));
+        let admission = this.admission.clone();
         let mut tasks = JoinSet::new();
         while !shutdown.is_stopping() {
             let Some(messages) = this.open(&mut shutdown).await else { break };
@@ -104,9 +114,8 @@ impl Dispatcher {
     /// The trigger's policy (condition, dedup, dry-run), retried while the dedup stream cannot be made; None
     /// when stopping or when the condition does not compile (the trigger does not run; its alerts wait).
     async fn load_policy(&self, shutdown: &mut Shutdown) -> Option<Policy> {
-        let counters = self.ctx.policy_counts.lock().unwrap().entry(self.trigger.name.clone()).or_default().clone();
         loop {
-            match Policy::new(&self.ctx.js, &self.trigger, &self.siblings, &self.function, counters.clone()).await {
+            match Policy::new(&self.ctx.js, &self.trigger, &self.siblings, &self.function).await {
                 Ok(p) => return Some(p),
                 Err(super::policy::PolicyError::Condition(e)) => {
                     tracing::error!(trigger = %self.trigger.name, error = %e, "trigger cannot run; recreate it with a valid condition");
@@ -231,7 +240,6 @@ impl Dispatcher {
             ack(&msg, AckKind::Ack).await;
             return;
         }
-        let limits = &self.function.manifest.limits;
         let parsed = Alert::parse(&msg.payload);
         let uuid = parsed.as_ref().map(|a| a.uuid.clone()).unwrap_or_default();
         let delivery = Delivery {
@@ -250,28 +258,41 @@ impl Dispatcher {
                 Err(_) if self.policy().earlier_matches(&subject) => Admit::Covered,
                 Err(_) => Admit::Run,
             };
+            if admitted == Admit::Covered {
+                return ack(&msg, AckKind::Ack).await;
+            }
+            self.ledger.observe(Event::Delivered { attempt });
             match admitted {
-                Admit::Covered => return ack(&msg, AckKind::Ack).await,
                 Admit::Rejected => {
-                    self.metrics.received(attempt);
-                    self.metrics.condition_rejected();
+                    self.ledger.observe(Event::SkippedByCondition);
                     return ack(&msg, AckKind::Ack).await;
                 }
-                Admit::Run => self.metrics.received(attempt),
+                Admit::ConditionError(why) => {
+                    self.ledger.observe(Event::ConditionError);
+                    tracing::warn!(error = %why, "alert not run: its condition could not be evaluated (status condition-error)");
+                    let exec = Execution::refused(Status::ConditionError, why);
+                    return self.finish(&msg, &delivery, exec, None, sequence).await;
+                }
+                Admit::RunDespiteConditionError => self.ledger.observe(Event::ConditionError),
+                Admit::Run | Admit::Covered => {}
             }
-            let _in_flight = self.metrics.in_flight();
+            let _in_flight = self.ledger.in_flight();
             let claim = match &parsed {
                 Ok(alert) => match self.policy().decide(&self.ctx.js, alert, attempt).await {
-                    Decision::Duplicate { window } => {
-                        self.metrics.deduplicated();
-                        return self.duplicate(&msg, &delivery, window).await;
+                    Decision::Duplicate { window, key } => {
+                        let why = format!(
+                            "not run: an alert with the same dedup key ran within the {}s window",
+                            window.as_secs()
+                        );
+                        let held = Claimed { key, subject: String::new() };
+                        return self.finish(&msg, &delivery, Execution::refused(Status::Deduplicated, why), Some(held), sequence).await;
                     }
                     Decision::Run { claim } => claim,
                 },
                 Err(_) => None,
             };
             if attempt > 1 && !uuid.is_empty() && self.handled_before(&uuid, published).await {
-                self.metrics.settled("already-handled");
+                self.ledger.observe(Event::AlreadyHandled);
                 ack(&msg, AckKind::Ack).await;
                 return;
             }
@@ -279,65 +300,69 @@ impl Dispatcher {
                 Ok(alert) => self.run_with_progress(&msg, handler, alert).await,
                 Err(e) => Execution::refused(Status::InvalidAlert, format!("malformed alert: {e}")),
             };
-            self.metrics.handled(exec.status, exec.duration_us);
-            let last = attempt >= limits.max_deliver;
-            // A server that answered 429 asked to be called again later: a failure then is worth a retry.
-            let retryable = exec.status.retryable() || (exec.status != Status::Ok && exec.retry_after_ms.is_some());
-            let disposition = match (exec.status, retryable) {
-                _ if self.policy().dry_run() => Disposition::DryRun,
-                (Status::Ok, _) => Disposition::Acked,
-                (_, true) if !last => Disposition::Retry,
-                (_, true) => Disposition::DeadLettered,
-                (_, false) => Disposition::Terminated,
-            };
-            if let Some(claim) = claim.filter(|_| matches!(disposition, Disposition::Terminated | Disposition::DeadLettered)) {
-                self.policy().release(&self.ctx.js, &claim).await;
-            }
-            let retry_in = match exec.retry_after_ms {
-                Some(ms) => Duration::from_millis(ms).min(crate::model::timings::get().retry_backoff_max),
-                None => limits.retry_backoff(attempt),
-            };
-            match exec.status {
-                Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),
-                _ => tracing::warn!(status = exec.status.as_str(), disposition = ?disposition, error = %logged(&exec.message), "reaction did not succeed"),
-            }
-            self.ctx.counters.record(exec.status == Status::Ok);
-            let mut record = ResultRecord::new(&delivery, &exec, disposition);
-            if disposition == Disposition::Retry {
-                record.retry_in_ms = Some(retry_in.as_millis() as u64);
-            }
-            self.store(&msg, crate::nats::streams::RESULTS_STREAM, "result", || results::publish_result(&self.ctx.js, &record)).await;
-            let kind = match disposition {
-                Disposition::Retry => AckKind::Nak(Some(retry_in)),
-                Disposition::Acked | Disposition::DryRun | Disposition::Deduplicated => AckKind::Ack,
-                Disposition::Terminated => AckKind::Term,
-                Disposition::DeadLettered => {
-                    let letter = DeadLetter::new(&delivery, &exec, &msg.payload, sequence, record.time.clone());
-                    if self.store(&msg, crate::nats::streams::DEADLETTER_STREAM, "dead letter", || results::publish_deadletter(&self.ctx.js, &letter)).await {
-                        self.metrics.dead_lettered();
-                    }
-                    AckKind::Term
-                }
-            };
-            self.metrics.settled(disposition.as_str());
-            ack(&msg, kind).await;
+            self.finish(&msg, &delivery, exec, claim, sequence).await;
         }
         .instrument(span)
         .await
     }
 
-    /// Acks a duplicate with its `deduplicated` result (stored like any result: tried, then settled anyway).
-    async fn duplicate(&self, msg: &jetstream::Message, delivery: &Delivery<'_>, window: Duration) {
-        let exec = Execution::refused(
-            Status::Ok,
-            format!("not run: an alert with the same dedup key ran within the {}s window", window.as_secs()),
+    /// The effects step: carries out what [`settlement`] decides for `exec` — releases the dedup claim, counts
+    /// the outcome in the ledger, stores the result (and the dead letter), answers JetStream. Every alert that
+    /// gets a result ends here, those that did not run (duplicates, condition errors) included.
+    async fn finish(
+        &self,
+        msg: &jetstream::Message,
+        delivery: &Delivery<'_>,
+        exec: Execution,
+        claim: Option<Claimed>,
+        sequence: u64,
+    ) {
+        let limits = &self.function.manifest.limits;
+        let backoff_max = crate::model::timings::get().retry_backoff_max;
+        let s = settlement(
+            exec.status,
+            exec.retry_after_ms,
+            delivery.attempt,
+            limits,
+            self.policy().dry_run(),
+            backoff_max,
         );
-        let record = ResultRecord::new(delivery, &exec, Disposition::Deduplicated);
+        if let Some(held) = claim.as_ref().filter(|c| s.release_claim && !c.subject.is_empty()) {
+            self.policy().release(&self.ctx.js, &held.subject).await;
+        }
+        match exec.status {
+            Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),
+            Status::Deduplicated | Status::ConditionError => {}
+            _ => {
+                tracing::warn!(status = exec.status.as_str(), disposition = ?s.disposition, error = %logged(&exec.message), "reaction did not succeed")
+            }
+        }
+        self.ledger.observe(Event::Settled {
+            status: exec.status,
+            duration_us: exec.duration_us,
+            disposition: s.disposition,
+        });
+        let mut record = ResultRecord::new(delivery, &exec, s.disposition);
+        record.retry_in_ms = s.retry_in().map(|d| d.as_millis() as u64);
+        record.dedup_key = claim
+            .map(|c| crate::secrets::truncate::truncate(&c.key, crate::model::limits::RECORD_FIELD_BYTES).into_owned());
         self.store(msg, crate::nats::streams::RESULTS_STREAM, "result", || {
             results::publish_result(&self.ctx.js, &record)
         })
         .await;
-        ack(msg, AckKind::Ack).await;
+        if s.dead_letter {
+            let letter = DeadLetter::new(delivery, &exec, &msg.payload, sequence, record.time.clone());
+            self.store(msg, crate::nats::streams::DEADLETTER_STREAM, "dead letter", || {
+                results::publish_deadletter(&self.ctx.js, &letter)
+            })
+            .await;
+        }
+        let kind = match s.reply {
+            Reply::Ack => AckKind::Ack,
+            Reply::Nak(delay) => AckKind::Nak(Some(delay)),
+            Reply::Term => AckKind::Term,
+        };
+        ack(msg, kind).await;
     }
 
     /// Stores a record. A refusal (the record does not fit, the server rejects it) is tried
@@ -376,8 +401,8 @@ impl Dispatcher {
                 refused < RECORD_PUBLISH_ATTEMPTS
             };
             if !more {
-                let unstored = self.ctx.counters.unstored();
-                self.metrics.unstored();
+                self.ledger.observe(Event::Unstored);
+                let unstored = self.ledger.counts().unstored;
                 let why = "record not stored; the alert is settled without it";
                 tracing::error!(error = %e, record = what, tried, unstored, "{why}");
                 return false;

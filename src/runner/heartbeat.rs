@@ -7,36 +7,8 @@ use crate::nats::fleet::{self, Access, Heartbeat, Served};
 use crate::runner::shutdown::Shutdown;
 use async_nats::jetstream::kv;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
-
-/// Executions since the runner started, counted by the dispatchers.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    handled: AtomicU64,
-    failed: AtomicU64,
-    /// Results and dead letters that could not be stored (their alerts were settled anyway).
-    unstored: AtomicU64,
-}
-
-impl Counters {
-    /// Counts one execution.
-    pub fn record(&self, ok: bool) {
-        let counter = if ok { &self.handled } else { &self.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one record that could not be stored; the count so far, this one included.
-    pub fn unstored(&self) -> u64 {
-        self.unstored.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Records that could not be stored since the runner started.
-    pub fn unstored_total(&self) -> u64 {
-        self.unstored.load(Ordering::Relaxed)
-    }
-}
 
 /// What the heartbeat reads from the running runner.
 pub(crate) struct Sources {
@@ -45,9 +17,8 @@ pub(crate) struct Sources {
     pub started_at: String,
     /// Running triggers: trigger → (function, pinned to this runner).
     pub active: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
-    pub counters: Arc<Counters>,
-    /// Per trigger: what its policy decided.
-    pub policy_counts: Arc<Mutex<BTreeMap<String, Arc<super::policy::PolicyCounters>>>>,
+    /// What the triggers counted (the same ledger as /metrics).
+    pub ledger: Arc<super::ledger::Ledger>,
     /// Functions refused (settings that do not open here), and why.
     pub refused: Arc<Mutex<BTreeMap<String, String>>>,
     pub in_flight: Arc<Semaphore>,
@@ -91,20 +62,11 @@ fn heartbeat(s: &Sources, containers: &Access) -> Heartbeat {
         started_at: s.started_at.clone(),
         functions: functions.into_iter().map(|(name, pinned)| Served { name, pinned }).collect(),
         in_flight: s.max_in_flight.saturating_sub(s.in_flight.available_permits()) as u64,
-        handled: s.counters.handled.load(Ordering::Relaxed),
-        failed: s.counters.failed.load(Ordering::Relaxed),
-        unstored: s.counters.unstored_total(),
+        counts: s.ledger.total(),
         refused: s.refused.lock().unwrap().clone(),
         container_engine: containers.clone(),
         kubernetes: s.kubernetes.clone(),
-        policy: s
-            .policy_counts
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(trigger, c)| (trigger.clone(), c.snapshot()))
-            .filter(|(_, c)| *c != fleet::PolicyCounts::default())
-            .collect(),
+        triggers: s.ledger.per_trigger(),
     }
 }
 

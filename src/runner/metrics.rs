@@ -1,9 +1,10 @@
 //! A runner's Prometheus metrics. Two kinds:
-//! - what the dispatcher decides per alert (received, handled per status, settled per disposition, execution
-//!   duration, in flight, redeliveries, dead letters, conditions rejected, duplicates, records not stored),
-//!   counted where the
-//!   decision is taken through one [`TriggerMetrics`] per trigger whose series are resolved once, so an alert
-//!   costs a few atomic adds, no lookup and no allocation;
+//! - what the dispatcher decides per alert (alerts received, deliveries and redeliveries, executions per
+//!   status, settled per disposition, execution duration, in flight, dead-lettered, skipped by condition,
+//!   condition errors, deduplicated, dry runs, records not stored), fed by the runner's ledger of counts
+//!   (`runner/ledger.rs`, the one place an outcome is counted, which also serves heartbeats) through one
+//!   [`TriggerMetrics`] per trigger whose series are resolved once, so an alert costs a few atomic adds, no
+//!   lookup and no allocation;
 //! - what is read at scrape time ([`Sample`]: each trigger's consumer backlog, warm instances, the compile
 //!   cache, the NATS connection), polled by whoever serves the metrics, never per alert.
 //!
@@ -80,12 +81,15 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     received: Family<TriggerLabels, Counter>,
+    deliveries: Family<TriggerLabels, Counter>,
     redeliveries: Family<TriggerLabels, Counter>,
-    handled: Family<StatusLabels, Counter>,
+    executions: Family<StatusLabels, Counter>,
     settled: Family<DispositionLabels, Counter>,
-    dead_letters: Family<TriggerLabels, Counter>,
-    conditions_rejected: Family<TriggerLabels, Counter>,
+    dead_lettered: Family<TriggerLabels, Counter>,
+    skipped_by_condition: Family<TriggerLabels, Counter>,
+    condition_errors: Family<TriggerLabels, Counter>,
     deduplicated: Family<TriggerLabels, Counter>,
+    dry_runs: Family<TriggerLabels, Counter>,
     unstored: Family<TriggerLabels, Counter>,
     duration: Family<FunctionLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<FunctionLabels, Gauge>,
@@ -131,12 +135,15 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("riposte");
         let received = Family::<TriggerLabels, Counter>::default();
+        let deliveries = Family::<TriggerLabels, Counter>::default();
         let redeliveries = Family::<TriggerLabels, Counter>::default();
-        let handled = Family::<StatusLabels, Counter>::default();
+        let executions = Family::<StatusLabels, Counter>::default();
         let settled = Family::<DispositionLabels, Counter>::default();
-        let dead_letters = Family::<TriggerLabels, Counter>::default();
-        let conditions_rejected = Family::<TriggerLabels, Counter>::default();
+        let dead_lettered = Family::<TriggerLabels, Counter>::default();
+        let skipped_by_condition = Family::<TriggerLabels, Counter>::default();
+        let condition_errors = Family::<TriggerLabels, Counter>::default();
         let deduplicated = Family::<TriggerLabels, Counter>::default();
+        let dry_runs = Family::<TriggerLabels, Counter>::default();
         let unstored = Family::<TriggerLabels, Counter>::default();
         let duration = Family::<FunctionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
@@ -145,28 +152,45 @@ impl Metrics {
         let sample = Arc::new(Mutex::new(Sample::default()));
         registry.register(
             "alerts_received",
-            "Alerts delivered to a trigger's dispatcher and taken by it (redeliveries included)",
+            "Alerts taken by a trigger on their first delivery (redeliveries are not counted again)",
             received.clone(),
         );
         registry.register(
-            "alerts_redelivered",
-            "Deliveries of an alert after its first (attempt > 1)",
-            redeliveries.clone(),
+            "deliveries",
+            "Deliveries taken by a trigger: first deliveries and redeliveries",
+            deliveries.clone(),
         );
-        registry.register("alerts_handled", "Executions of a function on an alert, by status", handled.clone());
+        registry.register("redeliveries", "Deliveries of an alert after its first (attempt > 1)", redeliveries.clone());
+        registry.register(
+            "executions",
+            "Executions of a function on an alert, each attempt, by status (ok: succeeded; dry runs apart)",
+            executions.clone(),
+        );
         registry.register(
             "alerts_settled",
-            "Alerts settled with JetStream, by disposition (acked, retry, terminated, dead-lettered, dry-run, \
-             already-handled: a redelivery whose reaction had succeeded)",
+            "Deliveries settled with JetStream, by disposition (acked, retry, terminated, dead-lettered, \
+             deduplicated, dry-run, skipped: a condition error, already-handled: a redelivery whose reaction had \
+             succeeded)",
             settled.clone(),
         );
-        registry.register("dead_letters", "Alerts given up on and stored as dead letters", dead_letters.clone());
+        registry.register("alerts_dead_lettered", "Alerts given up on after their last attempt", dead_lettered.clone());
         registry.register(
-            "conditions_rejected",
-            "Alerts a function's conditions did not let through",
-            conditions_rejected.clone(),
+            "alerts_skipped_by_condition",
+            "Alerts no condition of the function's triggers let through (acked, nothing run, no result)",
+            skipped_by_condition.clone(),
+        );
+        registry.register(
+            "alerts_condition_error",
+            "Alerts a condition could not be evaluated on (recorded as condition-error, or run with \
+             --on-condition-error run)",
+            condition_errors.clone(),
         );
         registry.register("alerts_deduplicated", "Alerts skipped as duplicates", deduplicated.clone());
+        registry.register(
+            "dry_runs",
+            "Executions in a dry run (recording backends), whatever their status",
+            dry_runs.clone(),
+        );
         registry.register(
             "records_unstored",
             "Results and dead letters that could not be stored after their retries (the alert was settled anyway)",
@@ -191,12 +215,15 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 received,
+                deliveries,
                 redeliveries,
-                handled,
+                executions,
                 settled,
-                dead_letters,
-                conditions_rejected,
+                dead_lettered,
+                skipped_by_condition,
+                condition_errors,
                 deduplicated,
+                dry_runs,
                 unstored,
                 duration,
                 in_flight,
@@ -214,14 +241,17 @@ impl Metrics {
         TriggerMetrics(Some(Arc::new(Series {
             metrics: self.clone(),
             received: m.received.get_or_create(&labels).clone(),
+            deliveries: m.deliveries.get_or_create(&labels).clone(),
             redeliveries: m.redeliveries.get_or_create(&labels).clone(),
-            dead_letters: m.dead_letters.get_or_create(&labels).clone(),
-            conditions_rejected: m.conditions_rejected.get_or_create(&labels).clone(),
+            dead_lettered: m.dead_lettered.get_or_create(&labels).clone(),
+            skipped_by_condition: m.skipped_by_condition.get_or_create(&labels).clone(),
+            condition_errors: m.condition_errors.get_or_create(&labels).clone(),
             deduplicated: m.deduplicated.get_or_create(&labels).clone(),
+            dry_runs: m.dry_runs.get_or_create(&labels).clone(),
             unstored: m.unstored.get_or_create(&labels).clone(),
             duration: m.duration.get_or_create(&f).clone(),
             in_flight: m.in_flight.get_or_create(&f).clone(),
-            handled: Default::default(),
+            executions: Default::default(),
             settled: Default::default(),
             labels,
         })))
@@ -400,7 +430,7 @@ fn counters<L: EncodeLabelSet>(
     Ok(())
 }
 
-/// One trigger's series, observed by its dispatcher at each decision. [`TriggerMetrics::off`] (no
+/// One trigger's series, fed by the runner's ledger at each decision. [`TriggerMetrics::off`] (no
 /// `--metrics-addr`) observes nothing.
 #[derive(Clone, Default)]
 pub struct TriggerMetrics(Option<Arc<Series>>);
@@ -409,15 +439,18 @@ struct Series {
     metrics: Metrics,
     labels: TriggerLabels,
     received: Counter,
+    deliveries: Counter,
     redeliveries: Counter,
-    dead_letters: Counter,
-    conditions_rejected: Counter,
+    dead_lettered: Counter,
+    skipped_by_condition: Counter,
+    condition_errors: Counter,
     deduplicated: Counter,
+    dry_runs: Counter,
     unstored: Counter,
     duration: Histogram,
     in_flight: Gauge,
     /// Resolved on first use: statuses and dispositions are few and fixed, so a handful of slots each.
-    handled: Slots,
+    executions: Slots,
     settled: Slots,
 }
 
@@ -444,28 +477,38 @@ impl TriggerMetrics {
         TriggerMetrics(None)
     }
 
-    /// An alert taken by the trigger on delivery `attempt` (from 1).
-    pub fn received(&self, attempt: u32) {
+    /// A delivery taken by the trigger, `attempt` from 1: the first is an alert received.
+    pub fn delivered(&self, attempt: u32) {
         if let Some(s) = &self.0 {
-            s.received.inc();
+            s.deliveries.inc();
             if attempt > 1 {
                 s.redeliveries.inc();
+            } else {
+                s.received.inc();
             }
         }
     }
 
-    /// One execution ended with `status` after `duration_us`.
-    pub fn handled(&self, status: Status, duration_us: u64) {
+    /// One execution (not a dry run) ended with `status` after `duration_us`.
+    pub fn executed(&self, status: Status, duration_us: u64) {
         if let Some(s) = &self.0 {
             s.duration.observe(duration_us as f64 / 1e6);
-            s.handled.inc(status.as_str(), || {
+            s.executions.inc(status.as_str(), || {
                 let l = StatusLabels {
                     function: s.labels.function.clone(),
                     trigger: s.labels.trigger.clone(),
                     status: status.as_str(),
                 };
-                s.metrics.inner.handled.get_or_create(&l).clone()
+                s.metrics.inner.executions.get_or_create(&l).clone()
             });
+        }
+    }
+
+    /// One dry-run execution ended after `duration_us`.
+    pub fn dry_run(&self, duration_us: u64) {
+        if let Some(s) = &self.0 {
+            s.duration.observe(duration_us as f64 / 1e6);
+            s.dry_runs.inc();
         }
     }
 
@@ -483,17 +526,24 @@ impl TriggerMetrics {
         }
     }
 
-    /// A dead letter was stored.
+    /// The alert was given up on after its last attempt.
     pub fn dead_lettered(&self) {
         if let Some(s) = &self.0 {
-            s.dead_letters.inc();
+            s.dead_lettered.inc();
         }
     }
 
     /// The function's conditions did not let the alert through.
-    pub fn condition_rejected(&self) {
+    pub fn skipped_by_condition(&self) {
         if let Some(s) = &self.0 {
-            s.conditions_rejected.inc();
+            s.skipped_by_condition.inc();
+        }
+    }
+
+    /// A condition could not be evaluated on the alert.
+    pub fn condition_error(&self) {
+        if let Some(s) = &self.0 {
+            s.condition_errors.inc();
         }
     }
 
@@ -539,10 +589,10 @@ mod tests {
     fn observations_appear_in_the_exposition_with_bounded_labels() {
         let m = Metrics::new();
         let t = m.trigger("falco-slack", "falco-slack-trigger-0");
-        t.received(1);
-        t.received(2);
-        t.handled(Status::Ok, 1500);
-        t.handled(Status::Failed, 20);
+        t.delivered(1);
+        t.delivered(2);
+        t.executed(Status::Ok, 1500);
+        t.executed(Status::Failed, 20);
         t.settled("acked");
         t.settled("retry");
         t.settled("retry");
@@ -578,10 +628,11 @@ mod tests {
         assert!(!text.contains("riposte_stream_max_bytes{stream=\"OLD\"}"), "unbounded: no bound series: {text}");
         let ft = "function=\"falco-slack\",trigger=\"falco-slack-trigger-0\"";
         for line in [
-            format!("riposte_alerts_received_total{{{ft}}} 2"),
-            format!("riposte_alerts_redelivered_total{{{ft}}} 1"),
-            format!("riposte_alerts_handled_total{{{ft},status=\"ok\"}} 1"),
-            format!("riposte_alerts_handled_total{{{ft},status=\"failed\"}} 1"),
+            format!("riposte_alerts_received_total{{{ft}}} 1"),
+            format!("riposte_deliveries_total{{{ft}}} 2"),
+            format!("riposte_redeliveries_total{{{ft}}} 1"),
+            format!("riposte_executions_total{{{ft},status=\"ok\"}} 1"),
+            format!("riposte_executions_total{{{ft},status=\"failed\"}} 1"),
             format!("riposte_alerts_settled_total{{{ft},disposition=\"retry\"}} 2"),
             format!("riposte_consumer_pending{{{ft}}} 7"),
             "riposte_alerts_in_flight{function=\"falco-slack\"} 0".into(),
@@ -599,8 +650,8 @@ mod tests {
     #[test]
     fn off_observes_nothing() {
         let t = TriggerMetrics::off();
-        t.received(3);
-        t.handled(Status::Ok, 1);
+        t.delivered(3);
+        t.executed(Status::Ok, 1);
         t.settled("acked");
         drop(t.in_flight());
     }

@@ -8,11 +8,13 @@ mod dispatch;
 pub mod health;
 mod heartbeat;
 pub mod ingest;
+mod ledger;
 pub mod metrics;
 mod policy;
+mod settle;
 pub mod shutdown;
 
-pub use crate::nats::fleet::PolicyCounts;
+pub use crate::nats::fleet::Counts;
 
 use crate::execute::capability::Backends;
 use crate::execute::handlers::{ContainerSetup, HandlerCache, StartError};
@@ -23,7 +25,7 @@ use crate::model::trigger::{Pattern, Trigger};
 use crate::nats::registry::{Change, Registry};
 use crate::nats::streams::{StreamError, StreamSettings};
 use crate::runner::health::Probe;
-use crate::runner::metrics::{ConsumerSample, InstanceSample, Metrics, Sample, TriggerMetrics};
+use crate::runner::metrics::{ConsumerSample, InstanceSample, Metrics, Sample};
 use crate::runner::shutdown::{Shutdown, StopDeadline, Stopper};
 use dispatch::Dispatcher;
 use futures::StreamExt;
@@ -73,13 +75,29 @@ pub(crate) struct RunnerContext {
     pub js: async_nats::jetstream::Context,
     pub handlers: HandlerCache,
     pub in_flight: Arc<Semaphore>,
-    /// Executions since start, for the heartbeat.
-    pub counters: Arc<heartbeat::Counters>,
-    pub metrics: Option<Metrics>,
-    /// Per trigger: what its policy decided (conditions, dedup).
-    pub policy_counts: Arc<Mutex<BTreeMap<String, Arc<policy::PolicyCounters>>>>,
+    /// Every count of every trigger (heartbeat, /metrics, [`Runner::trigger_counts`]).
+    pub ledger: Arc<ledger::Ledger>,
+    /// Per function: the permits of its `concurrency`, shared by all of its triggers' dispatchers (a function
+    /// with two triggers still runs at most `concurrency` alerts at once, WASM or container alike).
+    pub admissions: Mutex<BTreeMap<String, (u32, Arc<Semaphore>)>>,
     /// Functions this runner refuses (their settings do not open with its keys), and why: in the heartbeat.
     pub refused: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl RunnerContext {
+    /// The function's admission permits, shared by its triggers; new ones when its `concurrency` changed.
+    fn admission(&self, function: &crate::model::function::Function) -> Arc<Semaphore> {
+        let concurrency = function.manifest.limits.concurrency.max(1);
+        let mut admissions = self.admissions.lock().unwrap();
+        match admissions.get(&function.name) {
+            Some((c, permits)) if *c == concurrency => permits.clone(),
+            _ => {
+                let permits = Arc::new(Semaphore::new(concurrency as usize));
+                admissions.insert(function.name.clone(), (concurrency, permits.clone()));
+                permits
+            }
+        }
+    }
 }
 
 /// A running runner. Dropping it aborts everything at once (as a crash would: unacked alerts are
@@ -129,9 +147,8 @@ impl Runner {
             js,
             handlers,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            counters: Arc::default(),
-            metrics: config.metrics.clone(),
-            policy_counts: Arc::default(),
+            ledger: Arc::new(ledger::Ledger::new(config.metrics.clone())),
+            admissions: Mutex::default(),
             refused: Arc::default(),
         });
         let changes = registry.watch().await?;
@@ -143,8 +160,7 @@ impl Runner {
                 name: config.name.clone(),
                 started_at,
                 active: active.clone(),
-                counters: ctx.counters.clone(),
-                policy_counts: ctx.policy_counts.clone(),
+                ledger: ctx.ledger.clone(),
                 refused: ctx.refused.clone(),
                 in_flight: ctx.in_flight.clone(),
                 max_in_flight: config.max_in_flight.max(1),
@@ -161,7 +177,7 @@ impl Runner {
     /// How many results and dead letters this runner could not store (each alert was settled anyway; each
     /// failure is logged).
     pub fn unstored_records(&self) -> u64 {
-        self.ctx.counters.unstored_total()
+        self.ctx.ledger.total().unstored
     }
 
     /// Names of the triggers this runner is dispatching now.
@@ -174,10 +190,9 @@ impl Runner {
         Arc::new(RunnerProbe { client: self.client.clone(), ctx: self.ctx.clone(), observed: self.observed.clone() })
     }
 
-    /// Per trigger, since this runner started: alerts its condition matched, rejected or could not evaluate,
-    /// and alerts acked as duplicates.
-    pub fn policy_counts(&self) -> BTreeMap<String, PolicyCounts> {
-        self.ctx.policy_counts.lock().unwrap().iter().map(|(k, c)| (k.clone(), c.snapshot())).collect()
+    /// Per trigger that counted anything since this runner started: its counts (the heartbeat's).
+    pub fn trigger_counts(&self) -> BTreeMap<String, Counts> {
+        self.ctx.ledger.per_trigger()
     }
 
     /// Stops pulling, lets reactions in flight finish (bounded by `Timings::drain_timeout`), removes its heartbeat,
@@ -344,12 +359,9 @@ fn reconcile(
         };
         tracing::info!(trigger = %name, topic = %w.trigger.topic, function = %w.function.name, "trigger started");
         let (stopper, shutdown) = Stopper::new();
-        let metrics = match &ctx.metrics {
-            Some(m) => m.trigger(&w.function.name, &name),
-            None => TriggerMetrics::off(),
-        };
         let dispatcher = Dispatcher {
-            metrics,
+            ledger: ctx.ledger.trigger(&w.function.name, &name),
+            admission: ctx.admission(&w.function),
             trigger: w.trigger.clone(),
             pattern,
             siblings: w.siblings.clone(),

@@ -2,8 +2,10 @@
 //!
 //! 1. **condition** (the trigger's `--when`, CEL), OR'ed across the function's triggers that match the
 //!    subject ([`Admission`]): the function runs once when any of them accepts the alert; an alert none accepts
-//!    is acked at once, nothing instantiated, no result stored, only counted; an evaluation error (a missing
-//!    field) is a non-match with a warning;
+//!    is acked at once, nothing instantiated, no result stored, only counted. A condition that cannot be
+//!    evaluated on the alert (a missing field) does what its trigger's `--on-condition-error` says: `skip` (the
+//!    default) does not accept, and an alert no trigger then accepts gets a result of status `condition-error`
+//!    (with the error) instead of vanishing; `run` accepts it. Either way it is counted and warned about;
 //! 2. **dedup** (the function's `--dedup-window`/`--dedup-key`): the first alert of a key within the window
 //!    claims it in NATS (shared by every runner, [`crate::nats::dedup`]) and runs; the others are acked with a
 //!    `deduplicated` result. A redelivered alert (attempt > 1) is the one that claimed, or ran before: it is
@@ -15,45 +17,22 @@
 
 use crate::model::alert::Alert;
 use crate::model::function::Function;
-use crate::model::trigger::{Pattern, Trigger};
+use crate::model::trigger::{OnConditionError, Pattern, Trigger};
 use crate::nats::dedup::{self, Claim};
-use crate::nats::fleet::PolicyCounts;
 use crate::nats::streams::StreamError;
 use crate::policy::condition::Condition;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Counters of one trigger's decisions (read by [`crate::runner::Runner::policy_counts`]).
-#[derive(Debug, Default)]
-pub struct PolicyCounters {
-    /// Alerts the condition let through.
-    pub matched: AtomicU64,
-    /// Alerts the condition rejected (acked, nothing run, no result).
-    pub rejected: AtomicU64,
-    /// Alerts whose condition could not be evaluated (treated as rejected, with a warning).
-    pub errors: AtomicU64,
-    /// Alerts acked as duplicates.
-    pub deduplicated: AtomicU64,
-}
-
-impl PolicyCounters {
-    /// The counts now.
-    pub fn snapshot(&self) -> PolicyCounts {
-        PolicyCounts {
-            matched: self.matched.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            deduplicated: self.deduplicated.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// Whether this trigger runs an alert, by the conditions of the function's triggers.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Admit {
     /// This trigger runs it: its condition accepts and no earlier-named matching trigger's does.
     Run,
+    /// This trigger runs it although its condition could not be evaluated (`--on-condition-error run`).
+    RunDespiteConditionError,
+    /// No trigger accepts it and a condition could not be evaluated (`skip`): record `condition-error` with
+    /// this message, ack, do not run.
+    ConditionError(String),
     /// Another trigger of the function runs it (an earlier-named one accepts) or counts it (a later-named one
     /// matches): ack, nothing else.
     Covered,
@@ -64,10 +43,19 @@ pub(crate) enum Admit {
 /// What to do with an alert this trigger runs, after its condition: dedup.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// A duplicate of an alert that holds `key`: ack with a `deduplicated` result.
-    Duplicate { window: Duration },
-    /// Run it; `claim` is the dedup subject it holds, released if the reaction fails for good.
-    Run { claim: Option<String> },
+    /// A duplicate of an alert that holds the key: ack with a `deduplicated` result.
+    Duplicate { window: Duration, key: String },
+    /// Run it; `claim` is the dedup key it holds, released if the reaction fails for good.
+    Run { claim: Option<Claimed> },
+}
+
+/// A dedup key an alert holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    /// The key's text (shown in the result: `dedup_key`).
+    pub key: String,
+    /// Its subject in the dedup stream.
+    pub subject: String,
 }
 
 /// One trigger's policy, compiled when its dispatcher starts.
@@ -76,7 +64,6 @@ pub(crate) struct Policy {
     admission: Admission,
     dedup: Option<(Duration, Option<Condition>)>,
     dry_run: bool,
-    pub counters: Arc<PolicyCounters>,
 }
 
 /// The conditions that decide whether this trigger runs an alert: its own and those of the function's other
@@ -91,8 +78,11 @@ pub(crate) struct Policy {
 /// errors.
 pub(crate) struct Admission {
     own: Option<Condition>,
-    /// Triggers of the function named before this one: their patterns and conditions (None accepts all).
-    earlier: Vec<(Pattern, Option<Condition>)>,
+    own_name: String,
+    on_error: OnConditionError,
+    /// Triggers of the function named before this one: their names, patterns and conditions (None accepts
+    /// all) and what their condition errors do.
+    earlier: Vec<(String, Pattern, Option<Condition>, OnConditionError)>,
     /// Patterns of the triggers named after it.
     later: Vec<Pattern>,
 }
@@ -113,12 +103,25 @@ fn verdict(condition: Option<&Condition>, alert: &Alert) -> Verdict {
     }
 }
 
+/// Whether a verdict lets the alert through, given what the trigger's condition errors do.
+fn accepts(v: &Verdict, on_error: OnConditionError) -> bool {
+    match v {
+        Verdict::Accept => true,
+        Verdict::Reject => false,
+        Verdict::Error(_) => on_error == OnConditionError::Run,
+    }
+}
+
 /// What the function's conditions mean for this trigger and one alert.
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
     Run,
+    /// Run although the own condition could not be evaluated (`--on-condition-error run`).
+    RunDespiteError,
     Covered,
-    Rejected { errored: bool },
+    Rejected {
+        errored: bool,
+    },
 }
 
 impl Admission {
@@ -131,17 +134,37 @@ impl Admission {
             let Ok(pattern) = Pattern::parse(&t.topic) else { continue };
             let Ok(condition) = t.when.as_deref().map(Condition::compile).transpose() else { continue };
             if t.name < trigger.name {
-                earlier.push((pattern, condition));
+                earlier.push((t.name.clone(), pattern, condition, t.on_condition_error));
             } else {
                 later.push(pattern);
             }
         }
-        Ok(Admission { own, earlier, later })
+        let (own_name, on_error) = (trigger.name.clone(), trigger.on_condition_error);
+        Ok(Admission { own, own_name, on_error, earlier, later })
     }
 
     /// Whether a trigger of the function named before this one matches `subject`.
     pub fn earlier_matches(&self, subject: &str) -> bool {
-        self.earlier.iter().any(|(p, _)| p.matches(subject))
+        self.earlier.iter().any(|(_, p, _, _)| p.matches(subject))
+    }
+
+    /// Why an alert no trigger accepted was not judged: the first condition (this trigger's, then the earlier
+    /// ones matching `subject`) that could not be evaluated, named with its trigger.
+    fn condition_error(&self, alert: &Alert, subject: &str) -> String {
+        let own = (self.own_name.as_str(), self.own.as_ref());
+        let earlier =
+            self.earlier.iter().filter(|(_, p, _, _)| p.matches(subject)).map(|(n, _, c, _)| (n.as_str(), c.as_ref()));
+        for (name, condition) in std::iter::once(own).chain(earlier) {
+            if let (Verdict::Error(why), Some(c)) = (verdict(condition, alert), condition) {
+                let why = crate::secrets::truncate::printable(&why).into_owned();
+                return format!(
+                    "not run: the condition {:?} of trigger {name} could not be evaluated on the alert ({why}); \
+                     fix the condition, or create the trigger with --on-condition-error run to run such alerts",
+                    c.as_str()
+                );
+            }
+        }
+        "not run: a condition could not be evaluated on the alert".into()
     }
 
     fn decide(&self, alert: &Alert, subject: &str) -> Outcome {
@@ -151,23 +174,28 @@ impl Admission {
             let why = crate::secrets::truncate::printable(&why.to_string()).into_owned();
             tracing::warn!(condition = c.as_str(), error = %why, "the trigger's condition could not be evaluated; it does not accept the alert");
         }
-        let mut earlier = self.earlier.iter().filter(|(p, _)| p.matches(subject)).map(|(_, c)| c.as_ref());
-        match own {
-            Verdict::Accept if earlier.any(|c| verdict(c, alert) == Verdict::Accept) => Outcome::Covered,
-            Verdict::Accept => Outcome::Run,
-            _ if self.later.iter().any(|p| p.matches(subject)) => Outcome::Covered,
-            Verdict::Reject | Verdict::Error(_) => {
-                let mut errored = matches!(own, Verdict::Error(_));
-                for c in earlier {
-                    match verdict(c, alert) {
-                        Verdict::Accept => return Outcome::Covered,
-                        Verdict::Error(_) => errored = true,
-                        Verdict::Reject => {}
-                    }
-                }
-                Outcome::Rejected { errored }
-            }
+        let mut earlier =
+            self.earlier.iter().filter(|(_, p, _, _)| p.matches(subject)).map(|(_, _, c, e)| (c.as_ref(), *e));
+        let own_errored = matches!(own, Verdict::Error(_));
+        if accepts(&own, self.on_error) {
+            return match () {
+                _ if earlier.any(|(c, e)| accepts(&verdict(c, alert), e)) => Outcome::Covered,
+                _ if own_errored => Outcome::RunDespiteError,
+                _ => Outcome::Run,
+            };
         }
+        if self.later.iter().any(|p| p.matches(subject)) {
+            return Outcome::Covered;
+        }
+        let mut errored = own_errored;
+        for (c, e) in earlier {
+            let v = verdict(c, alert);
+            if accepts(&v, e) {
+                return Outcome::Covered;
+            }
+            errored |= matches!(v, Verdict::Error(_));
+        }
+        Outcome::Rejected { errored }
     }
 }
 
@@ -188,7 +216,6 @@ impl Policy {
         trigger: &Trigger,
         siblings: &[Trigger],
         function: &Function,
-        counters: Arc<PolicyCounters>,
     ) -> Result<Policy, PolicyError> {
         let admission = Admission::new(trigger, siblings)?;
         let dedup = match &function.policy.dedup {
@@ -198,7 +225,7 @@ impl Policy {
             }
             None => None,
         };
-        Ok(Policy { function: function.name.clone(), admission, dedup, dry_run: function.policy.dry_run, counters })
+        Ok(Policy { function: function.name.clone(), admission, dedup, dry_run: function.policy.dry_run })
     }
 
     /// Whether results are `dry-run` (the handler records instead of acting).
@@ -207,20 +234,22 @@ impl Policy {
     }
 
     /// Whether this trigger runs `alert` (published on `subject`), by the conditions of the function's triggers;
-    /// counted as [`Admission`] says.
+    /// the caller counts it as [`Admission`] says.
     pub fn admit(&self, alert: &Alert, subject: &str) -> Admit {
         match self.admission.decide(alert, subject) {
-            Outcome::Run => {
-                if self.admission.own.is_some() {
-                    self.counters.matched.fetch_add(1, Ordering::Relaxed);
-                }
-                Admit::Run
+            Outcome::Run => Admit::Run,
+            Outcome::RunDespiteError => {
+                tracing::warn!(
+                    "running the alert although the condition could not be evaluated (--on-condition-error run)"
+                );
+                Admit::RunDespiteConditionError
             }
             Outcome::Covered => Admit::Covered,
-            Outcome::Rejected { errored } => {
-                let counter = if errored { &self.counters.errors } else { &self.counters.rejected };
-                counter.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(errored, "no condition of the function's triggers accepted the alert");
+            Outcome::Rejected { errored: true } => {
+                Admit::ConditionError(self.admission.condition_error(alert, subject))
+            }
+            Outcome::Rejected { errored: false } => {
+                tracing::debug!("no condition of the function's triggers accepted the alert");
                 Admit::Rejected
             }
         }
@@ -249,13 +278,11 @@ impl Policy {
                 }
             },
         };
-        let subject = dedup::key_subject(&self.function, &key);
+        let memory = if self.dry_run { dedup::Memory::DryRun } else { dedup::Memory::Armed };
+        let subject = dedup::key_subject(&self.function, &key, memory);
         match dedup::claim(js, &subject, &alert.uuid).await {
-            Ok(Claim::First) => Decision::Run { claim: Some(subject) },
-            Ok(Claim::Duplicate) => {
-                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
-                Decision::Duplicate { window: *window }
-            }
+            Ok(Claim::First) => Decision::Run { claim: Some(Claimed { key, subject }) },
+            Ok(Claim::Duplicate) => Decision::Duplicate { window: *window, key },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check the dedup key; running the alert");
                 Decision::Run { claim: None }
@@ -291,7 +318,13 @@ mod tests {
     use super::*;
 
     fn trigger(name: &str, topic: &str, when: Option<&str>) -> Trigger {
-        Trigger { name: name.into(), function: "f".into(), topic: topic.into(), when: when.map(Into::into) }
+        Trigger {
+            name: name.into(),
+            function: "f".into(),
+            topic: topic.into(),
+            when: when.map(Into::into),
+            on_condition_error: Default::default(),
+        }
     }
 
     fn alert(priority: &str, rule: &str) -> Alert {

@@ -77,6 +77,30 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_triggers_on_condition_error_is_applied_stored_and_exported_back() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let declare = |choice: &str| {
+        format!(
+            "functions:\n  falco-slack:\n    playbook: slack\n    settings:\n      SLACK_WEBHOOK_URL: {{env: TEST_SLACK_URL}}\n\
+             triggers:\n  t0: {{function: falco-slack, topic: \"falco.error.*\", when: \"priority >= Error\"{choice}}}\n"
+        )
+    };
+    let file = write(dir.path(), "response.yaml", &declare(", on_condition_error: run"));
+    let env = [("TEST_SLACK_URL", SECRET)];
+    ok(&riposte(&nats, &["apply", "-f", &file], &env));
+    let reg = registry(&nats).await;
+    assert_eq!(reg.triggers().await.unwrap()["t0"].on_condition_error, riposte::model::trigger::OnConditionError::Run);
+    let exported = ok(&riposte(&nats, &["export"], &[]));
+    assert!(exported.contains("on_condition_error: run"), "{exported}");
+    write(dir.path(), "response.yaml", &declare(""));
+    let edited = ok(&riposte(&nats, &["apply", "-f", &file], &env));
+    assert!(edited.contains("trigger t0: update (on_condition_error)"), "{edited}");
+    let reg = registry(&nats).await;
+    assert!(reg.triggers().await.unwrap()["t0"].on_condition_error.is_skip(), "the default again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn apply_plans_writes_once_updates_on_edit_and_prunes_what_the_file_does_not_declare() {
     let nats = TestNats::start();
     let dir = tempfile::tempdir().unwrap();

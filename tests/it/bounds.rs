@@ -197,6 +197,7 @@ async fn a_trigger_consumer_made_without_max_deliver_gets_the_backstop_and_keeps
         function: "old".into(),
         topic: "falco.error.*".into(),
         when: None,
+        on_condition_error: Default::default(),
     };
     // As riposte made consumers before: no max_deliver.
     let stream = reg.jetstream().get_stream(riposte::nats::streams::ALERT_STREAM).await.unwrap();
@@ -236,6 +237,7 @@ async fn control_characters_from_alerts_never_reach_the_terminal_through_the_cli
         function: "esc".into(),
         topic: format!("falco.{esc}"),
         when: None,
+        on_condition_error: Default::default(),
     };
     reg.put_trigger(&t).await.unwrap();
     let ctx = Delivery {
@@ -304,7 +306,7 @@ async fn a_result_that_cannot_be_stored_is_counted_and_its_alert_settled_after_o
     let store = riposte::nats::fleet::open(reg.jetstream()).await.unwrap();
     wait_until("the heartbeat counts the unstored result", LONG, || async {
         let runners = riposte::nats::fleet::runners(&store).await.unwrap();
-        runners.iter().any(|r| r.heartbeat.name == "lost" && r.heartbeat.unstored == 1)
+        runners.iter().any(|r| r.heartbeat.name == "lost" && r.heartbeat.counts.unstored == 1)
     })
     .await;
     let out = Command::new(env!("CARGO_BIN_EXE_riposte"))

@@ -51,6 +51,7 @@ async fn deployed(f: &Function, topic: Option<&str>) -> (support::nats::TestNats
             function: f.name.clone(),
             topic: topic.into(),
             when: None,
+            on_condition_error: Default::default(),
         };
         riposte::nats::streams::ensure_consumer(&js, &trigger, &f.manifest.limits).await.unwrap();
         registry.put_trigger(&trigger).await.unwrap();
@@ -250,6 +251,58 @@ async fn a_container_function_reacts_to_a_nats_alert_through_the_runner() {
     assert_none_left(podman, "engine-action");
 }
 
+/// A container function's `concurrency` bounds it across all its triggers (issue 24 §4): each run notes the
+/// kernel's uptime (the host's: not namespaced) when it starts and ends, a second apart; no two runs overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_function_with_two_triggers_runs_at_most_its_concurrency_at_once() {
+    use riposte::nats::results::read_results;
+    let podman = Podman::start();
+    let script = "cat >/dev/null; s=$(cut -d' ' -f1 /proc/uptime); sleep 1; e=$(cut -d' ' -f1 /proc/uptime); \
+                  echo \"{\\\"start\\\": $s, \\\"end\\\": $e}\"";
+    let f = container_fn("bounded", script, "concurrency = 1", &[]);
+    let (nats, registry) = deployed(&f, Some("falco.notice.*")).await;
+    let js = registry.jetstream().clone();
+    let second = riposte::model::trigger::Trigger {
+        name: "bounded-u".into(),
+        function: "bounded".into(),
+        topic: "falco.error.*".into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
+    riposte::nats::streams::ensure_consumer(&js, &second, &f.manifest.limits).await.unwrap();
+    registry.put_trigger(&second).await.unwrap();
+
+    let runner = container_runner(&nats, podman, "bounded-runner").await;
+    let client = nats.client().await;
+    for subject in ["falco.notice.x", "falco.error.x", "falco.notice.y", "falco.error.y"] {
+        let body = support::alert_json("terminal-shell-k8s").replace("1d2e3f40-5a6b-4c7d-8e9f-a0b1c2d3e4f5", subject);
+        support::runner::publish_body(&client, subject, body).await;
+    }
+    let js2 = js.clone();
+    support::wait_until("four results", Duration::from_secs(120), || {
+        let js = js2.clone();
+        async move { read_results(&js, Some("bounded"), None).await.unwrap_or_default().len() >= 4 }
+    })
+    .await;
+    let results = read_results(&js, Some("bounded"), None).await.unwrap();
+    let mut runs: Vec<(f64, f64)> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, Status::Ok, "{r:?}");
+            let d = r.detail.as_ref().unwrap();
+            (d["start"].as_f64().unwrap(), d["end"].as_f64().unwrap())
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let triggers: std::collections::BTreeSet<&str> = results.iter().map(|r| r.trigger.as_str()).collect();
+    assert_eq!(triggers.len(), 2, "both triggers ran it: {triggers:?}");
+    for pair in runs.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two runs at once with concurrency = 1: {runs:?}");
+    }
+    runner.stop().await;
+    assert_none_left(podman, "bounded");
+}
+
 /// Issue 9's canary, through a container action and a runner: a secret setting the container prints (stdout
 /// as its outcome and detail, stderr as its logs, and both when it fails for good) is stored as `***` in its
 /// result and dead letter, and is nowhere in the results and dead-letter streams.
@@ -331,6 +384,7 @@ async fn a_container_printing_over_a_mib_runs_once_and_its_result_is_stored_cut(
         function: f.name.clone(),
         topic: "falco.notice.*".into(),
         when: None,
+        on_condition_error: Default::default(),
     };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &trigger, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&trigger).await.unwrap();

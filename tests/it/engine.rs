@@ -44,7 +44,13 @@ async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, runs_on:
 }
 
 async fn add_trigger(reg: &Registry, name: &str, f: &Function, topic: &str) -> Trigger {
-    let t = Trigger { name: name.into(), function: f.name.clone(), topic: topic.into(), when: None };
+    let t = Trigger {
+        name: name.into(),
+        function: f.name.clone(),
+        topic: topic.into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     t

@@ -84,6 +84,7 @@ async fn runners_are_listed_a_killed_one_is_marked_gone_and_pins_to_missing_runn
             function: function.into(),
             topic: "falco.error.*".into(),
             when: None,
+            on_condition_error: Default::default(),
         };
         let f = reg.function(function).await.unwrap().unwrap();
         riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();

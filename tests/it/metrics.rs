@@ -52,16 +52,18 @@ async fn a_scrape_after_alerts_counts_each_one_per_status_and_disposition() {
     let bad = r#"function="bad",trigger="bad-t""#;
     let v = |series: String| e.get(&series);
     assert_eq!(v(format!("riposte_alerts_received_total{{{good}}}")), 22.0);
-    assert_eq!(v(format!("riposte_alerts_handled_total{{{good},status=\"ok\"}}")), 20.0);
-    assert_eq!(v(format!("riposte_alerts_handled_total{{{good},status=\"invalid-alert\"}}")), 2.0);
+    assert_eq!(v(format!("riposte_executions_total{{{good},status=\"ok\"}}")), 20.0);
+    assert_eq!(v(format!("riposte_executions_total{{{good},status=\"invalid-alert\"}}")), 2.0);
     assert_eq!(v(format!("riposte_alerts_settled_total{{{good},disposition=\"acked\"}}")), 20.0);
     assert_eq!(v(format!("riposte_alerts_settled_total{{{good},disposition=\"terminated\"}}")), 2.0);
-    assert_eq!(v(format!("riposte_alerts_received_total{{{bad}}}")), 6.0);
-    assert_eq!(v(format!("riposte_alerts_redelivered_total{{{bad}}}")), 3.0);
-    assert_eq!(v(format!("riposte_alerts_handled_total{{{bad},status=\"failed\"}}")), 6.0);
+    // Three alerts, each delivered twice: received counts alerts, deliveries every delivery.
+    assert_eq!(v(format!("riposte_alerts_received_total{{{bad}}}")), 3.0);
+    assert_eq!(v(format!("riposte_deliveries_total{{{bad}}}")), 6.0);
+    assert_eq!(v(format!("riposte_redeliveries_total{{{bad}}}")), 3.0);
+    assert_eq!(v(format!("riposte_executions_total{{{bad},status=\"failed\"}}")), 6.0);
     assert_eq!(v(format!("riposte_alerts_settled_total{{{bad},disposition=\"retry\"}}")), 3.0);
     assert_eq!(v(format!("riposte_alerts_settled_total{{{bad},disposition=\"dead-lettered\"}}")), 3.0);
-    assert_eq!(v(format!("riposte_dead_letters_total{{{bad}}}")), 3.0);
+    assert_eq!(v(format!("riposte_alerts_dead_lettered_total{{{bad}}}")), 3.0);
     assert_eq!(v("riposte_execution_duration_seconds_count{function=\"good\"}".into()), 22.0);
     assert_eq!(v("riposte_alerts_in_flight{function=\"good\"}".into()), 0.0);
     assert_eq!(v(format!("riposte_consumer_pending{{{good}}}")), 0.0);
@@ -80,7 +82,7 @@ async fn a_scrape_after_alerts_counts_each_one_per_status_and_disposition() {
         }
         for (status, n) in by_status {
             let series = format!(
-                "riposte_alerts_handled_total{{function=\"{function}\",trigger=\"{function}-t\",status=\"{status}\"}}"
+                "riposte_executions_total{{function=\"{function}\",trigger=\"{function}-t\",status=\"{status}\"}}"
             );
             assert_eq!(e.get(&series), n, "{series}");
         }

@@ -98,7 +98,13 @@ async fn runs_an_alert(config: &NatsConfig) {
         policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: "secured-t".into(), function: f.name.clone(), topic: "falco.error.>".into(), when: None };
+    let t = Trigger {
+        name: "secured-t".into(),
+        function: f.name.clone(),
+        topic: "falco.error.>".into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     let runner = start_runner(config, "secured-runner").await;
@@ -479,7 +485,13 @@ async fn deploy(reg: &Registry, name: &str, wasm: &[u8], limits: &str, topic: &s
         policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
+    let t = Trigger {
+        name: format!("{name}-t"),
+        function: name.into(),
+        topic: topic.into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
@@ -567,7 +579,13 @@ async fn the_readme_least_privilege_layout_runs_the_flow_and_holds() {
     evil.name = "evil".into();
     assert!(as_runner.put_function(&evil).await.is_err());
     assert!(as_runner.put_artifact(b"not a component").await.is_err());
-    let t = Trigger { name: "evil-t".into(), function: "evil".into(), topic: "falco.>".into(), when: None };
+    let t = Trigger {
+        name: "evil-t".into(),
+        function: "evil".into(),
+        topic: "falco.>".into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
     assert!(riposte::nats::streams::ensure_consumer(as_runner.jetstream(), &t, &evil.manifest.limits).await.is_err());
     assert!(reg.function("evil").await.unwrap().is_none());
 

@@ -35,7 +35,7 @@ fn dedup(window_ms: u64) -> ResponsePolicy {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_condition_acks_the_alerts_it_rejects_without_running_them() {
+async fn a_condition_acks_the_alerts_it_rejects_without_running_them_and_records_those_it_cannot_judge() {
     let nats = TestNats::start();
     let reg = fleet::registry(&nats).await;
     let f = fleet::deploy(&reg, "cond", &guests::ok(), "", ResponsePolicy::default()).await;
@@ -56,30 +56,60 @@ async fn a_condition_acks_the_alerts_it_rejects_without_running_them() {
         .map(|(u, p, fields)| (format!("falco.{}.x", p.to_lowercase()), alert(u, p, "X", "x happened", fields.clone())))
         .collect();
     publish(&nats.client().await, &batch).await;
-    wait_until("two runs and three rejections", LONG, || async {
-        let c = runner.policy_counts().get("cond-t").copied().unwrap_or_default();
-        c.matched == 2 && c.rejected == 2 && c.errors == 1
+    wait_until("two runs, two skipped and one condition error", LONG, || async {
+        let c = runner.trigger_counts().get("cond-t").copied().unwrap_or_default();
+        c.succeeded == 2 && c.skipped_by_condition == 2 && c.condition_errors == 1
     })
     .await;
-    // The counts reach `riposte runner list` with the runner's next heartbeat.
+    // The counts reach `riposte runner list` with the runner's next heartbeat, each under its own name.
     wait_until("the counts in the runner's heartbeat", LONG, || async {
         let out = riposte_bin(&nats).args(["runner", "list", "--json"]).output().unwrap();
         let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        listing["runners"][0]["policy"]["cond-t"]
-            == json!({"matched": 2, "rejected": 2, "errors": 1, "deduplicated": 0})
+        listing["runners"][0]["triggers"]["cond-t"]
+            == json!({"alerts_received": 5, "deliveries": 5, "succeeded": 2, "skipped_by_condition": 2, "condition_errors": 1})
     })
     .await;
     let out = riposte_bin(&nats).args(["runner", "list"]).output().unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("trigger cond-t: matched 2, rejected 2, condition errors 1, deduplicated 0"), "{table}");
-    let mut ran: Vec<String> = results(&reg, "cond").await.into_iter().map(|r| r.alert_uuid).collect();
+    let (table, warned) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let line = "trigger cond-t: received 5 (deliveries 5, redeliveries 0), succeeded 2, failed 0, dead-lettered 0, \
+                skipped by condition 2, condition errors 1, deduplicated 0, dry-run 0, already handled 0, unstored 0";
+    assert!(table.contains(line), "{table}");
+    assert!(warned.contains("trigger cond-t: its condition could not be evaluated on 1 alert(s)"), "{warned}");
+    let out = riposte_bin(&nats).args(["doctor", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "conditions").unwrap().clone();
+    assert_eq!(check["level"], "warning", "{check}");
+    assert!(check["detail"].as_str().unwrap().contains("cond-t (1)"), "{check}");
+    let records = results(&reg, "cond").await;
+    let mut ran: Vec<&str> = records.iter().filter(|r| r.status == Status::Ok).map(|r| r.alert_uuid.as_str()).collect();
     ran.sort();
     assert_eq!(ran, ["above", "match"], "rejected alerts store no result");
+    // The alert the condition could not judge is not silent: its result says so, and it did not run.
+    let unjudged: Vec<_> = records.iter().filter(|r| r.status != Status::Ok).collect();
+    assert_eq!(unjudged.len(), 1, "{records:?}");
+    let r = unjudged[0];
+    assert_eq!(
+        (r.alert_uuid.as_str(), r.status, r.disposition),
+        ("no-ns", Status::ConditionError, Disposition::Skipped)
+    );
+    assert!(
+        r.message.contains("could not be evaluated") && r.message.contains("--on-condition-error run"),
+        "{}",
+        r.message
+    );
+    let out = riposte_bin(&nats).args(["function", "logs", "cond"]).output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.lines().any(|l| l.contains("condition-error") && l.contains("skipped")), "{logs}");
+    let out = riposte_bin(&nats).args(["function", "top"]).output().unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = top.lines().find(|l| l.starts_with("cond ")).unwrap().split_whitespace().collect();
+    assert_eq!((row[1], row[7]), ("2", "1"), "two executions, one condition error: {top}");
     let consumer = riposte::model::trigger::Trigger {
         name: "cond-t".into(),
         function: "cond".into(),
         topic: "falco.>".into(),
         when: None,
+        on_condition_error: Default::default(),
     }
     .consumer_name();
     wait_until("every alert acked", LONG, || async {
@@ -140,6 +170,10 @@ async fn bad_conditions_are_refused_at_create_time_with_their_position() {
         (&["--when", "alert.output_fields.exists(k,\n alert.tags.exists(t, t == k))"][..], "line 2, column"),
         (&["--dedup-window", "60s", "--dedup-key", "alert.nosuch"][..], "no field `nosuch`"),
         (&["--dedup-window", "8d"][..], "1s to 7d"),
+        (
+            &["--dedup-window", "60s", "--dedup-key", "alert.output_fields.k8s.pod.name"][..],
+            r#"alert.output_fields["k8s.pod.name"]"#,
+        ),
     ];
     for (args, why) in refused {
         let out = deploy(args);
@@ -152,6 +186,113 @@ async fn bad_conditions_are_refused_at_create_time_with_their_position() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(reg.triggers().await.unwrap()["t1"].when.as_deref(), Some("alert.source == 'syscall'"));
     assert_eq!(reg.function("f").await.unwrap().unwrap().policy, dedup(90_000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_selecting_a_dotted_output_field_is_refused_with_the_index_to_write() {
+    let nats = TestNats::start();
+    let reg = fleet::registry(&nats).await;
+    fleet::deploy(&reg, "f", &guests::ok(), "", ResponsePolicy::default()).await;
+    let create = |when: &str, extra: &[&str]| {
+        let mut c = riposte_bin(&nats);
+        c.args(["trigger", "create", "t1", "--function", "f", "--topic", "falco.>", "--when", when]).args(extra);
+        c.output().unwrap()
+    };
+    let out = create(r#"alert.output_fields.k8s.ns.name != "kube-system""#, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(stderr.contains(r#"write alert.output_fields["k8s.ns.name"]"#), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    // One the checker can tell fails on every alert that has the fields it names.
+    let out = create("alert.tags['shell'] == 'x'", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("fails on every alert that has the fields it names"), "{stderr}");
+    let out = create("priority >= Critical", &["--on-condition-error", "sometimes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("write skip"), "{stderr}");
+    assert!(reg.triggers().await.unwrap().is_empty(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_with_on_condition_error_run_runs_the_alerts_its_condition_cannot_judge_and_counts_them() {
+    let nats = TestNats::start();
+    let reg = fleet::registry(&nats).await;
+    fleet::deploy(&reg, "lenient", &guests::ok(), "", ResponsePolicy::default()).await;
+    let when = "alert.output_fields['k8s.ns.name'] != 'kube-system'";
+    let out = riposte_bin(&nats)
+        .args(["trigger", "create", "lenient-t", "--function", "lenient", "--topic", "falco.>", "--when", when])
+        .args(["--on-condition-error", "run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(on condition error: run)"));
+    let stored = &reg.triggers().await.unwrap()["lenient-t"];
+    assert_eq!(stored.on_condition_error, riposte::model::trigger::OnConditionError::Run, "kept in the registry");
+    let runner = fleet::runner(&nats, "r1", None).await;
+    wait_until("the trigger to start", LONG, || async { runner.active_triggers().contains("lenient-t") }).await;
+    let batch = [
+        ("falco.critical.x".to_owned(), alert("no-ns", "Critical", "X", "x", json!({}))),
+        ("falco.critical.x".to_owned(), alert("system", "Critical", "X", "x", json!({"k8s.ns.name": "kube-system"}))),
+    ];
+    publish(&nats.client().await, &batch).await;
+    wait_until("one run despite the error, one skipped", LONG, || async {
+        let c = runner.trigger_counts().get("lenient-t").copied().unwrap_or_default();
+        c.succeeded == 1 && c.condition_errors == 1 && c.skipped_by_condition == 1
+    })
+    .await;
+    let records = results(&reg, "lenient").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!((records[0].alert_uuid.as_str(), records[0].status), ("no-ns", Status::Ok));
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arming_a_dry_run_never_inherits_its_dedup_claims() {
+    let nats = TestNats::start();
+    let reg = fleet::registry(&nats).await;
+    let policy = |dry_run: bool| ResponsePolicy { dry_run, dedup: Some(Dedup { window_ms: 600_000, key: None }) };
+    let f = fleet::deploy(&reg, "armed", &guests::ok(), "", policy(true)).await;
+    fleet::trigger(&reg, "armed-t", &f, "falco.>", None).await;
+    let runner = fleet::runner(&nats, "r1", None).await;
+    wait_until("the trigger to start", LONG, || async { runner.active_triggers().contains("armed-t") }).await;
+    let x = |uuid: &str| vec![("falco.error.x".to_owned(), alert(uuid, "Error", "X", "shell in pod web", json!({})))];
+    publish(&nats.client().await, &x("dry")).await;
+    wait_until("the dry run's result", LONG, || async { !results(&reg, "armed").await.is_empty() }).await;
+    let dry = results(&reg, "armed").await.remove(0);
+    assert_eq!(dry.disposition, Disposition::DryRun);
+    assert_eq!(dry.dedup_key.as_deref(), Some("X\nError shell in pod web"), "the key it would have claimed");
+    let out = riposte_bin(&nats).args(["function", "logs", "armed"]).output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("(dedup key: X Error shell in pod web)"), "{logs}");
+
+    // Armed, the same alert (a new uuid) runs: the dry run's claim is in the dry run's memory only. Until the
+    // runner has the armed version, an alert may still be dry-run (and deduplicated there): publish until an
+    // armed result arrives; had arming inherited the claim, every armed result would be `deduplicated`.
+    fleet::deploy(&reg, "armed", &guests::ok(), "", policy(false)).await;
+    let mut tries = 0;
+    wait_until("an armed reaction to the same alert", LONG, || {
+        tries += 1;
+        let (uuid, reg, nats) = (format!("armed-{tries}"), &reg, &nats);
+        async move {
+            publish(&nats.client().await, &x(&uuid)).await;
+            wait_until("its result", LONG, || async {
+                results(reg, "armed").await.iter().any(|r| r.alert_uuid == uuid)
+            })
+            .await;
+            let records = results(reg, "armed").await;
+            let armed: Vec<_> = records
+                .iter()
+                .filter(|r| r.disposition != Disposition::DryRun && r.disposition != Disposition::Deduplicated)
+                .collect();
+            !armed.is_empty()
+        }
+    })
+    .await;
+    let records = results(&reg, "armed").await;
+    let first_armed = records.iter().find(|r| r.disposition == Disposition::Acked).expect("an armed run");
+    assert_eq!(first_armed.status, Status::Ok);
+    assert_eq!(first_armed.dedup_key.as_deref(), Some("X\nError shell in pod web"));
+    runner.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

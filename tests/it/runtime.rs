@@ -126,7 +126,7 @@ async fn a_guest_error_is_its_status_and_warm_instances_are_reused() {
     }
     use std::sync::atomic::Ordering::Relaxed;
     // 7 alerts, 3 per instance: 3 instances, 4 warm reuses.
-    assert_eq!(f.stats.instantiated.load(Relaxed), 3);
+    assert_eq!(f.stats.created.load(Relaxed), 3);
     assert_eq!(f.stats.reused.load(Relaxed), 4);
 }
 
@@ -175,7 +175,7 @@ async fn a_warm_instance_prints_10_kb_for_each_of_100_alerts_without_trapping() 
         assert_eq!(printed(&exec), vec![line.as_str(); 10], "alert {i} has its own output, whole");
     }
     use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(f.stats.instantiated.load(Relaxed), 1, "one warm instance served them all");
+    assert_eq!(f.stats.created.load(Relaxed), 1, "one warm instance served them all");
 }
 
 #[tokio::test(flavor = "multi_thread")]

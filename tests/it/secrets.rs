@@ -213,7 +213,13 @@ async fn deploy(reg: &Registry, name: &str, settings: &[(&str, &str)]) -> Functi
         policy: Default::default(),
     };
     reg.put_function(&f).await.unwrap();
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: "falco.error.*".into(), when: None };
+    let t = Trigger {
+        name: format!("{name}-t"),
+        function: name.into(),
+        topic: "falco.error.*".into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f

@@ -54,8 +54,8 @@ async fn one_triggers_condition_does_not_silence_the_functions_other_triggers() 
     ran.sort();
     let once = |u: &str| (u.to_owned(), "ok".to_owned());
     assert_eq!(ran, [once("critical"), once("notice")], "each alert ran f once");
-    let counts = runner.policy_counts();
-    let rejected: u64 = counts.values().map(|c| c.rejected + c.errors).sum();
+    let counts = runner.trigger_counts();
+    let rejected: u64 = counts.values().map(|c| c.skipped_by_condition + c.condition_errors).sum();
     assert_eq!(rejected, 0, "no alert went without its reaction: {counts:?}");
     runner.stop().await;
 }

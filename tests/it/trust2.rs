@@ -38,6 +38,7 @@ async fn a_runner_stopped_while_its_nats_is_gone_exits_within_its_bound() {
         function: "stop-f".into(),
         topic: "falco.error.*".into(),
         when: None,
+        on_condition_error: Default::default(),
     };
     riposte::nats::streams::ensure_consumer(&js, &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();

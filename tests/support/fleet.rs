@@ -42,7 +42,13 @@ pub async fn deploy_with(
 
 /// Creates trigger `name` of `f` on `topic` with condition `when`, as `trigger create` does.
 pub async fn trigger(reg: &Registry, name: &str, f: &Function, topic: &str, when: Option<&str>) -> Trigger {
-    let t = Trigger { name: name.into(), function: f.name.clone(), topic: topic.into(), when: when.map(Into::into) };
+    let t = Trigger {
+        name: name.into(),
+        function: f.name.clone(),
+        topic: topic.into(),
+        when: when.map(Into::into),
+        on_condition_error: Default::default(),
+    };
     riposte::ops::deploy::create_trigger(reg, &t, false).await.unwrap();
     t
 }

@@ -27,7 +27,13 @@ pub async fn registry(client: async_nats::Client, streams: &StreamSettings) -> R
 /// Deploys `bytes` as function `name` with `[limits]` lines `limits`, and trigger `<name>-t` on `topic`.
 pub async fn deploy(reg: &Registry, name: &str, bytes: &[u8], limits: &str, topic: &str) -> Function {
     let f = deploy_function(reg, name, bytes, limits).await;
-    let t = Trigger { name: format!("{name}-t"), function: name.into(), topic: topic.into(), when: None };
+    let t = Trigger {
+        name: format!("{name}-t"),
+        function: name.into(),
+        topic: topic.into(),
+        when: None,
+        on_condition_error: Default::default(),
+    };
     riposte::nats::streams::ensure_consumer(reg.jetstream(), &t, &f.manifest.limits).await.unwrap();
     reg.put_trigger(&t).await.unwrap();
     f
@@ -157,7 +163,7 @@ impl Exposition {
         Exposition(samples)
     }
 
-    /// The value of one series, e.g. `riposte_alerts_handled_total{function="f",trigger="f-t",status="ok"}`;
+    /// The value of one series, e.g. `riposte_executions_total{function="f",trigger="f-t",status="ok"}`;
     /// 0 when absent.
     pub fn get(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)

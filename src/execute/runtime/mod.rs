@@ -175,7 +175,7 @@ fn engine_config(pooling: bool) -> Config {
 #[derive(Debug, Default)]
 pub struct InstanceStats {
     /// Instances created.
-    pub instantiated: AtomicU64,
+    pub created: AtomicU64,
     /// Alerts served by an already-warm instance.
     pub reused: AtomicU64,
     /// Instances retired after a trap, a timeout or an error.
@@ -305,7 +305,7 @@ impl WasmFunction {
         // Instantiation runs the guest's start code: give it the function's deadline too.
         store.data_mut().call.deadline = Some(Instant::now() + self.limits.timeout());
         let playbook = self.component.pre.instantiate_async(&mut store).await?;
-        self.stats.instantiated.fetch_add(1, Ordering::Relaxed);
+        self.stats.created.fetch_add(1, Ordering::Relaxed);
         Ok(Warm { store, playbook, uses: 0 })
     }
 
@@ -373,7 +373,7 @@ impl crate::model::execution::Handler for WasmFunction {
 
     fn instances(&self) -> Option<crate::model::execution::InstanceCounts> {
         Some(crate::model::execution::InstanceCounts {
-            created: self.stats.instantiated.load(Ordering::Relaxed),
+            created: self.stats.created.load(Ordering::Relaxed),
             reused: self.stats.reused.load(Ordering::Relaxed),
             retired: self.stats.retired.load(Ordering::Relaxed),
         })
