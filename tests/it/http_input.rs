@@ -267,3 +267,42 @@ async fn five_hundred_slow_http_clients_do_not_stop_alerts_arriving_through_nats
     assert_eq!(r.status(), 200);
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_client_certificates_only_a_certificate_of_the_ca_posts_and_others_are_refused_at_tls() {
+    let nats = TestNats::start();
+    let reg = fleet::registry(&nats).await;
+    let f = fleet::deploy(&reg, "http-tls", &guests::ok(), "", ResponsePolicy::default()).await;
+    fleet::trigger(&reg, "http-tls-t", &f, "falco.>", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::secure::Pki::new(&dir.path().join("pki"));
+    let other = support::secure::Pki::new(&dir.path().join("other"));
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let run = Run::start(&nats, &["--http-tls-cert", &cert, "--http-tls-key", &key, "--http-client-ca", &pki.ca()]);
+    let addr = run.addr("HTTP alert input on https://").await;
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let client = |identity: Option<&support::secure::Pki>| {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).unwrap()).unwrap();
+        let mut b = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca);
+        if let Some(p) = identity {
+            let mut pem = std::fs::read(p.cert("pkcs8")).unwrap();
+            pem.extend(std::fs::read(p.key("pkcs8")).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let url = format!("https://localhost:{port}/");
+    let post = |c: reqwest::Client, uuid: &str| {
+        let (body, url) = (sidekick(uuid, "Tls rule"), url.clone());
+        async move { c.post(url).header("Content-Type", "application/json").body(body).send().await }
+    };
+    assert!(post(client(None), "no-cert").await.is_err(), "no client certificate: refused in the handshake");
+    assert!(post(client(Some(&other)), "other-ca").await.is_err(), "another CA's certificate: refused");
+    let r = post(client(Some(&pki)), "tls-1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until("the function ran", LONG, || async {
+        results(&reg, "http-tls").await.iter().any(|r| r.alert_uuid == "tls-1")
+    })
+    .await;
+    assert_eq!(alerts_stored(&nats).await, 1, "only the certified client's alert was stored");
+}
