@@ -189,6 +189,46 @@ impl SettingsKeyArgs {
     }
 }
 
+/// The HTTP alert input (`riposte run --http-addr`), also checked by `riposte doctor`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpInputArgs {
+    /// Take alerts over HTTP too, e.g. 0.0.0.0:2801: Falco's http_output and falcosidekick's webhook and talon
+    /// outputs POST to / (or /falco); each alert is answered 200 once the alert stream stored it, 503 with
+    /// Retry-After when NATS cannot take it. Needs --http-token-file, --http-client-ca or --http-allow-anonymous.
+    #[arg(long, env = "RIPOSTE_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// Bearer tokens the HTTP input accepts, one per line (several: rotation), in a file only its owner reads.
+    #[arg(long, env = "RIPOSTE_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
+    /// Serve the HTTP input with TLS: the server's certificate chain (PEM); with --http-tls-key.
+    #[arg(long, env = "RIPOSTE_HTTP_TLS_CERT", value_name = "FILE")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The HTTP input's TLS key (PEM).
+    #[arg(long, env = "RIPOSTE_HTTP_TLS_KEY", value_name = "FILE")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Require HTTP clients to present a certificate signed by these CAs (PEM); needs --http-tls-cert.
+    #[arg(long, env = "RIPOSTE_HTTP_CLIENT_CA", value_name = "FILE")]
+    pub http_client_ca: Option<PathBuf>,
+    /// Let anyone who reaches --http-addr post alerts (falcosidekick's talon output sends no credentials):
+    /// only on a network nothing but Falco reaches.
+    #[arg(long, env = "RIPOSTE_HTTP_ALLOW_ANONYMOUS")]
+    pub http_allow_anonymous: bool,
+}
+
+impl HttpInputArgs {
+    /// The input's configuration, when --http-addr is given.
+    pub fn config(&self) -> Option<riposte::runner::ingest::IngestConfig> {
+        self.http_addr.as_ref().map(|addr| riposte::runner::ingest::IngestConfig {
+            addr: addr.clone(),
+            token_file: self.http_token_file.clone(),
+            allow_anonymous: self.http_allow_anonymous,
+            tls_cert: self.http_tls_cert.clone(),
+            tls_key: self.http_tls_key.clone(),
+            client_ca: self.http_client_ca.clone(),
+        })
+    }
+}
+
 /// What an image build may take from the host, shared by every command that builds container images.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BuildArgs {

@@ -4,7 +4,7 @@
 use super::args::{MissingKey, Server};
 use anyhow::Result;
 use riposte::model::state_dir::StateDir;
-use riposte::ops::doctor::{self, DoctorConfig, Level, Role};
+use riposte::ops::doctor::{self, Check, DoctorConfig, Level, Role};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,10 @@ pub struct Args {
     backends: super::args::BackendArgs,
     #[command(flatten)]
     container: super::args::ContainerArgs,
+    /// With --http-addr: the HTTP input's configuration is checked as `riposte run` would (authentication
+    /// given, token file private and not empty, certificate and key readable and matching).
+    #[command(flatten)]
+    http: super::args::HttpInputArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -59,7 +63,31 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             })
             .collect(),
     };
-    let checks = doctor::run(&config).await;
+    let mut checks = doctor::run(&config).await;
+    if let Some(http) = args.http.config() {
+        checks.push(match http.check() {
+            Ok(()) => {
+                let auth = match (&http.token_file, &http.client_ca) {
+                    (Some(_), Some(_)) => "bearer tokens and client certificates",
+                    (Some(_), None) => "bearer tokens",
+                    (None, Some(_)) => "client certificates",
+                    (None, None) => "none (--http-allow-anonymous)",
+                };
+                let scheme = if http.tls_cert.is_some() { "HTTPS" } else { "plain HTTP" };
+                let detail = format!("{scheme} on {}, authentication: {auth}", http.addr);
+                if http.token_file.is_none() && http.client_ca.is_none() {
+                    Check::warning(
+                        "http input",
+                        detail,
+                        "keep the port on a network only Falco reaches, or give --http-token-file",
+                    )
+                } else {
+                    Check::ok("http input", detail)
+                }
+            }
+            Err(e) => Check::failure("http input", e.to_string(), "fix the --http-* options as the message says"),
+        });
+    }
     let count = |level| checks.iter().filter(|c| c.level == level).count();
     let (failures, warnings) = (count(Level::Failure), count(Level::Warning));
     if args.json {

@@ -7,10 +7,9 @@ use anyhow::{Context, Result};
 use riposte::model::limits::STOP_STEP_TIMEOUT;
 use riposte::model::state_dir::StateDir;
 use riposte::nats::connect::LocalServer;
-use riposte::runner::ingest::{Ingest, IngestConfig};
+use riposte::runner::ingest::Ingest;
 use riposte::runner::shutdown::{Shutdown, StopDeadline, Stopper};
 use riposte::runner::{Runner, RunnerConfig};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -36,27 +35,8 @@ pub struct Args {
     /// 127.0.0.1:9464 (port 0 picks one; the address is printed).
     #[arg(long, env = "RIPOSTE_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<String>,
-    /// Take alerts over HTTP too, e.g. 0.0.0.0:2801: Falco's http_output and falcosidekick's webhook and talon
-    /// outputs POST to / (or /falco); each alert is answered 200 once the alert stream stored it, 503 with
-    /// Retry-After when NATS cannot take it. Needs --http-token-file, --http-client-ca or --http-allow-anonymous.
-    #[arg(long, env = "RIPOSTE_HTTP_ADDR", value_name = "ADDR")]
-    http_addr: Option<String>,
-    /// Bearer tokens the HTTP input accepts, one per line (several: rotation), in a file only its owner reads.
-    #[arg(long, env = "RIPOSTE_HTTP_TOKEN_FILE", value_name = "FILE")]
-    http_token_file: Option<PathBuf>,
-    /// Serve the HTTP input with TLS: the server's certificate chain (PEM); with --http-tls-key.
-    #[arg(long, env = "RIPOSTE_HTTP_TLS_CERT", value_name = "FILE")]
-    http_tls_cert: Option<PathBuf>,
-    /// The HTTP input's TLS key (PEM).
-    #[arg(long, env = "RIPOSTE_HTTP_TLS_KEY", value_name = "FILE")]
-    http_tls_key: Option<PathBuf>,
-    /// Require HTTP clients to present a certificate signed by these CAs (PEM); needs --http-tls-cert.
-    #[arg(long, env = "RIPOSTE_HTTP_CLIENT_CA", value_name = "FILE")]
-    http_client_ca: Option<PathBuf>,
-    /// Let anyone who reaches --http-addr post alerts (falcosidekick's talon output sends no credentials):
-    /// only on a network nothing but Falco reaches.
-    #[arg(long, env = "RIPOSTE_HTTP_ALLOW_ANONYMOUS")]
-    http_allow_anonymous: bool,
+    #[command(flatten)]
+    http: super::args::HttpInputArgs,
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
@@ -68,14 +48,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     for s in &args.stream_subjects {
         riposte::model::trigger::Pattern::parse(s).with_context(|| "--stream-subjects")?;
     }
-    let ingest_config = args.http_addr.as_ref().map(|addr| IngestConfig {
-        addr: addr.clone(),
-        token_file: args.http_token_file.clone(),
-        allow_anonymous: args.http_allow_anonymous,
-        tls_cert: args.http_tls_cert.clone(),
-        tls_key: args.http_tls_key.clone(),
-        client_ca: args.http_client_ca.clone(),
-    });
+    let ingest_config = args.http.config();
     if let Some(c) = &ingest_config {
         c.check()?;
     }

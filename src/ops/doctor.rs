@@ -62,13 +62,13 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &str, detail: impl Into<String>) -> Check {
+    pub fn ok(name: &str, detail: impl Into<String>) -> Check {
         Check { name: name.into(), level: Level::Ok, detail: detail.into(), fix: None }
     }
-    fn warning(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn warning(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
         Check { name: name.into(), level: Level::Warning, detail: detail.into(), fix: Some(fix.into()) }
     }
-    fn failure(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn failure(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
         Check { name: name.into(), level: Level::Failure, detail: detail.into(), fix: Some(fix.into()) }
     }
 }

@@ -90,6 +90,10 @@ fn token_file(dir: &std::path::Path) -> String {
     path.display().to_string()
 }
 
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 async fn alerts_stored(nats: &TestNats) -> u64 {
     let js = async_nats::jetstream::new(nats.client().await);
     js.get_stream("FALCO").await.unwrap().info().await.unwrap().state.messages
@@ -225,6 +229,25 @@ async fn without_authentication_the_input_does_not_start_and_says_what_to_give()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("can be read by other users: chmod 600 it"), "{stderr}");
+    // `riposte doctor` checks the same options the same way, and fails on them.
+    let out = support::riposte_bin(&support::shared_state())
+        .args(["doctor", "--nats", &nats.url(), "--http-addr", "127.0.0.1:0"])
+        .args(["--http-token-file", &open.display().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = stdout.lines().find(|l| l.contains("http input")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("chmod 600 it"), "{stdout}");
+    chmod(&open, 0o600);
+    let out = support::riposte_bin(&support::shared_state())
+        .args(["doctor", "--nats", &nats.url(), "--http-addr", "127.0.0.1:0"])
+        .args(["--http-token-file", &open.display().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.contains("http input")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("authentication: bearer tokens"), "{stdout}");
     let js = async_nats::jetstream::new(nats.client().await);
     let kv = js.get_key_value("riposte-runners").await;
     let alive = match kv {
