@@ -230,24 +230,21 @@ async fn without_authentication_the_input_does_not_start_and_says_what_to_give()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("can be read by other users: chmod 600 it"), "{stderr}");
     // `riposte doctor` checks the same options the same way, and fails on them.
-    let out = support::riposte_bin(&support::shared_state())
-        .args(["doctor", "--nats", &nats.url(), "--http-addr", "127.0.0.1:0"])
-        .args(["--http-token-file", &open.display().to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
-    let line = stdout.lines().find(|l| l.contains("http input")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(line.contains("chmod 600 it"), "{stdout}");
+    let doctor = || {
+        let out = support::riposte_bin(&support::shared_state())
+            .args(["doctor", "--nats", &nats.url(), "--http-addr", "127.0.0.1:0"])
+            .args(["--http-token-file", &open.display().to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout.lines().find(|l| l.contains("http input")).unwrap_or_else(|| panic!("{stdout}")).to_owned();
+        (out.status.success(), line)
+    };
+    let (ok, line) = doctor();
+    assert!(!ok && line.contains("chmod 600 it"), "{line}");
     chmod(&open, 0o600);
-    let out = support::riposte_bin(&support::shared_state())
-        .args(["doctor", "--nats", &nats.url(), "--http-addr", "127.0.0.1:0"])
-        .args(["--http-token-file", &open.display().to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.contains("http input")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(line.contains("authentication: bearer tokens"), "{stdout}");
+    let (_, line) = doctor();
+    assert!(line.contains("authentication: bearer tokens"), "{line}");
     let js = async_nats::jetstream::new(nats.client().await);
     let kv = js.get_key_value("riposte-runners").await;
     let alive = match kv {
