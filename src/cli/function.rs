@@ -41,6 +41,10 @@ pub enum Command {
         /// Put this condition (CEL) on every trigger of the function (without it, their conditions stay).
         #[arg(long, value_name = "EXPR")]
         when: Option<String>,
+        /// With --when: what an alert whose condition cannot be evaluated does, skip (the default: recorded as
+        /// condition-error, not run) or run.
+        #[arg(long, value_name = "skip|run", requires = "when")]
+        on_condition_error: Option<riposte::model::trigger::OnConditionError>,
         #[command(flatten)]
         policy: super::args::PolicyArgs,
         #[command(flatten)]
@@ -109,7 +113,20 @@ pub enum Command {
 
 pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<ExitCode> {
     match cmd {
-        Command::Deploy { name, playbook, wasm, manifest, settings, runs_on, when, policy, build, nats, key } => {
+        Command::Deploy {
+            name,
+            playbook,
+            wasm,
+            manifest,
+            settings,
+            runs_on,
+            when,
+            on_condition_error,
+            policy,
+            build,
+            nats,
+            key,
+        } => {
             let source = match (playbook, wasm) {
                 (Some(p), None) => Source::Playbook(p),
                 (None, Some(file)) => Source::Wasm { file, manifest },
@@ -134,8 +151,14 @@ pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<
             deploy::write_function(&registry, &prepared).await?;
             super::deploy::print_deployed(&prepared);
             if when.is_some() {
-                for t in deploy::set_condition(&registry, &prepared.function, when.as_deref()).await? {
-                    println!("trigger {} -> {} on {} when {}", t.name, name, t.topic, when.as_deref().unwrap_or(""));
+                let on_error = on_condition_error.unwrap_or_default();
+                for t in deploy::set_condition(&registry, &prepared.function, when.as_deref(), on_error).await? {
+                    let mut line =
+                        format!("trigger {} -> {} on {} when {}", t.name, name, t.topic, when.as_deref().unwrap_or(""));
+                    if !on_error.is_skip() {
+                        line.push_str(&format!(" (on condition error: {})", on_error.as_str()));
+                    }
+                    println!("{line}");
                 }
             }
             Ok(ExitCode::SUCCESS)

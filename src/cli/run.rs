@@ -37,6 +37,24 @@ pub struct Args {
     metrics_addr: Option<String>,
     #[command(flatten)]
     http: super::args::HttpInputArgs,
+    /// Idle warm WASM instances kept across all functions (the least recently used released first; 0: none,
+    /// every alert instantiates). Memory follows traffic: an instance exists only once its function had an alert.
+    #[arg(long, env = "RIPOSTE_MAX_WARM_INSTANCES", value_name = "N", default_value_t = riposte::execute::runtime::DEFAULT_MAX_WARM)]
+    max_warm_instances: usize,
+    /// Release a warm instance idle this long (90s, 30m, 1h; 0: never, only the budget releases them).
+    #[arg(long, env = "RIPOSTE_INSTANCE_IDLE_TIMEOUT", value_name = "WINDOW", default_value = "60s", value_parser = parse_idle)]
+    instance_idle_timeout: IdleTimeout,
+}
+
+/// `--instance-idle-timeout`: a window, or 0 for never.
+#[derive(Debug, Clone, Copy)]
+struct IdleTimeout(Option<std::time::Duration>);
+
+fn parse_idle(text: &str) -> Result<IdleTimeout, String> {
+    if text.trim() == "0" {
+        return Ok(IdleTimeout(None));
+    }
+    super::args::parse_window(text).map(|w| IdleTimeout(Some(w)))
 }
 
 pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
@@ -98,6 +116,10 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
         metrics,
         streams: args.nats.streams(),
         settings_keys,
+        warm: riposte::runner::WarmConfig {
+            max_idle: args.max_warm_instances,
+            idle_timeout: args.instance_idle_timeout.0,
+        },
     };
     let (ingest_client, ingest_counts) =
         (client.clone(), runner_config.metrics.as_ref().map(|m| m.http_input()).unwrap_or_default());

@@ -39,7 +39,8 @@ pub enum Command {
         #[command(flatten)]
         nats: super::args::NatsArgs,
     },
-    /// Every trigger: its function, topic, the NATS filter of its consumer and its condition.
+    /// Every trigger: its function, topic, the NATS filter of its consumer and its condition (with what an alert it
+    /// cannot judge does, when that is `run`).
     List {
         /// Falco rules files (repeatable): show which of their rules each trigger matches.
         #[arg(long, value_name = "FALCO_RULES_YAML")]
@@ -89,14 +90,18 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
             for (name, t) in registry.triggers().await? {
                 let pattern = Pattern::parse(&t.topic);
                 let filter = pattern.as_ref().map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
-                let when = t.when.as_deref().unwrap_or("-");
+                let when = match (&t.when, t.on_condition_error.is_skip()) {
+                    (None, _) => "-".to_owned(),
+                    (Some(w), true) => w.clone(),
+                    (Some(w), false) => format!("{w} (on condition error: {})", t.on_condition_error.as_str()),
+                };
                 println!(
                     "{:<32} {:<24} {:<32} {:<24} {}",
                     cell(&name),
                     cell(&t.function),
                     cell(&t.topic),
                     cell(&filter),
-                    cell(when)
+                    cell(&when)
                 );
                 if let (Some(rules), Ok(pattern)) = (&rules, &pattern) {
                     print_matches(rules, pattern);

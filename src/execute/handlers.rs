@@ -122,6 +122,16 @@ impl HandlerCache {
         loaded.iter().filter_map(|(name, (_, cell))| Some((name.clone(), cell.get()?.instances()?))).collect()
     }
 
+    /// Keeps at most `n` idle warm instances across all functions (see [`crate::execute::runtime::WarmPools`]).
+    pub fn set_max_warm(&self, n: usize) {
+        self.runtime.set_max_warm(n);
+    }
+
+    /// Releases the warm instances idle for `idle_for` or longer, of every function; returns how many.
+    pub fn release_idle(&self, idle_for: std::time::Duration) -> usize {
+        self.runtime.warm().release_idle(idle_for)
+    }
+
     /// Components loaded from the compile cache, and compiled, since this runner started.
     pub fn compile_counts(&self) -> (u64, u64) {
         (self.runtime.cache().hits(), self.runtime.cache().compiles())
@@ -282,6 +292,10 @@ impl Handler for DryRun {
         let (mut exec, calls) = recording::recorded(self.secrets.clone(), self.answers, self.inner.handle(alert)).await;
         exec.host_calls = calls;
         exec
+    }
+
+    fn instances(&self) -> Option<crate::model::execution::InstanceCounts> {
+        self.inner.instances()
     }
 }
 

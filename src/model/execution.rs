@@ -97,6 +97,10 @@ pub struct InstanceCounts {
     pub reused: u64,
     /// Instances retired (after a trap, a timeout, an error or their reuse limit).
     pub retired: u64,
+    /// Idle instances released (idle too long, or the least recently used over the warm budget).
+    pub released: u64,
+    /// Idle warm instances now.
+    pub idle: u64,
 }
 
 /// One function run on one alert.

@@ -12,7 +12,6 @@ use crate::execute::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::model::manifest::folder::{self, FolderError};
 use crate::model::manifest::{Kind, Manifest, ManifestError};
 use crate::model::state_dir::StateDir;
-use crate::ops::assets::BuildAssets;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -225,7 +224,7 @@ impl Builder {
         }
         check_settings(&dir, &manifest)?;
         let assets = crate::ops::assets::write_build_assets(&self.state_root.join("build"))?;
-        let digest = self.source_digest(&dir, &assets)?;
+        let digest = self.source_digest(&dir)?;
         let file = format!("{name}-{}.wasm", &digest[..16]);
         let catalog = catalog_of(&dir);
         let shipped = catalog.parent().map(|root| root.join("components").join(&file));
@@ -277,10 +276,16 @@ impl Builder {
         Ok(Built { name: name.to_owned(), path, rebuilt: true })
     }
 
-    fn source_digest(&self, dir: &Path, assets: &BuildAssets) -> Result<String, BuildError> {
+    fn source_digest(&self, dir: &Path) -> Result<String, BuildError> {
         let mut hasher = Sha256::new();
         hasher.update(COMPONENTIZE_PY_VERSION);
-        for root in [dir.to_owned(), catalog_of(dir).join("_lib"), assets.wit.clone(), assets.lib.clone()] {
+        // The WIT and helper library are hashed as riposte carries them, not read back from their folders: a
+        // concurrent build (another process on the same state dir) may have its temporary file there.
+        hasher.update(crate::ops::assets::PLAYBOOK_WIT);
+        hasher.update([0]);
+        hasher.update(crate::ops::assets::HELPER_LIBRARY);
+        hasher.update([0]);
+        for root in [dir.to_owned(), catalog_of(dir).join("_lib")] {
             for file in folder::files(&root, not_built)? {
                 hasher.update(file.relative.to_string_lossy().as_bytes());
                 hasher.update([0]);

@@ -392,12 +392,13 @@ pub async fn delete_function(registry: &Registry, name: &str) -> Result<Vec<Trig
     Ok(triggers)
 }
 
-/// Puts condition `when` (or none) on every trigger of `function` (`function deploy --when`); checks it
-/// first. Returns the triggers rewritten.
+/// Puts condition `when` (or none), with what an alert it cannot judge does, on every trigger of `function`
+/// (`function deploy --when [--on-condition-error]`); checks it first. Returns the triggers rewritten.
 pub async fn set_condition(
     registry: &Registry,
     function: &Function,
     when: Option<&str>,
+    on_condition_error: crate::model::trigger::OnConditionError,
 ) -> Result<Vec<Trigger>, DeployError> {
     if let Some(w) = when {
         Condition::compile(w)?;
@@ -405,6 +406,7 @@ pub async fn set_condition(
     let mut rewritten = Vec::new();
     for mut t in registry.triggers().await?.into_values().filter(|t| t.function == function.name) {
         t.when = when.map(str::to_owned);
+        t.on_condition_error = on_condition_error;
         write_trigger(registry, &t, function).await?;
         rewritten.push(t);
     }

@@ -314,6 +314,10 @@ pub struct InstanceSample {
     pub created: u64,
     pub reused: u64,
     pub retired: u64,
+    /// Idle instances released (idle too long, or over the warm budget).
+    pub released: u64,
+    /// Idle warm instances now.
+    pub idle: u64,
 }
 
 #[derive(Debug)]
@@ -355,6 +359,14 @@ impl prometheus_client::collector::Collector for SampleCollector {
             "WASM instances retired (after a trap, a timeout, an error or their reuse limit)",
             instances(|i| i.retired),
         )?;
+        counters(
+            &mut encoder,
+            "instances_released",
+            "Idle WASM instances released: idle longer than --instance-idle-timeout, or the least recently used \
+             over --max-warm-instances",
+            instances(|i| i.released),
+        )?;
+        gauges(&mut encoder, "instances_idle", "Idle warm WASM instances now", instances(|i| i.idle))?;
         let counter = prometheus_client::metrics::MetricType::Counter;
         let gauge = prometheus_client::metrics::MetricType::Gauge;
         single(
@@ -607,7 +619,14 @@ mod tests {
                 pending: 7,
                 ack_pending: 2,
             }],
-            instances: vec![InstanceSample { function: "falco-slack".into(), created: 1, reused: 5, retired: 0 }],
+            instances: vec![InstanceSample {
+                function: "falco-slack".into(),
+                created: 1,
+                reused: 5,
+                retired: 0,
+                released: 2,
+                idle: 1,
+            }],
             compile_hits: 3,
             compile_misses: 1,
             nats_connected: true,

@@ -58,7 +58,27 @@ pub struct RunnerConfig {
     /// The keys that open the functions' secret setting values ([`crate::secrets::seal`]); a function sealed with a key
     /// this runner lacks is refused (logged, and named in the heartbeat) while the others run.
     pub settings_keys: Option<crate::secrets::seal::SettingsKeys>,
+    /// How many warm WASM instances are kept idle, and for how long.
+    pub warm: WarmConfig,
 }
+
+/// Warm WASM instances (`riposte run --max-warm-instances`, `--instance-idle-timeout`): memory follows traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmConfig {
+    /// At most this many idle instances across all functions, the least recently used released first.
+    pub max_idle: usize,
+    /// An instance idle this long is released (`None`: kept until evicted by the budget).
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig { max_idle: crate::execute::runtime::DEFAULT_MAX_WARM, idle_timeout: Some(DEFAULT_IDLE_TIMEOUT) }
+    }
+}
+
+/// How long an idle warm instance is kept by default.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a runner could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +155,7 @@ impl Runner {
         };
         let containers = ContainerSetup { runner: Some(config.name.clone()), ..config.containers.clone() };
         let handlers = HandlerCache::new(&config.state, config.pooling, registry.clone(), backends, containers)?;
+        handlers.set_max_warm(config.warm.max_idle);
         if let Ok(functions) = registry.functions().await {
             let here = functions.values().filter(|f| f.runs_on.as_ref().is_none_or(|r| *r == config.name));
             handlers.connect_early(here).await;
@@ -169,6 +190,9 @@ impl Runner {
             },
             stopper.subscribe(),
         ));
+        if let Some(idle) = config.warm.idle_timeout {
+            tokio::spawn(release_idle(Arc::downgrade(&ctx), idle));
+        }
         let observed = Arc::new(Observed { watching: AtomicBool::new(true), ..Default::default() });
         let task = tokio::spawn(watch_loop(ctx.clone(), changes, shutdown, active, observed.clone()));
         Ok(Runner { stopper, task, heartbeat, observed, client, ctx })
@@ -374,6 +398,22 @@ fn reconcile(
     }
 }
 
+/// Releases the warm instances idle for `idle` or longer, checking a few times per `idle` (at most every 5 s),
+/// until the runner is gone.
+async fn release_idle(ctx: std::sync::Weak<RunnerContext>, idle: std::time::Duration) {
+    let every = (idle / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        let released = ctx.handlers.release_idle(idle);
+        if released > 0 {
+            tracing::debug!(released, idle_for = ?idle, "idle warm instances released");
+        }
+    }
+}
+
 /// The runner as the metrics endpoint sees it.
 struct RunnerProbe {
     client: async_nats::Client,
@@ -410,7 +450,14 @@ impl Probe for RunnerProbe {
             .handlers
             .instance_counts()
             .into_iter()
-            .map(|(function, c)| InstanceSample { function, created: c.created, reused: c.reused, retired: c.retired })
+            .map(|(function, c)| InstanceSample {
+                function,
+                created: c.created,
+                reused: c.reused,
+                retired: c.retired,
+                released: c.released,
+                idle: c.idle,
+            })
             .collect();
         let (compile_hits, compile_misses) = self.ctx.handlers.compile_counts();
         let nats_connects = self.client.statistics().connects.load(Ordering::Relaxed);

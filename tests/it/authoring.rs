@@ -35,29 +35,29 @@ fn write(path: &Path, text: &str) {
 #[test]
 fn a_new_playbook_outside_the_repository_passes_its_generated_spec_and_a_wrong_one_shows_every_difference() {
     let dir = tempfile::tempdir().unwrap();
-    let out = riposte_in(dir.path(), &["new", "teams"]);
+    let out = riposte_in(dir.path(), &["new", "mattermost"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     for file in [
-        "playbooks/teams/playbook.toml",
-        "playbooks/teams/app.py",
-        "specs/teams.toml",
+        "playbooks/mattermost/playbook.toml",
+        "playbooks/mattermost/app.py",
+        "specs/mattermost.toml",
         "specs/alerts/terminal-shell-k8s.json",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} created: {stdout}");
         assert!(stdout.contains(&format!("created {file}")), "{stdout}");
     }
-    assert!(stdout.contains("riposte spec teams"), "says what to do next: {stdout}");
+    assert!(stdout.contains("riposte spec mattermost"), "says what to do next: {stdout}");
 
     // The generated spec passes as generated, built with the WIT and helper library riposte carries.
-    let out = riposte_in(dir.path(), &["spec", "teams"]);
+    let out = riposte_in(dir.path(), &["spec", "mattermost"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
     assert!(!stderr.contains("building"), "no progress line when stderr is not a terminal: {stderr}");
 
     // A wrong expectation: every differing path with both values, the body once; `<contains>` for lists.
-    let mut spec = std::fs::read_to_string(dir.path().join("specs/teams.toml")).unwrap();
+    let mut spec = std::fs::read_to_string(dir.path().join("specs/mattermost.toml")).unwrap();
     spec.push_str(
         r#"
 [[case]]
@@ -82,12 +82,12 @@ json = { facts = { "<contains>" = [{ name = "Priority", value = "Notice" }, { na
 ok = true
 "#,
     );
-    write(&dir.path().join("specs/teams.toml"), &spec);
-    let out = riposte_in(dir.path(), &["spec", "teams"]);
+    write(&dir.path().join("specs/mattermost.toml"), &spec);
+    let out = riposte_in(dir.path(), &["spec", "mattermost"]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("7 passed, 1 failed"), "{stdout}");
-    let report = stdout.split("FAIL  teams: wrong on purpose").nth(1).expect("the failing case is named");
+    let report = stdout.split("FAIL  mattermost: wrong on purpose").nth(1).expect("the failing case is named");
     for want in [
         "call #1 (http.send) differs:",
         "at .method",
@@ -103,19 +103,19 @@ ok = true
     }
     assert!(!report.contains("\\\""), "no body repeated as an escaped string:\n{report}");
     assert!(!report.contains("at .call"), "equal paths are not reported:\n{report}");
-    assert!(stdout.contains("ok    teams: a list that contains an item"), "{stdout}");
+    assert!(stdout.contains("ok    mattermost: a list that contains an item"), "{stdout}");
 
     // Creating it again changes nothing; --from copies a playbook under a new name.
-    let out = riposte_in(dir.path(), &["new", "teams"]);
+    let out = riposte_in(dir.path(), &["new", "mattermost"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success() && stderr.contains("exists already"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    let out = riposte_in(dir.path(), &["new", "teams-eu", "--from", "teams"]);
+    let out = riposte_in(dir.path(), &["new", "mattermost-eu", "--from", "mattermost"]);
     assert!(out.status.success(), "{:?}", text(&out));
-    let manifest = std::fs::read_to_string(dir.path().join("playbooks/teams-eu/playbook.toml")).unwrap();
-    assert!(manifest.contains("name = \"teams-eu\""), "{manifest}");
-    let spec = std::fs::read_to_string(dir.path().join("specs/teams-eu.toml")).unwrap();
-    assert!(spec.contains("playbook = \"teams-eu\""), "{spec}");
+    let manifest = std::fs::read_to_string(dir.path().join("playbooks/mattermost-eu/playbook.toml")).unwrap();
+    assert!(manifest.contains("name = \"mattermost-eu\""), "{manifest}");
+    let spec = std::fs::read_to_string(dir.path().join("specs/mattermost-eu.toml")).unwrap();
+    assert!(spec.contains("playbook = \"mattermost-eu\""), "{spec}");
 }
 
 #[test]
@@ -148,9 +148,9 @@ async fn an_undeclared_setting_read_at_run_time_says_where_to_declare_it() {
     })
     .unwrap();
     let manifest =
-        riposte::model::manifest::Manifest::parse("name = \"teams\"\nkind = \"wasm\"\n[settings.URL]\n").unwrap();
+        riposte::model::manifest::Manifest::parse("name = \"mattermost\"\nkind = \"wasm\"\n[settings.URL]\n").unwrap();
     let function = riposte::model::function::Function {
-        name: "teams".into(),
+        name: "mattermost".into(),
         manifest,
         artifact: String::new(),
         settings: riposte::model::function::Settings::default(),
@@ -166,7 +166,8 @@ async fn an_undeclared_setting_read_at_run_time_says_where_to_declare_it() {
     let exec = runtime.function(undeclared, &function, backends()).handle(&alert).await;
     assert_eq!(exec.status, riposte::model::execution::Status::MissingSetting, "{exec:?}");
     assert!(
-        exec.message.contains("setting TOKEN is not declared in playbooks/teams/playbook.toml: add [settings.TOKEN]"),
+        exec.message
+            .contains("setting TOKEN is not declared in playbooks/mattermost/playbook.toml: add [settings.TOKEN]"),
         "{}",
         exec.message
     );
@@ -358,24 +359,24 @@ fn every_command_finds_playbooks_by_one_rule_and_a_missing_one_names_both_places
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("slack") && stdout.contains("delete"), "the installed catalog: {stdout}");
-    let out = riposte_in(dir.path(), &["build", "pagerduty"]);
+    let out = riposte_in(dir.path(), &["build", "victorops"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    let want = format!("no playbook \"pagerduty\" in playbooks (not there) and {}; available: ", installed.display());
+    let want = format!("no playbook \"victorops\" in playbooks (not there) and {}; available: ", installed.display());
     assert!(stderr.contains(&want), "{stderr}");
 
     // With a ./playbooks of the user's own: its playbooks and the installed ones, the user's first.
-    let out = riposte_in(dir.path(), &["new", "pagerduty"]);
+    let out = riposte_in(dir.path(), &["new", "victorops"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let out = riposte_in(dir.path(), &["playbook", "list"]);
     let (stdout, _) = text(&out);
-    assert!(stdout.contains("pagerduty") && stdout.contains("slack"), "both folders: {stdout}");
+    assert!(stdout.contains("victorops") && stdout.contains("slack"), "both folders: {stdout}");
     // spec, build and deploy_playbook take the user's playbook from ./playbooks, the catalog's from its own
     // folder (with the specs beside it).
-    let out = riposte_in(dir.path(), &["spec", "pagerduty", "slack"]);
+    let out = riposte_in(dir.path(), &["spec", "victorops", "slack"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("ok    pagerduty:") && stdout.contains("ok    slack:"), "{stdout}");
+    assert!(stdout.contains("ok    victorops:") && stdout.contains("ok    slack:"), "{stdout}");
     let out = Command::new(support::root().join("deploy_playbook"))
         .current_dir(dir.path())
         .env("RIPOSTE_STATE_DIR", support::shared_state())
@@ -386,7 +387,7 @@ fn every_command_finds_playbooks_by_one_rule_and_a_missing_one_names_both_places
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     let want = format!("no playbook \"nosuch\" in playbooks and {}; available: ", installed.display());
-    assert!(stderr.contains(&want) && stderr.contains("pagerduty"), "{stderr}");
+    assert!(stderr.contains(&want) && stderr.contains("victorops"), "{stderr}");
 }
 
 #[test]

@@ -9,11 +9,10 @@ use crate::support;
 use riposte::model::function::ResponsePolicy;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::fleet::{self, results};
 use support::nats::TestNats;
+use support::process::Run;
 use support::{guests, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -34,53 +33,9 @@ fn falco_body() -> String {
     .to_string()
 }
 
-struct Run {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Run {
-    fn start(nats: &TestNats, extra: &[&str]) -> Run {
-        let mut child = support::riposte_bin(&support::shared_state())
-            .env("RUST_LOG", "warn")
-            .args(["run", "--nats", &nats.url(), "--name", "http-in", "--http-addr", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (out, pipe) = (stderr.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut o = out.lock().unwrap();
-                o.push_str(&line);
-                o.push('\n');
-            }
-        });
-        Run { child, stderr }
-    }
-
-    /// The address after `marker` on stderr, once printed.
-    async fn addr(&self, marker: &str) -> String {
-        let mut found = None;
-        wait_until(&format!("{marker} on stderr"), LONG, || {
-            let text = self.stderr.lock().unwrap().clone();
-            found = text
-                .lines()
-                .find_map(|l| l.split(marker).nth(1).map(|r| r.split([' ', '/']).next().unwrap().to_owned()));
-            std::future::ready(found.is_some())
-        })
-        .await;
-        found.unwrap()
-    }
+/// `riposte run` with the HTTP input on a free port and `extra` options.
+fn start(nats: &TestNats, extra: &[&str]) -> Run {
+    Run::start(nats, "http-in", &[&["--http-addr", "127.0.0.1:0"], extra].concat())
 }
 
 fn token_file(dir: &std::path::Path) -> String {
@@ -107,7 +62,7 @@ async fn the_three_falco_bodies_posted_with_a_token_reach_the_function_once_each
     fleet::trigger(&reg, "http-f-t", &f, "falco.>", None).await;
     let dir = tempfile::tempdir().unwrap();
     let tokens = token_file(dir.path());
-    let run = Run::start(&nats, &["--http-token-file", &tokens, "--metrics-addr", "127.0.0.1:0"]);
+    let run = start(&nats, &["--http-token-file", &tokens, "--metrics-addr", "127.0.0.1:0"]);
     let addr = run.addr("HTTP alert input on http://").await;
     let metrics = run.addr("metrics and probes on http://").await;
     let url = format!("http://{addr}/");
@@ -190,7 +145,7 @@ async fn nats_down_answers_503_and_the_senders_retry_after_it_is_back_runs_the_f
     let reg = fleet::registry(&nats).await;
     let f = fleet::deploy(&reg, "http-down", &guests::ok(), "", ResponsePolicy::default()).await;
     fleet::trigger(&reg, "http-down-t", &f, "falco.>", None).await;
-    let run = Run::start(&nats, &["--http-allow-anonymous"]);
+    let run = start(&nats, &["--http-allow-anonymous"]);
     let addr = run.addr("HTTP alert input on http://").await;
     assert!(run.stderr.lock().unwrap().contains("takes alerts from anyone who reaches"), "anonymous is warned about");
     let http = reqwest::Client::new();
@@ -261,7 +216,7 @@ async fn five_hundred_slow_http_clients_do_not_stop_alerts_arriving_through_nats
     let f = fleet::deploy(&reg, "http-slow", &guests::ok(), "", ResponsePolicy::default()).await;
     fleet::trigger(&reg, "http-slow-t", &f, "falco.>", None).await;
     let dir = tempfile::tempdir().unwrap();
-    let run = Run::start(&nats, &["--http-token-file", &token_file(dir.path())]);
+    let run = start(&nats, &["--http-token-file", &token_file(dir.path())]);
     let addr = run.addr("HTTP alert input on http://").await;
     // Each sends half a header and then nothing.
     let mut slow = Vec::new();
@@ -298,7 +253,7 @@ async fn with_client_certificates_only_a_certificate_of_the_ca_posts_and_others_
     let pki = support::secure::Pki::new(&dir.path().join("pki"));
     let other = support::secure::Pki::new(&dir.path().join("other"));
     let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let run = Run::start(&nats, &["--http-tls-cert", &cert, "--http-tls-key", &key, "--http-client-ca", &pki.ca()]);
+    let run = start(&nats, &["--http-tls-cert", &cert, "--http-tls-key", &key, "--http-client-ca", &pki.ca()]);
     let addr = run.addr("HTTP alert input on https://").await;
     let port = addr.rsplit(':').next().unwrap().to_owned();
     let client = |identity: Option<&support::secure::Pki>| {

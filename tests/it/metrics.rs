@@ -9,11 +9,10 @@ use riposte::nats::streams::StreamSettings;
 use riposte::runner::health::{Endpoint, ProbeSlot};
 use riposte::runner::metrics::Metrics;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 use support::nats::TestNats;
+use support::process::Run;
 use support::runner::{deploy, get, publish, registry, results, runner, scrape};
 use support::{guests, wait_until};
 
@@ -102,38 +101,18 @@ async fn readyz_is_503_while_nats_is_down_and_200_after_it_returns() {
     let mut nats = TestNats::start();
     let reg = registry(nats.client().await, &StreamSettings::default()).await;
     deploy(&reg, "probed", &guests::ok(), "timeout_ms = 1000", "falco.error.*").await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_riposte"))
-        .env("RIPOSTE_STATE_DIR", support::shared_state())
-        .env("RUST_LOG", "info")
-        .args(["run", "--nats", &nats.url(), "--name", "probed", "--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let (out, pipe) = (stderr.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut o = out.lock().unwrap();
-                o.push_str(&line);
-                o.push('\n');
-            }
-        })
-    };
-    let addr = {
-        let mut found = None;
-        wait_until("the metrics address on stderr", LONG, || {
-            found = stderr.lock().unwrap().lines().find_map(|l| {
-                l.split("metrics and probes on http://")
-                    .nth(1)
-                    .map(|rest| rest.split([' ', '/']).next().unwrap().to_owned())
-            });
-            std::future::ready(found.is_some())
-        })
-        .await;
-        found.unwrap()
-    };
+    let mut command = support::riposte_bin(&support::shared_state());
+    command.env("RUST_LOG", "info").args([
+        "run",
+        "--nats",
+        &nats.url(),
+        "--name",
+        "probed",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let mut run = Run::spawn(command);
+    let addr = run.addr("metrics and probes on http://").await;
     assert_eq!(get(&addr, "/healthz").await.0, 200);
     wait_until("ready", LONG, || async { get(&addr, "/readyz").await.0 == 200 }).await;
 
@@ -152,10 +131,8 @@ async fn readyz_is_503_while_nats_is_down_and_200_after_it_returns() {
     })
     .await;
 
-    terminate(&child);
-    child.wait().unwrap();
-    reader.join().unwrap();
-    let log = stderr.lock().unwrap().clone();
+    terminate(&run.child);
+    let (_, log) = run.wait();
     assert!(log.contains("trigger started"), "info logs were written: {log}");
     assert!(!log.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {log}");
 }
@@ -164,4 +141,36 @@ async fn readyz_is_503_while_nats_is_down_and_200_after_it_returns() {
 fn terminate(child: &std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_instance_idle_past_the_timeout_is_released_and_counted() {
+    let nats = TestNats::start();
+    let reg = registry(nats.client().await, &StreamSettings::default()).await;
+    deploy(&reg, "idler", &guests::ok(), "timeout_ms = 1000", "falco.idle.*").await;
+    let metrics = Metrics::new();
+    let warm = riposte::runner::WarmConfig { max_idle: 4, idle_timeout: Some(Duration::from_millis(300)) };
+    let config =
+        riposte::runner::RunnerConfig { metrics: Some(metrics.clone()), warm, ..support::runner::test_config("idler") };
+    let runner =
+        riposte::runner::Runner::start(nats.client().await, config, support::runner::recorded()).await.unwrap();
+    let slot: ProbeSlot = Default::default();
+    let (stopper, shutdown) = riposte::runner::shutdown::Stopper::new();
+    let endpoint = Endpoint::start("127.0.0.1:0", metrics, slot.clone(), shutdown).await.unwrap();
+    let _ = slot.set(runner.probe());
+    let addr = endpoint.addr().to_string();
+
+    publish(&nats.client().await, "falco.idle.x", "idle", 1).await;
+    wait_until("the alert ran", LONG, || async { results(&reg, "idler").await.len() == 1 }).await;
+    let series = |name: &str| format!("riposte_instances_{name}{{function=\"idler\"}}");
+    wait_until("the idle instance released", LONG, || async {
+        let e = scrape(&addr).await;
+        e.get(&series("released_total")) == 1.0 && e.get(&series("idle")) == 0.0
+    })
+    .await;
+    assert_eq!(scrape(&addr).await.get(&series("created_total")), 1.0);
+
+    runner.stop().await;
+    stopper.stop();
+    endpoint.stopped().await;
 }

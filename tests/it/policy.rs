@@ -186,6 +186,16 @@ async fn bad_conditions_are_refused_at_create_time_with_their_position() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(reg.triggers().await.unwrap()["t1"].when.as_deref(), Some("alert.source == 'syscall'"));
     assert_eq!(reg.function("f").await.unwrap().unwrap().policy, dedup(90_000));
+    // The choice for alerts the condition cannot judge goes with --when, and `trigger list` shows it.
+    let out = deploy(&["--on-condition-error", "run"]);
+    assert!(!out.status.success(), "--on-condition-error without --when is refused");
+    let out = deploy(&["--when", "alert.source == 'syscall'", "--on-condition-error", "run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("when alert.source == 'syscall' (on condition error: run)"));
+    assert_eq!(reg.triggers().await.unwrap()["t1"].on_condition_error, riposte::model::trigger::OnConditionError::Run);
+    let out = riposte_bin(&nats).args(["trigger", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("alert.source == 'syscall' (on condition error: run)"), "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

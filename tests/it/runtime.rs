@@ -214,3 +214,46 @@ async fn each_function_stores_objects_in_its_own_namespace_and_gets_back_only_th
     assert_eq!(exec.message, "default");
     assert_eq!((rec.calls()[0]["function"].as_str(), rec.calls()[0]["key"].as_str()), (Some("t"), Some("default")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_instance_exists_before_an_alert_and_idle_ones_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let ok = rt.load(&guests::ok(), "ok guest").unwrap();
+    let f = rt.function(ok, &function("", ""), recorder().1);
+    let counts = || f.instances().unwrap();
+    assert_eq!((counts().created, counts().idle), (0, 0), "deployed, no alert yet: no instance");
+    assert_eq!(f.handle(&alert()).await.status, Status::Ok);
+    assert_eq!((counts().created, counts().idle), (1, 1), "kept warm after its alert");
+    // Not idle long enough: kept; then released, and the next alert instantiates again.
+    assert_eq!(rt.warm().release_idle(Duration::from_secs(3600)), 0);
+    assert_eq!(rt.warm().release_idle(Duration::ZERO), 1);
+    assert_eq!((counts().idle, counts().released), (0, 1));
+    assert_eq!(f.handle(&alert()).await.status, Status::Ok);
+    assert_eq!((counts().created, counts().reused), (2, 0), "a released instance is not reused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_warm_budget_across_functions_releases_the_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    rt.set_max_warm(2);
+    let ok = rt.load(&guests::ok(), "ok guest").unwrap();
+    let functions: Vec<_> = (0..3).map(|_| rt.function(ok.clone(), &function("", ""), recorder().1)).collect();
+    for f in &functions {
+        assert_eq!(f.handle(&alert()).await.status, Status::Ok);
+    }
+    let idle: Vec<u64> = functions.iter().map(|f| f.instances().unwrap().idle).collect();
+    assert_eq!(idle, [0, 1, 1], "the first function's instance, used least recently, was released");
+    assert_eq!(functions[0].instances().unwrap().released, 1);
+    assert_eq!(rt.warm().idle(), 2);
+    // Using the first again makes the second the least recently used.
+    assert_eq!(functions[0].handle(&alert()).await.status, Status::Ok);
+    let idle: Vec<u64> = functions.iter().map(|f| f.instances().unwrap().idle).collect();
+    assert_eq!(idle, [1, 0, 1]);
+    // A budget of none: every alert instantiates, nothing stays.
+    rt.set_max_warm(0);
+    assert_eq!(rt.warm().idle(), 0);
+    assert_eq!(functions[1].handle(&alert()).await.status, Status::Ok);
+    assert_eq!(rt.warm().idle(), 0);
+}

@@ -1,15 +1,20 @@
 //! Shared test support, so no test copies setup: tiny guest components built from WAT against the real
 //! `wit/playbook.wit` ([`guests`]), a real nats-server ([`nats`]), a Podman API service ([`podman`]), the
-//! Kubernetes API emulator ([`kube`]), certificates and JWTs for secured NATS ([`secure`]), the trigger engine's
-//! parts ([`runner`]), paths, sample alerts, and waiting on a condition with a deadline.
+//! Kubernetes API emulator ([`kube`]) and manifests read into their API types ([`manifests`]), certificates
+//! and JWTs for secured NATS ([`secure`]), `riposte run` as a child process ([`process`]), a real Prometheus
+//! ([`prometheus`]), the trigger engine's parts ([`runner`]), paths, sample alerts, and waiting on a condition
+//! with a deadline.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod fleet;
 pub mod guests;
 pub mod kube;
+pub mod manifests;
 pub mod nats;
 pub mod podman;
+pub mod process;
+pub mod prometheus;
 pub mod runner;
 pub mod secure;
 

@@ -73,6 +73,7 @@ pub fn test_config(name: &str) -> RunnerConfig {
         metrics: None,
         streams: StreamSettings::default(),
         settings_keys: Some(super::settings_keys()),
+        warm: Default::default(),
     }
 }
 

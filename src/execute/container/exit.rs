@@ -95,6 +95,9 @@ impl ExitProbe {
                     reply.json().await.map_err(|e| ExitError::Plain(e.without_url().to_string()))?;
                 if !status.is_success() {
                     let message = body.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+                    if racing_the_exit(status.as_u16(), message) {
+                        return Ok(None);
+                    }
                     return Err(ExitError::Plain(format!("{}: {message}", status.as_u16())));
                 }
                 Ok(plain_exit(&body["State"]))
@@ -113,6 +116,13 @@ impl ExitProbe {
     }
 }
 
+/// Podman answers an inspect made while the container's process is exiting with a 500 "read /proc/<pid>/cgroup:
+/// no such process": the state is about to be known, so the container is looked at again (the caller bounds
+/// the time), not reported as an engine failure.
+fn racing_the_exit(status: u16, message: &str) -> bool {
+    status == 500 && message.contains("/cgroup: no such process")
+}
+
 /// The exit in an inspect answer's `State`, when it says the container has ended (`stopped` is Podman's word
 /// for a container whose process exited and whose cleanup has not run yet).
 fn plain_exit(state: &serde_json::Value) -> Option<Exit> {
@@ -127,6 +137,13 @@ fn plain_exit(state: &serde_json::Value) -> Option<Exit> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn podmans_answer_while_the_process_exits_is_looked_at_again_other_errors_are_not() {
+        assert!(racing_the_exit(500, "read /proc/7996/cgroup: no such process"));
+        assert!(!racing_the_exit(500, "no such container"));
+        assert!(!racing_the_exit(404, "read /proc/7996/cgroup: no such process"));
+    }
 
     #[test]
     fn stopped_exited_and_dead_are_ends_running_is_not() {

@@ -1,11 +1,26 @@
 //! The compile cache: a component is compiled once per content digest and engine configuration and kept on
 //! disk as a `.cwasm`; later loads map that file (`deserialize_file`) instead of compiling.
 
+use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::component::Component;
 use wasmtime::Engine;
+
+/// A [`Hasher`] feeding SHA-256, so a [`Hash`] value gives a stable cryptographic digest.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Not used: the digest is read from the `Sha256` itself.
+    fn finish(&self) -> u64 {
+        0
+    }
+}
 
 /// Compiled components on disk.
 pub struct CompileCache {
@@ -18,12 +33,16 @@ pub struct CompileCache {
 impl CompileCache {
     /// A cache in `dir` for artifacts of this engine.
     pub fn new(dir: PathBuf, engine: &Engine) -> CompileCache {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        // SHA-256 of what makes compiled code usable by this engine (wasmtime's version, the target, the engine
+        // configuration: `precompile_compatibility_hash`) and riposte's version: a key that means the same in
+        // every build, unlike `DefaultHasher`, whose output may change between Rust releases. The component
+        // itself is keyed by its own SHA-256 digest in the file name.
+        let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         CompileCache {
             dir,
-            engine_key: format!("{:016x}", hasher.finish()),
+            engine_key: hex::encode(&hasher.0.finalize()[..8]),
             compiles: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         }

@@ -53,7 +53,91 @@ pub struct Runtime {
     cache: cache::CompileCache,
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
     pooling: bool,
+    warm: Arc<WarmPools>,
     _ticker: EpochTicker,
+}
+
+/// How many idle warm instances a runtime keeps across all of its functions (`riposte run --max-warm-instances`).
+pub const DEFAULT_MAX_WARM: usize = 16;
+
+/// The idle warm instances of every function of one runtime: at most a budget of them across all functions,
+/// the least recently used evicted first, so memory follows traffic and configuration, not the number of
+/// functions deployed. An instance exists only once its function had an alert.
+pub struct WarmPools {
+    budget: std::sync::atomic::AtomicUsize,
+    pools: Mutex<Vec<std::sync::Weak<Pool>>>,
+}
+
+/// One function's idle warm instances, the most recently used last.
+struct Pool {
+    idle: Mutex<Vec<Warm>>,
+    released: AtomicU64,
+}
+
+impl WarmPools {
+    fn new() -> WarmPools {
+        WarmPools { budget: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_WARM), pools: Mutex::new(Vec::new()) }
+    }
+
+    fn register(&self) -> Arc<Pool> {
+        let pool = Arc::new(Pool { idle: Mutex::new(Vec::new()), released: AtomicU64::new(0) });
+        let mut pools = self.pools.lock().unwrap();
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(&pool));
+        pool
+    }
+
+    fn live(&self) -> Vec<Arc<Pool>> {
+        self.pools.lock().unwrap().iter().filter_map(std::sync::Weak::upgrade).collect()
+    }
+
+    /// Evicts the least recently used idle instances (of any function) while more than the budget are idle.
+    fn enforce(&self) {
+        let budget = self.budget.load(Ordering::Relaxed);
+        let pools = self.live();
+        loop {
+            let idle: usize = pools.iter().map(|p| p.idle.lock().unwrap().len()).sum();
+            if idle <= budget {
+                return;
+            }
+            // Each pool's oldest idle instance is its first.
+            let oldest = pools
+                .iter()
+                .filter_map(|p| Some((p.idle.lock().unwrap().first()?.idle_since, p)))
+                .min_by_key(|(since, _)| *since)
+                .map(|(_, p)| p.clone());
+            let Some(pool) = oldest else { return };
+            let evicted = {
+                let mut idle = pool.idle.lock().unwrap();
+                if idle.is_empty() {
+                    continue;
+                }
+                idle.remove(0)
+            };
+            pool.released.fetch_add(1, Ordering::Relaxed);
+            drop(evicted);
+        }
+    }
+
+    /// Releases every instance idle for `idle_for` or longer; returns how many.
+    pub fn release_idle(&self, idle_for: std::time::Duration) -> usize {
+        let mut released = 0;
+        for pool in self.live() {
+            let old: Vec<Warm> = {
+                let mut idle = pool.idle.lock().unwrap();
+                let keep = idle.iter().position(|w| w.idle_since.elapsed() < idle_for).unwrap_or(idle.len());
+                idle.drain(..keep).collect()
+            };
+            pool.released.fetch_add(old.len() as u64, Ordering::Relaxed);
+            released += old.len();
+        }
+        released
+    }
+
+    /// Idle warm instances now, across all functions.
+    pub fn idle(&self) -> usize {
+        self.live().iter().map(|p| p.idle.lock().unwrap().len()).sum()
+    }
 }
 
 /// A component ready to instantiate.
@@ -84,7 +168,20 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let cache = cache::CompileCache::new(config.cache_dir.clone(), &engine);
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, linker, cache, loaded: Mutex::new(HashMap::new()), pooling, _ticker: ticker })
+        let warm = Arc::new(WarmPools::new());
+        Ok(Runtime { engine, linker, cache, loaded: Mutex::new(HashMap::new()), pooling, warm, _ticker: ticker })
+    }
+
+    /// Keeps at most `n` idle warm instances across all functions (0: none, each alert instantiates); the
+    /// least recently used go first.
+    pub fn set_max_warm(&self, n: usize) {
+        self.warm.budget.store(n, Ordering::Relaxed);
+        self.warm.enforce();
+    }
+
+    /// The idle warm instances of every function of this runtime.
+    pub fn warm(&self) -> &Arc<WarmPools> {
+        &self.warm
     }
 
     /// Whether instances come from the pooling allocator.
@@ -138,7 +235,8 @@ impl Runtime {
             admission: Arc::new(tokio::sync::Semaphore::new(limits.concurrency as usize)),
             limits,
             ctx: Arc::new(ctx),
-            idle: Mutex::new(Vec::new()),
+            pool: self.warm.register(),
+            warm: self.warm.clone(),
             stats: InstanceStats::default(),
         }
     }
@@ -186,6 +284,8 @@ struct Warm {
     store: Store<HostState>,
     playbook: Playbook,
     uses: u32,
+    /// When it was last put back idle.
+    idle_since: Instant,
 }
 
 /// A function ready to handle alerts.
@@ -195,7 +295,8 @@ pub struct WasmFunction {
     limits: Limits,
     ctx: Arc<FunctionContext>,
     admission: Arc<tokio::sync::Semaphore>,
-    idle: Mutex<Vec<Warm>>,
+    pool: Arc<Pool>,
+    warm: Arc<WarmPools>,
     /// Instance counters.
     pub stats: InstanceStats,
 }
@@ -235,7 +336,7 @@ impl WasmFunction {
     }
 
     async fn run(&self, alert: &Alert, deadline: Instant) -> Execution {
-        let warm = self.idle.lock().unwrap().pop();
+        let warm = self.pool.idle.lock().unwrap().pop();
         let (mut warm, instantiate_us) = match warm {
             Some(w) => {
                 self.stats.reused.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +377,9 @@ impl WasmFunction {
         }
         exec.logs.extend(self.output_lines(&output));
         if exec.is_ok() && warm.uses < self.limits.reuse {
-            self.idle.lock().unwrap().push(warm);
+            warm.idle_since = Instant::now();
+            self.pool.idle.lock().unwrap().push(warm);
+            self.warm.enforce();
         } else if !exec.is_ok() {
             self.stats.retired.fetch_add(1, Ordering::Relaxed);
         }
@@ -306,7 +409,7 @@ impl WasmFunction {
         store.data_mut().call.deadline = Some(Instant::now() + self.limits.timeout());
         let playbook = self.component.pre.instantiate_async(&mut store).await?;
         self.stats.created.fetch_add(1, Ordering::Relaxed);
-        Ok(Warm { store, playbook, uses: 0 })
+        Ok(Warm { store, playbook, uses: 0, idle_since: Instant::now() })
     }
 
     fn classify(&self, e: wasmtime::Error) -> Execution {
@@ -376,6 +479,8 @@ impl crate::model::execution::Handler for WasmFunction {
             created: self.stats.created.load(Ordering::Relaxed),
             reused: self.stats.reused.load(Ordering::Relaxed),
             retired: self.stats.retired.load(Ordering::Relaxed),
+            released: self.pool.released.load(Ordering::Relaxed),
+            idle: self.pool.idle.lock().unwrap().len() as u64,
         })
     }
 }
