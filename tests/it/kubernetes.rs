@@ -277,6 +277,32 @@ async fn the_taint_playbook_taints_the_node_beside_its_taints() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_cordon_playbook_cordons_the_pods_node_and_the_label_playbook_merges_its_labels() {
+    let k = KubeEmulator::start().await;
+    k.add_node("node-2", &[]).await;
+    k.add_pod("prod", "web", "node-2", None).await;
+    for _ in 0..2 {
+        let exec = run_playbook("cordon", &[], with_kubernetes(k.backend()), &alert_about("prod", "web")).await;
+        assert_eq!(exec.status, Status::Ok, "{exec:?}");
+        assert_eq!(exec.message, "Cordoned node node-2 of pod prod/web");
+    }
+    assert_eq!(k.node("node-2").await.spec.unwrap().unschedulable, Some(true));
+
+    let settings = [("LABELS", "security.example.com/quarantine=yes,team=sec-ops")];
+    let exec = run_playbook("label", &settings, with_kubernetes(k.backend()), &alert_about("prod", "web")).await;
+    assert_eq!(exec.status, Status::Ok, "{exec:?}");
+    let labels = k.pod("prod", "web").await.unwrap().metadata.labels.unwrap();
+    assert_eq!(labels.get("app").map(String::as_str), Some("web"), "its own labels are kept");
+    assert_eq!(labels.get("security.example.com/quarantine").map(String::as_str), Some("yes"));
+    assert_eq!(labels.get("team").map(String::as_str), Some("sec-ops"));
+    let bad = [("LABELS", "team=sec ops")];
+    let exec = run_playbook("label", &bad, with_kubernetes(k.backend()), &alert_about("prod", "web")).await;
+    assert_eq!(exec.status, Status::MissingSetting, "{exec:?}");
+    let labels = k.pod("prod", "web").await.unwrap().metadata.labels.unwrap();
+    assert_eq!(labels.get("team").map(String::as_str), Some("sec-ops"), "a bad LABELS changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_isolate_playbook_cuts_the_pod_off() {
     let k = KubeEmulator::start().await;
     k.add_pod("prod", "web", "node-1", None).await;
