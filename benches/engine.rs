@@ -13,7 +13,11 @@
 //! the runs, BENCH_SKIP_TRIVIAL=1 to skip the trivial rows, BENCH_SKIP_METRICS=1 the metrics rows,
 //! BENCH_ONLY_METRICS=1 for those alone, BENCH_SKIP_POLICY=1 the response-policy rows (no condition / matching /
 //! rejecting / dedup on distinct keys, and a bare async-nats consumer that only acks: the machine's ceiling),
-//! BENCH_SKIP_SLACK=1 the slack rows).
+//! BENCH_SKIP_SLACK=1 the slack rows, BENCH_SKIP_HTTP=1 the HTTP input rows, BENCH_HTTP_N their size).
+//!
+//! - the HTTP alert input (`riposte run --http-addr`, a bearer token) against the NATS path, side by side: the
+//!   trivial guest on falcosidekick's subject for the alert, its alerts published with core NATS, then posted by
+//!   one keep-alive client and by 16, each POST answered once JetStream stored it.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -87,7 +91,7 @@ async fn run(
     rate: Option<u64>,
 ) -> (f64, Vec<u64>) {
     let mut durations = Vec::with_capacity(n);
-    let mut results = client.subscribe(format!("riposte.results.{function}")).await.unwrap();
+    let mut results = client.subscribe(format!("riposte.results.{function}.*")).await.unwrap();
     client.flush().await.unwrap();
     let payloads: Vec<String> = (0..n).map(alert).collect();
     let started = Instant::now();
@@ -169,8 +173,11 @@ async fn main() {
         println!("trivial guest, {steady} alerts at a steady 1000/s: publish->done latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
     }
 
-    if std::env::var_os("BENCH_SKIP_POLICY").is_none() {
+    if std::env::var_os("BENCH_SKIP_POLICY").is_none() && !only_metrics {
         policy_rows(&reg, &client, &runner, n).await;
+    }
+    if std::env::var_os("BENCH_SKIP_HTTP").is_none() && !only_metrics {
+        http_rows(&reg, &client, env_n("BENCH_HTTP_N", 5_000)).await;
     }
     if std::env::var_os("BENCH_SKIP_SLACK").is_some() {
         runner.stop().await;
@@ -218,6 +225,92 @@ async fn main() {
             None => println!("python baseline ({mode}) skipped: run scripts/setup for .venv with requests"),
         }
     }
+}
+
+/// The HTTP input against the NATS path, side by side in one run: alerts/s from the first send to the last result,
+/// and for HTTP the POST's round trip (answered once JetStream stored the alert).
+async fn http_rows(reg: &Registry, client: &async_nats::Client, n: usize) {
+    let subject = "falco.error.write_below_binary_dir";
+    let manifest = Manifest::parse(&format!(
+        "name = \"ingested\"\nkind = \"wasm\"\n[limits]\nconcurrency = {}\n",
+        env_n("BENCH_CONC", 64)
+    ))
+    .unwrap();
+    deploy(reg, "ingested", manifest, Settings::default(), &support::guests::ok(), subject).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "bench-token\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = riposte::runner::ingest::IngestConfig {
+        addr: "127.0.0.1:0".into(),
+        token_file: Some(tokens),
+        allow_anonymous: false,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+    };
+    let (stopper, shutdown) = riposte::runner::shutdown::Stopper::new();
+    let ingest = riposte::runner::ingest::Ingest::start(
+        &config,
+        async_nats::jetstream::new(client.clone()),
+        client.clone(),
+        Default::default(),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/", ingest.addr());
+    let _ = run(client, "ingested", subject, 500, None).await;
+    let (nats_rate, _) = run(client, "ingested", subject, n, None).await;
+    println!("NATS path, {n} alerts published with core NATS on {subject}: {nats_rate:.0} alerts/s");
+    for (round, clients) in [(1usize, 1usize), (2, 16)] {
+        let mut results = client.subscribe("riposte.results.ingested.*").await.unwrap();
+        client.flush().await.unwrap();
+        let started = Instant::now();
+        let senders: Vec<_> = (0..clients)
+            .map(|c| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut trips = Vec::new();
+                    for i in (c..n).step_by(clients) {
+                        let t = Instant::now();
+                        let r = http
+                            .post(&url)
+                            .bearer_auth("bench-token")
+                            .header("Content-Type", "application/json")
+                            .body(alert(round * 1_000_000 + i))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200);
+                        trips.push(t.elapsed().as_micros() as u64);
+                    }
+                    trips
+                })
+            })
+            .collect();
+        let mut done = 0;
+        while done < n {
+            tokio::time::timeout(Duration::from_secs(60), results.next()).await.expect("results stalled").unwrap();
+            done += 1;
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        let mut trips: Vec<u64> = Vec::new();
+        for s in senders {
+            trips.extend(s.await.unwrap());
+        }
+        trips.sort_unstable();
+        println!(
+            "HTTP input, {n} alerts posted by {clients} keep-alive client(s) with a bearer token: {rate:.0} alerts/s \
+             ({:.0}% of the NATS path); POST round trip p50 {:.2} ms p99 {:.2} ms",
+            rate / nats_rate * 100.0,
+            pct(&trips, 0.5),
+            pct(&trips, 0.99)
+        );
+    }
+    stopper.stop();
+    drop(ingest);
 }
 
 /// The response policy on the hot path, side by side: the trivial guest with no condition, with a condition

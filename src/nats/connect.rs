@@ -283,7 +283,11 @@ impl NatsConfig {
                 return Ok(RunnerConnection { client, url, local: LocalServer::Reused });
             }
         }
-        let server = tokio::task::block_in_place(|| crate::nats::embedded::NatsServer::start_for_state(state))?;
+        let for_state = state.clone();
+        let server =
+            tokio::task::spawn_blocking(move || crate::nats::embedded::NatsServer::start_for_state(&for_state))
+                .await
+                .expect("starting the local nats-server panicked")?;
         let url = server.url();
         let client = self.connect(&url, Some(state)).await?;
         Ok(RunnerConnection { client, url, local: LocalServer::Started(server) })

@@ -174,7 +174,7 @@ pub async fn open_with(js: &jetstream::Context, settings: &StreamSettings) -> Re
         max_age: FORGOTTEN_AFTER,
         ..crate::nats::streams::kv_stream_config(RUNNERS_BUCKET, "riposte runner heartbeats")
     };
-    crate::nats::streams::ensure_stream(js, false, config, settings).await?;
+    crate::nats::streams::ensure_stream(js, crate::nats::streams::Subjects::Keep, config, settings).await?;
     js.get_key_value(RUNNERS_BUCKET).await.doing("opening the runners bucket")
 }
 

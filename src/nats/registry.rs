@@ -59,7 +59,7 @@ impl Registry {
     /// (existing ones are checked as [`crate::nats::streams::ensure_with`] checks the streams).
     pub async fn open_with(js: &jetstream::Context, settings: &StreamSettings) -> Result<Registry, StreamError> {
         let kv_stream = crate::nats::streams::kv_stream_config(REGISTRY_BUCKET, "riposte functions and triggers");
-        crate::nats::streams::ensure_stream(js, false, kv_stream, settings).await?;
+        crate::nats::streams::ensure_stream(js, crate::nats::streams::Subjects::Keep, kv_stream, settings).await?;
         let obj_stream = stream::Config {
             name: format!("OBJ_{ARTIFACT_BUCKET}"),
             description: Some("riposte component binaries by sha256".into()),
@@ -70,7 +70,7 @@ impl Registry {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        crate::nats::streams::ensure_stream(js, false, obj_stream, settings).await?;
+        crate::nats::streams::ensure_stream(js, crate::nats::streams::Subjects::Keep, obj_stream, settings).await?;
         crate::nats::fleet::open_with(js, settings).await?;
         let kv = js.get_key_value(REGISTRY_BUCKET).await.doing("opening the registry bucket")?;
         let objects = js.get_object_store(ARTIFACT_BUCKET).await.doing("opening the artifact store")?;

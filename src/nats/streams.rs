@@ -161,7 +161,7 @@ pub async fn ensure_with(
     let subjects = alert_subjects.map(<[String]>::to_vec).unwrap_or_else(|| vec![DEFAULT_ALERT_SUBJECTS.to_owned()]);
     ensure_stream(
         js,
-        alert_subjects.is_some(),
+        if alert_subjects.is_some() { Subjects::Set } else { Subjects::Keep },
         stream::Config {
             name: ALERT_STREAM.into(),
             description: Some("Falco alerts, kept for riposte triggers".into()),
@@ -179,7 +179,7 @@ pub async fn ensure_with(
     .await?;
     ensure_stream(
         js,
-        false,
+        Subjects::Keep,
         stream::Config {
             name: RESULTS_STREAM.into(),
             description: Some("riposte execution results".into()),
@@ -195,7 +195,7 @@ pub async fn ensure_with(
     .await?;
     ensure_stream(
         js,
-        false,
+        Subjects::Keep,
         stream::Config {
             name: DEADLETTER_STREAM.into(),
             description: Some("alerts riposte gave up on, with the error".into()),
@@ -212,7 +212,7 @@ pub async fn ensure_with(
     // The backing stream of an object store, made here as registry.rs explains (nats-server 2.9).
     ensure_stream(
         js,
-        false,
+        Subjects::Keep,
         stream::Config {
             name: format!("OBJ_{DEADLETTER_OBJECTS}"),
             description: Some("riposte: alerts too large for their dead letter".into()),
@@ -248,11 +248,20 @@ pub(crate) fn kv_stream_config(bucket: &str, description: &str) -> stream::Confi
     }
 }
 
+/// What [`ensure_stream`] does with the subjects of a stream that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subjects {
+    /// Leave them as they are (another command made the stream; its runner's `--stream-subjects` decide).
+    Keep,
+    /// Make them the configuration's (a runner's `--stream-subjects`).
+    Set,
+}
+
 /// Creates a stream when missing (with the replicas `settings` asks for); checks an existing one's replicas
 /// (changing them only with `settings.update`) and, with `fix_subjects`, makes it capture `config.subjects`.
 pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
-    fix_subjects: bool,
+    subjects: Subjects,
     mut config: stream::Config,
     settings: &StreamSettings,
 ) -> Result<(), StreamError> {
@@ -283,7 +292,7 @@ pub(crate) async fn ensure_stream(
                     .doing(format!("changing stream {name} from {has} to {wanted} replicas"))?;
                 tracing::info!(stream = %name, from = has, to = wanted, "stream replicas changed");
             }
-            if fix_subjects && info.config.subjects != config.subjects {
+            if subjects == Subjects::Set && info.config.subjects != config.subjects {
                 let mut updated = info.config.clone();
                 updated.subjects = config.subjects.clone();
                 js.update_stream(updated)

@@ -206,7 +206,7 @@ impl Builder {
     }
 
     /// Builds the playbook (or takes its current build) and loads it into `runtime`, compiling it only when the
-    /// compile cache lacks it. Blocking: call it off the async threads (`block_in_place`, `spawn_blocking`).
+    /// compile cache lacks it. Blocking: call it off the async threads (`spawn_blocking`).
     /// Returns the loaded component and its bytes (what a deploy stores).
     pub fn load(&self, runtime: &Runtime, name: &str) -> Result<(Arc<LoadedComponent>, Vec<u8>), BuildError> {
         let built = self.build(name)?;

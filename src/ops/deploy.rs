@@ -175,7 +175,10 @@ pub async fn prepare(
             match manifest.kind {
                 Kind::Wasm => {
                     let runtime = runtime()?;
-                    let (component, bytes) = tokio::task::block_in_place(|| builder.load(&runtime, &playbook))?;
+                    // Building and compiling block: off the async threads (any runtime flavour).
+                    let (component, bytes) = tokio::task::spawn_blocking(move || builder.load(&runtime, &playbook))
+                        .await
+                        .expect("building a playbook panicked")?;
                     (manifest, settings, component.digest.clone(), Some(bytes), None)
                 }
                 Kind::Container => {
@@ -211,7 +214,13 @@ pub async fn prepare(
             };
             sealable(&manifest, &settings)?;
             let runtime = runtime()?;
-            let component = tokio::task::block_in_place(|| runtime.load(&bytes, &format!("function {name}")))?;
+            let what = format!("function {name}");
+            let (component, bytes) = tokio::task::spawn_blocking(move || {
+                let component = runtime.load(&bytes, &what);
+                component.map(|c| (c, bytes))
+            })
+            .await
+            .expect("loading a component panicked")?;
             (manifest, settings, component.digest.clone(), Some(bytes), None)
         }
     };

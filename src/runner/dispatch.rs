@@ -58,8 +58,9 @@ use tokio::task::JoinSet;
 type Messages = async_nats::jetstream::consumer::pull::Stream;
 use tracing::Instrument;
 
-/// One trigger's dispatcher.
-pub(crate) struct Dispatcher {
+/// What a trigger's dispatcher starts from; [`Starting::run`] loads the function's handler and the trigger's
+/// policy, then dispatches as a [`Dispatcher`].
+pub(crate) struct Starting {
     pub trigger: Trigger,
     pub pattern: Pattern,
     /// The function's other triggers: their conditions are OR'ed with this one's.
@@ -70,17 +71,34 @@ pub(crate) struct Dispatcher {
     pub ledger: Arc<TriggerLedger>,
     /// The function's admission permits (`concurrency`), shared with its other triggers' dispatchers.
     pub admission: Arc<Semaphore>,
-    /// The trigger's policy, compiled when the dispatcher starts.
-    pub policy: Option<Policy>,
 }
 
-impl Dispatcher {
+/// One trigger's dispatcher, its policy compiled.
+pub(crate) struct Dispatcher {
+    pub trigger: Trigger,
+    pub pattern: Pattern,
+    pub function: Arc<Function>,
+    pub ctx: Arc<RunnerContext>,
+    pub ledger: Arc<TriggerLedger>,
+    pub admission: Arc<Semaphore>,
+    /// The trigger's policy (condition OR'ed with its siblings', dedup, dry-run).
+    pub policy: Policy,
+}
+
+impl Starting {
     /// Runs until `shutdown` says stop, then lets the reactions in flight finish (up to `Timings::drain_timeout`).
-    pub async fn run(mut self, mut shutdown: Shutdown) {
+    pub async fn run(self, mut shutdown: Shutdown) {
         let Some(handler) = self.load_handler(&mut shutdown).await else { return };
         let Some(policy) = self.load_policy(&mut shutdown).await else { return };
-        self.policy = Some(policy);
-        let this = Arc::new(self);
+        let this = Arc::new(Dispatcher {
+            trigger: self.trigger,
+            pattern: self.pattern,
+            function: self.function,
+            ctx: self.ctx,
+            ledger: self.ledger,
+            admission: self.admission,
+            policy,
+        });
         let admission = this.admission.clone();
         let mut tasks = JoinSet::new();
         while !shutdown.is_stopping() {
@@ -130,11 +148,9 @@ impl Dispatcher {
             }
         }
     }
+}
 
-    fn policy(&self) -> &Policy {
-        self.policy.as_ref().expect("set before the first alert")
-    }
-
+impl Dispatcher {
     /// Opens the trigger's consumer and its message stream, retrying until it works; None when stopping.
     async fn open(&self, shutdown: &mut Shutdown) -> Option<Messages> {
         let name = &self.trigger.name;
@@ -254,8 +270,8 @@ impl Dispatcher {
         let span = alert_span(&subject, &uuid, &self.function.name, &self.trigger.name, attempt);
         async {
             let admitted = match &parsed {
-                Ok(alert) => self.policy().admit(alert, &subject),
-                Err(_) if self.policy().earlier_matches(&subject) => Admit::Covered,
+                Ok(alert) => self.policy.admit(alert, &subject),
+                Err(_) if self.policy.earlier_matches(&subject) => Admit::Covered,
                 Err(_) => Admit::Run,
             };
             if admitted == Admit::Covered {
@@ -278,7 +294,7 @@ impl Dispatcher {
             }
             let _in_flight = self.ledger.in_flight();
             let claim = match &parsed {
-                Ok(alert) => match self.policy().decide(&self.ctx.js, alert, attempt).await {
+                Ok(alert) => match self.policy.decide(&self.ctx.js, alert, attempt).await {
                     Decision::Duplicate { window, key } => {
                         let why = format!(
                             "not run: an alert with the same dedup key ran within the {}s window",
@@ -319,16 +335,10 @@ impl Dispatcher {
     ) {
         let limits = &self.function.manifest.limits;
         let backoff_max = crate::model::timings::get().retry_backoff_max;
-        let s = settlement(
-            exec.status,
-            exec.retry_after_ms,
-            delivery.attempt,
-            limits,
-            self.policy().dry_run(),
-            backoff_max,
-        );
+        let s =
+            settlement(exec.status, exec.retry_after_ms, delivery.attempt, limits, self.policy.dry_run(), backoff_max);
         if let Some(held) = claim.as_ref().filter(|c| s.release_claim && !c.subject.is_empty()) {
-            self.policy().release(&self.ctx.js, &held.subject).await;
+            self.policy.release(&self.ctx.js, &held.subject).await;
         }
         match exec.status {
             Status::Ok => tracing::debug!(duration_us = exec.duration_us, "reaction done"),

@@ -27,7 +27,7 @@ use crate::nats::streams::{StreamError, StreamSettings};
 use crate::runner::health::Probe;
 use crate::runner::metrics::{ConsumerSample, InstanceSample, Metrics, Sample};
 use crate::runner::shutdown::{Shutdown, StopDeadline, Stopper};
-use dispatch::Dispatcher;
+use dispatch::Starting;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -383,7 +383,7 @@ fn reconcile(
         };
         tracing::info!(trigger = %name, topic = %w.trigger.topic, function = %w.function.name, "trigger started");
         let (stopper, shutdown) = Stopper::new();
-        let dispatcher = Dispatcher {
+        let dispatcher = Starting {
             ledger: ctx.ledger.trigger(&w.function.name, &name),
             admission: ctx.admission(&w.function),
             trigger: w.trigger.clone(),
@@ -391,7 +391,6 @@ fn reconcile(
             siblings: w.siblings.clone(),
             function: Arc::new(w.function.clone()),
             ctx: ctx.clone(),
-            policy: None,
         };
         dispatchers.spawn(dispatcher.run(shutdown));
         running.insert(name, Running { wanted: w, stopper });

@@ -1,53 +1,59 @@
 //! Stopping, as a small type passed down (as in mini-redis): the runner and each dispatcher hold a
-//! [`Shutdown`]; whoever owns the [`Stopper`] tells them all to stop. Waiting, checking and "sleep unless
-//! stopping" are the only three things any loop needs. A [`StopDeadline`] bounds the whole stop of a process,
-//! whatever the network does: each step may wait on NATS, and systemd or Kubernetes wait for the exit.
+//! [`Shutdown`]; whoever owns the [`Stopper`] tells them all to stop (tokio-util's `CancellationToken`, each
+//! listener a child token). Waiting, checking and "sleep unless stopping" are the only three things any loop
+//! needs. A [`StopDeadline`] bounds the whole stop of a process, whatever the network does: each step may wait
+//! on NATS, and systemd or Kubernetes wait for the exit.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Tells every [`Shutdown`] made from it to stop. Dropping it stops them too.
 #[derive(Debug)]
-pub struct Stopper(watch::Sender<bool>);
+pub struct Stopper {
+    token: CancellationToken,
+    _on_drop: DropGuard,
+}
 
-/// One listener's view of the stop signal.
+/// One listener's view of the stop signal (a child of the [`Stopper`]'s token).
 #[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown(CancellationToken);
 
 impl Stopper {
     /// A new signal and its first listener.
     pub fn new() -> (Stopper, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (Stopper(tx), Shutdown(rx))
+        let token = CancellationToken::new();
+        let stopper = Stopper { _on_drop: token.clone().drop_guard(), token };
+        let first = stopper.subscribe();
+        (stopper, first)
     }
 
     /// Tells every listener to stop (idempotent).
     pub fn stop(&self) {
-        let _ = self.0.send(true);
+        self.token.cancel();
     }
 
     /// Another listener.
     pub fn subscribe(&self) -> Shutdown {
-        Shutdown(self.0.subscribe())
+        Shutdown(self.token.child_token())
     }
 }
 
 impl Shutdown {
     /// Whether stopping was asked for.
     pub fn is_stopping(&self) -> bool {
-        *self.0.borrow() || self.0.has_changed().is_err()
+        self.0.is_cancelled()
     }
 
     /// Returns once stopping is asked for (or the [`Stopper`] is gone).
     pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
+        self.0.cancelled().await
     }
 
     /// Sleeps for `delay` unless stopping is asked for first; true when stopping.
     pub async fn sleep_unless_stopping(&mut self, delay: Duration) -> bool {
         tokio::select! {
-            _ = self.wait() => true,
+            _ = self.0.cancelled() => true,
             _ = tokio::time::sleep(delay) => self.is_stopping(),
         }
     }
