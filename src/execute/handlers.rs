@@ -62,6 +62,8 @@ pub struct HandlerCache {
     /// Removes containers past their deadline while this runner is connected to an engine.
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     loaded: Mutex<HashMap<String, (Function, HandlerCell)>>,
+    /// Handlers loaded since the runner started.
+    loads: std::sync::atomic::AtomicU64,
 }
 
 impl HandlerCache {
@@ -84,6 +86,7 @@ impl HandlerCache {
             containers: tokio::sync::Mutex::new(None),
             sweeper: Mutex::new(None),
             loaded: Mutex::new(HashMap::new()),
+            loads: Default::default(),
         })
     }
 
@@ -100,7 +103,18 @@ impl HandlerCache {
                 }
             }
         };
-        cell.get_or_try_init(|| self.load(function)).await.cloned()
+        cell.get_or_try_init(|| async {
+            let handler = self.load(function).await;
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            handler
+        })
+        .await
+        .cloned()
+    }
+
+    /// Handlers loaded (or tried) since this cache was made.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Makes every alert of this version of `function` fail with `why` (its settings do not open for its code):
@@ -127,9 +141,13 @@ impl HandlerCache {
         self.runtime.set_max_warm(n);
     }
 
-    /// Releases the warm instances idle for `idle_for` or longer, of every function; returns how many.
-    pub fn release_idle(&self, idle_for: std::time::Duration) -> usize {
-        self.runtime.warm().release_idle(idle_for)
+    /// Releases the warm instances idle for `idle_for` or longer, of every function, and unloads the components
+    /// of functions without an alert for that long; returns how many instances and components went.
+    pub fn release_idle(&self, idle_for: std::time::Duration) -> (usize, u64) {
+        let warm = self.runtime.warm();
+        let unloads = warm.unloads();
+        let released = warm.release_idle(idle_for);
+        (released, warm.unloads().saturating_sub(unloads))
     }
 
     /// Components loaded from the compile cache, and compiled, since this runner started.
@@ -152,11 +170,15 @@ impl HandlerCache {
                     .await
                     .expect("component loading panicked")
                     .map_err(|e| LoadError::Artifact { function: function.name.clone(), why: e.to_string() })?;
+                // Unloaded once the function had no alert for the idle timeout, loaded again from the artifact cache.
+                let artifact = self.artifacts.join(format!("{}.wasm", function.artifact));
                 if function.policy.dry_run {
-                    let inner = self.runtime.function(component, function, Scoped::backends());
+                    let inner =
+                        self.runtime.function(component, function, Scoped::backends()).unload_when_idle(artifact);
                     return Ok(Arc::new(DryRun::new(Arc::new(inner), function)));
                 }
-                Ok(Arc::new(self.runtime.function(component, function, self.backends.clone())))
+                let handler = self.runtime.function(component, function, self.backends.clone());
+                Ok(Arc::new(handler.unload_when_idle(artifact)))
             }
             Kind::Container if function.policy.dry_run => Err(LoadError::Artifact {
                 function: function.name.clone(),

@@ -101,6 +101,8 @@ pub struct InstanceCounts {
     pub released: u64,
     /// Idle warm instances now.
     pub idle: u64,
+    /// Times the component was unloaded after the idle timeout (loaded again by the next alert).
+    pub unloads: u64,
 }
 
 /// One function run on one alert.

@@ -318,6 +318,8 @@ pub struct InstanceSample {
     pub released: u64,
     /// Idle warm instances now.
     pub idle: u64,
+    /// Times the function's component was unloaded after the idle timeout.
+    pub unloads: u64,
 }
 
 #[derive(Debug)]
@@ -367,6 +369,13 @@ impl prometheus_client::collector::Collector for SampleCollector {
             instances(|i| i.released),
         )?;
         gauges(&mut encoder, "instances_idle", "Idle warm WASM instances now", instances(|i| i.idle))?;
+        counters(
+            &mut encoder,
+            "component_unloads",
+            "Times a function's component was unloaded after --instance-idle-timeout without an alert (the next \
+             alert loads it again from the compile cache)",
+            instances(|i| i.unloads),
+        )?;
         let counter = prometheus_client::metrics::MetricType::Counter;
         let gauge = prometheus_client::metrics::MetricType::Gauge;
         single(
@@ -626,6 +635,7 @@ mod tests {
                 retired: 0,
                 released: 2,
                 idle: 1,
+                unloads: 0,
             }],
             compile_hits: 3,
             compile_misses: 1,

@@ -169,6 +169,12 @@ async fn a_warm_instance_idle_past_the_timeout_is_released_and_counted() {
     })
     .await;
     assert_eq!(scrape(&addr).await.get(&series("created_total")), 1.0);
+    // No alert for the timeout: the component is unloaded too, and the next alert loads it again.
+    let unloads = "riposte_component_unloads_total{function=\"idler\"}";
+    wait_until("the component unloaded", LONG, || async { scrape(&addr).await.get(unloads) == 1.0 }).await;
+    publish(&nats.client().await, "falco.idle.x", "again", 1).await;
+    wait_until("the second alert ran", LONG, || async { results(&reg, "idler").await.len() == 2 }).await;
+    assert!(results(&reg, "idler").await.iter().all(|r| r.status == Status::Ok));
 
     runner.stop().await;
     stopper.stop();

@@ -257,3 +257,30 @@ async fn the_warm_budget_across_functions_releases_the_least_recently_used() {
     assert_eq!(functions[1].handle(&alert()).await.status, Status::Ok);
     assert_eq!(rt.warm().idle(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_idle_past_the_timeout_is_unloaded_and_the_next_alert_loads_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let bytes = guests::ok();
+    let artifact = dir.path().join("ok.wasm");
+    std::fs::write(&artifact, &bytes).unwrap();
+    let f =
+        rt.function(rt.load(&bytes, "ok guest").unwrap(), &function("", ""), recorder().1).unload_when_idle(artifact);
+    // Another component (one function holding the same one would keep it loaded for both).
+    let kept = rt.function(rt.load(&guests::fails(), "failing guest").unwrap(), &function("", ""), recorder().1);
+    assert_eq!(f.handle(&alert()).await.status, Status::Ok);
+    assert_eq!(rt.warm().release_idle(Duration::from_secs(3600)), 0);
+    assert!(f.loaded(), "not idle long enough");
+    rt.warm().release_idle(Duration::ZERO);
+    assert!(!f.loaded(), "unloaded once idle");
+    assert!(kept.loaded(), "a function that cannot reload keeps its component");
+    assert_eq!(f.instances().unwrap().unloads, 1);
+    // Alerts arriving at once load it once.
+    let hits = rt.cache().hits();
+    let alert = alert();
+    let execs = futures::future::join_all((0..8).map(|_| f.handle(&alert))).await;
+    assert!(execs.iter().all(|e| e.status == Status::Ok && e.message == "ok"), "{execs:?}");
+    assert!(f.loaded(), "loaded again by the alerts");
+    assert_eq!(rt.cache().hits(), hits + 1, "one load from the compile cache for the 8 alerts");
+}

@@ -49,12 +49,40 @@ pub enum RuntimeError {
 /// The engine, linker and compile cache of one runner.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
-    cache: cache::CompileCache,
-    loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+    loader: Arc<Loader>,
     pooling: bool,
     warm: Arc<WarmPools>,
     _ticker: EpochTicker,
+}
+
+/// Loads components for a runtime and for its functions that reload theirs after unloading it: the linker, the
+/// compile cache and the components loaded now (weakly held: a component no function holds is freed).
+struct Loader {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: cache::CompileCache,
+    loaded: Mutex<HashMap<String, std::sync::Weak<LoadedComponent>>>,
+}
+
+impl Loader {
+    fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, RuntimeError> {
+        let digest = crate::model::digest::digest(bytes);
+        if let Some(hit) = self.loaded.lock().unwrap().get(&digest).and_then(std::sync::Weak::upgrade) {
+            return Ok(hit);
+        }
+        let bad = |why: String| RuntimeError::Component { what: what.to_owned(), why };
+        let (component, compiled): (Component, bool) =
+            self.cache.load(&self.engine, bytes, &digest).map_err(|e| bad(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| bad(format!("{e:#}")))?;
+        let pre = PlaybookPre::new(pre).map_err(|e| {
+            bad(format!("{e:#}; it must export `handle` from wit/playbook.wit (riposte:playbook@0.1.0)"))
+        })?;
+        let loaded = Arc::new(LoadedComponent { digest: digest.clone(), compiled, pre });
+        let mut map = self.loaded.lock().unwrap();
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(digest, Arc::downgrade(&loaded));
+        Ok(loaded)
+    }
 }
 
 /// How many idle warm instances a runtime keeps across all of its functions (`riposte run --max-warm-instances`).
@@ -68,10 +96,20 @@ pub struct WarmPools {
     pools: Mutex<Vec<std::sync::Weak<Pool>>>,
 }
 
-/// One function's idle warm instances, the most recently used last.
+/// One function's idle warm instances, the most recently used last, and its component while loaded.
 struct Pool {
     idle: Mutex<Vec<Warm>>,
     released: AtomicU64,
+    /// The component; `None` once unloaded (idle past the timeout), loaded again by the next alert.
+    component: Mutex<Option<Arc<LoadedComponent>>>,
+    /// Where to load it from again; `None`: never unloaded.
+    reload: Mutex<Option<PathBuf>>,
+    /// Held while the component is loaded again, so concurrent alerts load it once.
+    reloading: tokio::sync::Mutex<()>,
+    /// Alerts running now, and when the last one ended (or the component was loaded).
+    busy: AtomicU64,
+    last_used: Mutex<Instant>,
+    unloads: AtomicU64,
 }
 
 impl WarmPools {
@@ -79,8 +117,17 @@ impl WarmPools {
         WarmPools { budget: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_WARM), pools: Mutex::new(Vec::new()) }
     }
 
-    fn register(&self) -> Arc<Pool> {
-        let pool = Arc::new(Pool { idle: Mutex::new(Vec::new()), released: AtomicU64::new(0) });
+    fn register(&self, component: Arc<LoadedComponent>) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            idle: Mutex::new(Vec::new()),
+            released: AtomicU64::new(0),
+            component: Mutex::new(Some(component)),
+            reload: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+            busy: AtomicU64::new(0),
+            last_used: Mutex::new(Instant::now()),
+            unloads: AtomicU64::new(0),
+        });
         let mut pools = self.pools.lock().unwrap();
         pools.retain(|p| p.strong_count() > 0);
         pools.push(Arc::downgrade(&pool));
@@ -119,19 +166,35 @@ impl WarmPools {
         }
     }
 
-    /// Releases every instance idle for `idle_for` or longer; returns how many.
+    /// Releases every instance idle for `idle_for` or longer, and unloads the component of a function that may
+    /// reload it and had no alert for `idle_for` (its memory goes too; the next alert loads it from the compile
+    /// cache); returns how many instances were released.
     pub fn release_idle(&self, idle_for: std::time::Duration) -> usize {
         let mut released = 0;
         for pool in self.live() {
-            let old: Vec<Warm> = {
+            let (old, none_left): (Vec<Warm>, bool) = {
                 let mut idle = pool.idle.lock().unwrap();
                 let keep = idle.iter().position(|w| w.idle_since.elapsed() < idle_for).unwrap_or(idle.len());
-                idle.drain(..keep).collect()
+                let old = idle.drain(..keep).collect();
+                (old, idle.is_empty())
             };
             pool.released.fetch_add(old.len() as u64, Ordering::Relaxed);
             released += old.len();
+            drop(old);
+            let quiet = pool.busy.load(Ordering::SeqCst) == 0 && pool.last_used.lock().unwrap().elapsed() >= idle_for;
+            if none_left && quiet && pool.reload.lock().unwrap().is_some() {
+                let mut component = pool.component.lock().unwrap();
+                if pool.busy.load(Ordering::SeqCst) == 0 && component.take().is_some() {
+                    pool.unloads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         released
+    }
+
+    /// Components unloaded since the runtime started, across all functions.
+    pub fn unloads(&self) -> u64 {
+        self.live().iter().map(|p| p.unloads.load(Ordering::Relaxed)).sum()
     }
 
     /// Idle warm instances now, across all functions.
@@ -169,7 +232,8 @@ impl Runtime {
         let cache = cache::CompileCache::new(config.cache_dir.clone(), &engine);
         let ticker = EpochTicker::start(engine.clone());
         let warm = Arc::new(WarmPools::new());
-        Ok(Runtime { engine, linker, cache, loaded: Mutex::new(HashMap::new()), pooling, warm, _ticker: ticker })
+        let loader = Arc::new(Loader { engine: engine.clone(), linker, cache, loaded: Mutex::new(HashMap::new()) });
+        Ok(Runtime { engine, loader, pooling, warm, _ticker: ticker })
     }
 
     /// Keeps at most `n` idle warm instances across all functions (0: none, each alert instantiates); the
@@ -191,26 +255,13 @@ impl Runtime {
 
     /// The compile cache (its `compiles()` counter shows whether a load compiled).
     pub fn cache(&self) -> &cache::CompileCache {
-        &self.cache
+        &self.loader.cache
     }
 
     /// Loads a component from its bytes: from memory if this runtime has it, else from the compile cache,
     /// else by compiling (blocking: call it off the alert path, e.g. in `spawn_blocking`).
     pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, RuntimeError> {
-        let digest = crate::model::digest::digest(bytes);
-        if let Some(hit) = self.loaded.lock().unwrap().get(&digest) {
-            return Ok(hit.clone());
-        }
-        let bad = |why: String| RuntimeError::Component { what: what.to_owned(), why };
-        let (component, compiled): (Component, bool) =
-            self.cache.load(&self.engine, bytes, &digest).map_err(|e| bad(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| bad(format!("{e:#}")))?;
-        let pre = PlaybookPre::new(pre).map_err(|e| {
-            bad(format!("{e:#}; it must export `handle` from wit/playbook.wit (riposte:playbook@0.1.0)"))
-        })?;
-        let loaded = Arc::new(LoadedComponent { digest: digest.clone(), compiled, pre });
-        self.loaded.lock().unwrap().insert(digest, loaded.clone());
-        Ok(loaded)
+        self.loader.load(bytes, what)
     }
 
     /// A function of this runtime: the component with the function's settings, grants and limits.
@@ -231,11 +282,12 @@ impl Runtime {
         let limits = function.manifest.limits.clone();
         WasmFunction {
             engine: self.engine.clone(),
-            component,
+            loader: self.loader.clone(),
+            digest: component.digest.clone(),
+            pool: self.warm.register(component),
             admission: Arc::new(tokio::sync::Semaphore::new(limits.concurrency as usize)),
             limits,
             ctx: Arc::new(ctx),
-            pool: self.warm.register(),
             warm: self.warm.clone(),
             stats: InstanceStats::default(),
         }
@@ -291,7 +343,9 @@ struct Warm {
 /// A function ready to handle alerts.
 pub struct WasmFunction {
     engine: Engine,
-    component: Arc<LoadedComponent>,
+    loader: Arc<Loader>,
+    /// The sha256 of its component.
+    digest: String,
     limits: Limits,
     ctx: Arc<FunctionContext>,
     admission: Arc<tokio::sync::Semaphore>,
@@ -307,9 +361,52 @@ pub struct WasmFunction {
 struct DeadlineExceeded;
 
 impl WasmFunction {
-    /// The component this function runs.
-    pub fn component(&self) -> &Arc<LoadedComponent> {
-        &self.component
+    /// The sha256 digest of the component this function runs.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Lets the component be unloaded once the function had no alert for the idle timeout
+    /// ([`WarmPools::release_idle`]); the next alert loads it again from `artifact` (the component's bytes on
+    /// disk), through the compile cache.
+    pub fn unload_when_idle(self, artifact: PathBuf) -> WasmFunction {
+        *self.pool.reload.lock().unwrap() = Some(artifact);
+        self
+    }
+
+    /// Whether its component is loaded now.
+    pub fn loaded(&self) -> bool {
+        self.pool.component.lock().unwrap().is_some()
+    }
+
+    /// The component, loaded again (off the async threads) when it was unloaded.
+    async fn component(&self) -> wasmtime::Result<Arc<LoadedComponent>> {
+        if let Some(c) = self.pool.component.lock().unwrap().clone() {
+            return Ok(c);
+        }
+        // One load for every alert that finds it unloaded: the others wait for it here.
+        let _one = self.pool.reloading.lock().await;
+        if let Some(c) = self.pool.component.lock().unwrap().clone() {
+            return Ok(c);
+        }
+        let path = self.pool.reload.lock().unwrap().clone();
+        let Some(path) = path else { return Err(wasmtime::Error::msg("the component is not loaded")) };
+        let (loader, what, digest) = (self.loader.clone(), format!("function {}", self.ctx.name), self.digest.clone());
+        let loaded = tokio::task::spawn_blocking(move || -> wasmtime::Result<Arc<LoadedComponent>> {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| wasmtime::Error::msg(format!("cannot read the component {}: {e}", path.display())))?;
+            if crate::model::digest::digest(&bytes) != digest {
+                return Err(wasmtime::Error::msg(format!(
+                    "{} is not the function's component any more",
+                    path.display()
+                )));
+            }
+            loader.load(&bytes, &what).map_err(|e| wasmtime::Error::msg(e.to_string()))
+        })
+        .await
+        .map_err(|e| wasmtime::Error::msg(format!("loading the component panicked: {e}")))??;
+        let mut slot = self.pool.component.lock().unwrap();
+        Ok(slot.get_or_insert(loaded).clone())
     }
 
     /// Runs the playbook on one alert, within the function's limits. Never panics on guest behaviour:
@@ -336,6 +433,14 @@ impl WasmFunction {
     }
 
     async fn run(&self, alert: &Alert, deadline: Instant) -> Execution {
+        self.pool.busy.fetch_add(1, Ordering::SeqCst);
+        let exec = self.run_busy(alert, deadline).await;
+        *self.pool.last_used.lock().unwrap() = Instant::now();
+        self.pool.busy.fetch_sub(1, Ordering::SeqCst);
+        exec
+    }
+
+    async fn run_busy(&self, alert: &Alert, deadline: Instant) -> Execution {
         let warm = self.pool.idle.lock().unwrap().pop();
         let (mut warm, instantiate_us) = match warm {
             Some(w) => {
@@ -407,7 +512,8 @@ impl WasmFunction {
         store.set_epoch_deadline(1);
         // Instantiation runs the guest's start code: give it the function's deadline too.
         store.data_mut().call.deadline = Some(Instant::now() + self.limits.timeout());
-        let playbook = self.component.pre.instantiate_async(&mut store).await?;
+        let component = self.component().await?;
+        let playbook = component.pre.instantiate_async(&mut store).await?;
         self.stats.created.fetch_add(1, Ordering::Relaxed);
         Ok(Warm { store, playbook, uses: 0, idle_since: Instant::now() })
     }
@@ -481,6 +587,7 @@ impl crate::model::execution::Handler for WasmFunction {
             retired: self.stats.retired.load(Ordering::Relaxed),
             released: self.pool.released.load(Ordering::Relaxed),
             idle: self.pool.idle.lock().unwrap().len() as u64,
+            unloads: self.pool.unloads.load(Ordering::Relaxed),
         })
     }
 }
