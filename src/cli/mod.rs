@@ -7,6 +7,7 @@ mod call;
 mod deploy;
 mod doctor;
 mod function;
+mod ingest;
 mod new;
 mod playbook;
 mod print;
@@ -63,6 +64,9 @@ enum Command {
     /// Run the trigger engine: dispatch alerts from NATS to the deployed functions (starts a local
     /// nats-server when no --nats is given).
     Run(run::Args),
+    /// The HTTP alert input alone (no runner): take Falco's or falcosidekick's POSTs into the alert stream of
+    /// this NATS, for the runners elsewhere to react (--http-addr and the same options as `run`).
+    Ingest(ingest::Args),
     /// Deployed functions: deploy, list, delete, logs, top, call.
     #[command(subcommand)]
     Function(function::Command),
@@ -114,6 +118,7 @@ pub fn main() -> ExitCode {
             Command::Call(args) => call::run(args, &playbooks, &state).await,
             Command::Playbook(cmd) => playbook::run(cmd, &playbooks, &state).await,
             Command::Run(args) => run::run(args, &state).await,
+            Command::Ingest(args) => ingest::run(args, &state).await,
             Command::Function(cmd) => function::run(cmd, &playbooks, &state).await,
             Command::Trigger(cmd) => trigger::run(cmd, &state).await,
             Command::Runner(cmd) => runner::run(cmd, &state).await,

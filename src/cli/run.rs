@@ -129,15 +129,7 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
             // After the runner started: the alert stream exists.
             let js = async_nats::jetstream::new(ingest_client.clone());
             let ingest = Ingest::start(config, js, ingest_client, ingest_counts, shutdown.clone()).await?;
-            let scheme = if ingest.tls() { "https" } else { "http" };
-            eprintln!("riposte: HTTP alert input on {scheme}://{}/ (POST; /readyz)", ingest.addr());
-            if ingest.anonymous() {
-                eprintln!(
-                    "riposte: warning: the HTTP input takes alerts from anyone who reaches {} \
-                     (--http-allow-anonymous): keep it on a network only Falco reaches",
-                    ingest.addr()
-                );
-            }
+            announce(&ingest, "");
             Some(ingest)
         }
         None => None,
@@ -180,9 +172,22 @@ pub async fn run(args: Args, state: &StateDir) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says where the HTTP input listens (`then`: what follows on the line), and warns when it takes anyone's alerts.
+pub(crate) fn announce(ingest: &Ingest, then: &str) {
+    let scheme = if ingest.tls() { "https" } else { "http" };
+    eprintln!("riposte: HTTP alert input on {scheme}://{}/ (POST; /readyz){then}", ingest.addr());
+    if ingest.anonymous() {
+        eprintln!(
+            "riposte: warning: the HTTP input takes alerts from anyone who reaches {} (--http-allow-anonymous): \
+             keep it on a network only Falco reaches",
+            ingest.addr()
+        );
+    }
+}
+
 /// SIGINT or SIGTERM, listened for from the start of `riposte run`: a signal that arrives while the runner is
 /// still starting (starting nats-server, connecting) stops it gracefully once started, instead of killing it.
-fn on_signal() -> Result<Shutdown> {
+pub(crate) fn on_signal() -> Result<Shutdown> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;

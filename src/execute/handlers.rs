@@ -349,7 +349,7 @@ mod tests {
                 verify_tls: true,
             };
             match self.0.http.send(request).await {
-                Ok(r) => Execution::refused(Status::Ok, format!("HTTP {}", r.status)),
+                Ok(r) => Execution::ok(format!("HTTP {}", r.status)),
                 Err(e) => Execution::refused(Status::Failed, e.to_string()),
             }
         }

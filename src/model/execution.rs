@@ -139,11 +139,21 @@ impl Execution {
         self.status == Status::Ok
     }
 
-    /// An execution that ended before it started (bad alert, missing setting, no engine).
+    /// An execution with `status` and `message` and nothing else: one that ended before it started (bad alert,
+    /// missing setting, no engine); build a success with [`Execution::ok`].
     pub fn refused(status: Status, message: impl Into<String>) -> Execution {
+        Execution::ended(status, message.into())
+    }
+
+    /// A successful execution saying what was done.
+    pub fn ok(message: impl Into<String>) -> Execution {
+        Execution::ended(Status::Ok, message.into())
+    }
+
+    fn ended(status: Status, message: String) -> Execution {
         Execution {
             status,
-            message: message.into(),
+            message,
             reason: None,
             detail: None,
             logs: Vec::new(),

@@ -525,7 +525,7 @@ async fn an_alert_redelivered_after_its_reaction_succeeded_does_not_run_again() 
         attempt: 1,
         published_ns: 0,
     };
-    let earlier = ResultRecord::new(&delivery, &Execution::refused(Status::Ok, "done"), Disposition::Acked);
+    let earlier = ResultRecord::new(&delivery, &Execution::ok("done"), Disposition::Acked);
     publish_result(reg.jetstream(), &earlier).await.unwrap();
 
     // JetStream delivers both again after the ack wait: the runner acks the first without running it.

@@ -281,3 +281,37 @@ async fn with_client_certificates_only_a_certificate_of_the_ca_posts_and_others_
     .await;
     assert_eq!(alerts_stored(&nats).await, 1, "only the certified client's alert was stored");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn riposte_ingest_alone_forwards_posts_to_the_runners_on_the_same_nats() {
+    let nats = TestNats::start();
+    let reg = fleet::registry(&nats).await;
+    let f = fleet::deploy(&reg, "ingest-f", &guests::ok(), "", ResponsePolicy::default()).await;
+    fleet::trigger(&reg, "ingest-f-t", &f, "falco.>", None).await;
+    // Without --http-addr: refused, saying what to give.
+    let out = support::riposte_bin(&support::shared_state()).args(["ingest", "--nats", &nats.url()]).output().unwrap();
+    let (ok, _, err) = support::outcome(out);
+    assert!(!ok && err.contains("riposte ingest needs --http-addr"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_file(dir.path());
+    let mut command = support::riposte_bin(&support::shared_state());
+    command.args(["ingest", "--nats", &nats.url(), "--http-addr", "127.0.0.1:0", "--http-token-file", &tokens]);
+    let ingest = Run::spawn(command);
+    let addr = ingest.addr("HTTP alert input on http://").await;
+    let runner = fleet::runner(&nats, "elsewhere", None).await;
+    let http = reqwest::Client::new();
+    let post = |token: &str| {
+        http.post(format!("http://{addr}/"))
+            .header("Content-Type", "application/json")
+            .bearer_auth(token)
+            .body(sidekick("ing-1", "Forwarded rule"))
+            .send()
+    };
+    assert_eq!(post("guessed").await.unwrap().status(), 401);
+    assert_eq!(post(TOKEN).await.unwrap().status(), 200);
+    wait_until("the runner elsewhere reacted", LONG, || async { !results(&reg, "ingest-f").await.is_empty() }).await;
+    let records = results(&reg, "ingest-f").await;
+    assert_eq!((records.len(), records[0].alert_uuid.as_str()), (1, "ing-1"));
+    runner.stop().await;
+}

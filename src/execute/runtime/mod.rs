@@ -594,7 +594,7 @@ impl crate::model::execution::Handler for WasmFunction {
 
 fn ok_execution(outcome: Outcome) -> Execution {
     let detail = outcome.detail.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
-    Execution { detail, ..Execution::refused(Status::Ok, outcome.message) }
+    Execution { detail, ..Execution::ok(outcome.message) }
 }
 
 fn to_wit(alert: &Alert) -> WitAlert {
