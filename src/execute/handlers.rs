@@ -170,15 +170,21 @@ impl HandlerCache {
                     .await
                     .expect("component loading panicked")
                     .map_err(|e| LoadError::Artifact { function: function.name.clone(), why: e.to_string() })?;
-                // Unloaded once the function had no alert for the idle timeout, loaded again from the artifact cache.
+                // Unloaded once the function had no alert for the idle timeout, loaded again from the artifact cache
+                // (only when the artifact is there: a state directory that could not keep it keeps the component).
                 let artifact = self.artifacts.join(format!("{}.wasm", function.artifact));
+                let unloadable = |f: crate::execute::runtime::WasmFunction| {
+                    if artifact.is_file() {
+                        f.unload_when_idle(artifact.clone())
+                    } else {
+                        f
+                    }
+                };
                 if function.policy.dry_run {
-                    let inner =
-                        self.runtime.function(component, function, Scoped::backends()).unload_when_idle(artifact);
+                    let inner = unloadable(self.runtime.function(component, function, Scoped::backends()));
                     return Ok(Arc::new(DryRun::new(Arc::new(inner), function)));
                 }
-                let handler = self.runtime.function(component, function, self.backends.clone());
-                Ok(Arc::new(handler.unload_when_idle(artifact)))
+                Ok(Arc::new(unloadable(self.runtime.function(component, function, self.backends.clone()))))
             }
             Kind::Container if function.policy.dry_run => Err(LoadError::Artifact {
                 function: function.name.clone(),

@@ -203,6 +203,23 @@ impl WarmPools {
     }
 }
 
+/// An alert running on a pool's function: the pool is not idle meanwhile, and its last use is when this ends.
+struct Busy<'a>(&'a Pool);
+
+impl<'a> Busy<'a> {
+    fn enter(pool: &'a Pool) -> Busy<'a> {
+        pool.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(pool)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        *self.0.last_used.lock().unwrap() = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A component ready to instantiate.
 pub struct LoadedComponent {
     /// Its sha256.
@@ -433,11 +450,9 @@ impl WasmFunction {
     }
 
     async fn run(&self, alert: &Alert, deadline: Instant) -> Execution {
-        self.pool.busy.fetch_add(1, Ordering::SeqCst);
-        let exec = self.run_busy(alert, deadline).await;
-        *self.pool.last_used.lock().unwrap() = Instant::now();
-        self.pool.busy.fetch_sub(1, Ordering::SeqCst);
-        exec
+        // Counted busy until the alert ends, however it ends (a timed-out call drops this future).
+        let _busy = Busy::enter(&self.pool);
+        self.run_busy(alert, deadline).await
     }
 
     async fn run_busy(&self, alert: &Alert, deadline: Instant) -> Execution {
@@ -492,6 +507,8 @@ impl WasmFunction {
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
+        // Loaded again first if it was unloaded, so the load does not count against the start code's deadline.
+        let component = self.component().await?;
         // Kept beyond its bound by the longest secret, so the cut made after redaction splits none.
         let output = GuestOutput::new(self.ctx.secrets.longest());
         let wasi = wasmtime_wasi::WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
@@ -512,7 +529,6 @@ impl WasmFunction {
         store.set_epoch_deadline(1);
         // Instantiation runs the guest's start code: give it the function's deadline too.
         store.data_mut().call.deadline = Some(Instant::now() + self.limits.timeout());
-        let component = self.component().await?;
         let playbook = component.pre.instantiate_async(&mut store).await?;
         self.stats.created.fetch_add(1, Ordering::Relaxed);
         Ok(Warm { store, playbook, uses: 0, idle_since: Instant::now() })
