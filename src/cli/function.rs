@@ -153,12 +153,13 @@ pub async fn run(cmd: Command, playbooks: &Catalog, state: &StateDir) -> Result<
             if when.is_some() {
                 let on_error = on_condition_error.unwrap_or_default();
                 for t in deploy::set_condition(&registry, &prepared.function, when.as_deref(), on_error).await? {
-                    let mut line =
-                        format!("trigger {} -> {} on {} when {}", t.name, name, t.topic, when.as_deref().unwrap_or(""));
-                    if !on_error.is_skip() {
-                        line.push_str(&format!(" (on condition error: {})", on_error.as_str()));
-                    }
-                    println!("{line}");
+                    println!(
+                        "trigger {} -> {} on {} when {}",
+                        t.name,
+                        name,
+                        t.topic,
+                        t.shown_condition().unwrap_or_default()
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

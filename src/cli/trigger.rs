@@ -70,11 +70,7 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
             let rules = load_rules(&rules)?;
             let registry = nats.registry(state).await?;
             let pattern = deploy::create_trigger(&registry, &trigger, force).await?;
-            match &trigger.when {
-                Some(when) if !on_condition_error.is_skip() => println!(
-                    "trigger {name} -> {function} on {topic} when {when} (on condition error: {})",
-                    on_condition_error.as_str()
-                ),
+            match trigger.shown_condition() {
                 Some(when) => println!("trigger {name} -> {function} on {topic} when {when}"),
                 None => println!("trigger {name} -> {function} on {topic}"),
             }
@@ -90,11 +86,7 @@ pub async fn run(cmd: Command, state: &StateDir) -> Result<ExitCode> {
             for (name, t) in registry.triggers().await? {
                 let pattern = Pattern::parse(&t.topic);
                 let filter = pattern.as_ref().map(|p| p.nats_filter().to_owned()).unwrap_or_else(|e| e.to_string());
-                let when = match (&t.when, t.on_condition_error.is_skip()) {
-                    (None, _) => "-".to_owned(),
-                    (Some(w), true) => w.clone(),
-                    (Some(w), false) => format!("{w} (on condition error: {})", t.on_condition_error.as_str()),
-                };
+                let when = t.shown_condition().unwrap_or_else(|| "-".to_owned());
                 println!(
                     "{:<32} {:<24} {:<32} {:<24} {}",
                     cell(&name),

@@ -70,6 +70,16 @@ impl std::str::FromStr for OnConditionError {
 }
 
 impl Trigger {
+    /// Its condition as the CLI shows it: `EXPR`, with ` (on condition error: run)` when that is chosen; `None`
+    /// without a condition.
+    pub fn shown_condition(&self) -> Option<String> {
+        let when = self.when.as_ref()?;
+        Some(match self.on_condition_error.is_skip() {
+            true => when.clone(),
+            false => format!("{when} (on condition error: {})", self.on_condition_error.as_str()),
+        })
+    }
+
     /// The durable consumer that feeds this trigger. The pattern's digest is part of the name, so a trigger
     /// re-created with another topic gets a fresh consumer (nats-server 2.9 cannot change a filter).
     pub fn consumer_name(&self) -> String {
